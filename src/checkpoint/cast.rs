@@ -1,0 +1,86 @@
+//! Casting tensor bytes between the floating-point dtypes (f64, f32, f16, bf16).
+//!
+//! Conversions go through f32 and round to nearest-even, as PyTorch and numpy do.
+
+use std::borrow::Cow;
+
+use half::{bf16, f16};
+
+use super::DType;
+use crate::error::{Error, Result};
+
+/// Cast the little-endian bytes of tensor `name` from `from` to `to`.
+///
+/// Non-float tensors are only "cast" to their own dtype. Returns the input unchanged when the
+/// dtypes agree.
+pub fn cast_bytes<'a>(name: &str, from: DType, to: DType, bytes: &'a [u8]) -> Result<Cow<'a, [u8]>> {
+    if from == to {
+        return Ok(Cow::Borrowed(bytes));
+    }
+    if !from.is_float() || !to.is_float() {
+        return Err(Error::UnsupportedCast {
+            name: name.to_string(),
+            dtype: from.to_string(),
+            target: to.to_string(),
+        });
+    }
+    let n = bytes.len() / from.size();
+    let mut out = Vec::with_capacity(n * to.size());
+    for chunk in bytes.chunks_exact(from.size()) {
+        let value = decode(from, chunk);
+        encode(to, value, &mut out);
+    }
+    Ok(Cow::Owned(out))
+}
+
+fn decode(dtype: DType, c: &[u8]) -> f64 {
+    match dtype {
+        DType::F64 => f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
+        DType::F32 => f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64,
+        DType::F16 => f16::from_le_bytes([c[0], c[1]]).to_f64(),
+        DType::BF16 => bf16::from_le_bytes([c[0], c[1]]).to_f64(),
+        _ => unreachable!("decode is only called for float dtypes"),
+    }
+}
+
+fn encode(dtype: DType, value: f64, out: &mut Vec<u8>) {
+    match dtype {
+        DType::F64 => out.extend_from_slice(&value.to_le_bytes()),
+        DType::F32 => out.extend_from_slice(&(value as f32).to_le_bytes()),
+        // Round from f32, as torch does when casting an f32 tensor.
+        DType::F16 => out.extend_from_slice(&f16::from_f32(value as f32).to_le_bytes()),
+        DType::BF16 => out.extend_from_slice(&bf16::from_f32(value as f32).to_le_bytes()),
+        _ => unreachable!("encode is only called for float dtypes"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f32_bytes(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn same_dtype_borrows() {
+        let b = f32_bytes(&[1.0, 2.0]);
+        assert!(matches!(cast_bytes("t", DType::F32, DType::F32, &b).unwrap(), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn f32_to_bf16_rounds_to_nearest_even() {
+        // 1 + 2^-8 lies exactly between two bf16 values; ties go to even (1.0).
+        let b = f32_bytes(&[1.0 + 1.0 / 256.0, 3.0]);
+        let out = cast_bytes("t", DType::F32, DType::BF16, &b).unwrap();
+        assert_eq!(out.len(), 4);
+        assert_eq!(bf16::from_le_bytes([out[0], out[1]]).to_f32(), 1.0);
+        assert_eq!(bf16::from_le_bytes([out[2], out[3]]).to_f32(), 3.0);
+    }
+
+    #[test]
+    fn integer_cast_is_refused() {
+        let err = cast_bytes("ids", DType::I64, DType::F16, &[0; 8]).unwrap_err();
+        assert!(err.to_string().contains("`ids`"), "{err}");
+    }
+}

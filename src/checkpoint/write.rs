@@ -1,0 +1,248 @@
+//! Streaming safetensors writer with sharding and dtype casts.
+//!
+//! The header is computed from the shapes first; then tensors are read from the source, cast
+//! and written one at a time, so peak memory is about one tensor. Tensors are laid out in name
+//! order and the header is serialised with sorted keys, so the same input always gives
+//! byte-identical files.
+
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use super::safetensors::SafetensorsFile;
+use super::{DType, TensorInfo, TensorSource, cast_bytes};
+use crate::error::{Error, Result};
+use crate::progress::{Event, Reporter};
+
+/// How to write a model's weights.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// Cast every floating-point tensor to this dtype (integers are kept).
+    pub dtype: Option<DType>,
+    /// Split into shards of at most this many bytes of tensor data (a tensor larger than the
+    /// limit gets a shard of its own).
+    pub shard_size: Option<u64>,
+}
+
+/// One tensor to write: its output name, and the source tensor it comes from.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// Name in the output file.
+    pub name: String,
+    /// Name in the source.
+    pub source_name: String,
+    /// Output dtype.
+    pub dtype: DType,
+    /// Shape (unchanged from the source).
+    pub shape: Vec<usize>,
+}
+
+impl Planned {
+    fn nbytes(&self) -> u64 {
+        self.shape.iter().product::<usize>() as u64 * self.dtype.size() as u64
+    }
+}
+
+/// What was written.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Written {
+    /// File names of the weight files, in order.
+    pub files: Vec<String>,
+    /// Total bytes of tensor data.
+    pub total_bytes: u64,
+    /// Number of tensors.
+    pub tensors: usize,
+}
+
+/// Plan every tensor of `source` under its own name, with the dtype cast of `opts`.
+pub fn plan_all(source: &dyn TensorSource, opts: &WriteOptions) -> Vec<Planned> {
+    source
+        .tensors()
+        .iter()
+        .map(|t| plan_one(t, &t.name, opts))
+        .collect()
+}
+
+/// Plan one tensor under `name`.
+pub fn plan_one(info: &TensorInfo, name: &str, opts: &WriteOptions) -> Planned {
+    let dtype = match opts.dtype {
+        Some(d) if info.dtype.is_float() => d,
+        _ => info.dtype,
+    };
+    Planned {
+        name: name.to_string(),
+        source_name: info.name.clone(),
+        dtype,
+        shape: info.shape.clone(),
+    }
+}
+
+/// Write `plan` as `model.safetensors` (or shards plus `model.safetensors.index.json`) in `dir`.
+pub fn write_model(
+    dir: &Path,
+    source: &dyn TensorSource,
+    mut plan: Vec<Planned>,
+    opts: &WriteOptions,
+    reporter: &dyn Reporter,
+) -> Result<Written> {
+    plan.sort_by(|a, b| a.name.cmp(&b.name));
+    check_unique(&plan)?;
+    let shards = split_shards(&plan, opts.shard_size);
+    let total_bytes: u64 = plan.iter().map(Planned::nbytes).sum();
+    reporter.report(Event::Start {
+        task: "write".into(),
+        total: total_bytes,
+    });
+    let names = shard_names(shards.len());
+    let mut weight_map = BTreeMap::new();
+    for (shard, file) in shards.iter().zip(&names) {
+        let path = dir.join(file);
+        write_file(&path, source, shard, reporter)?;
+        verify_file(&path, shard)?;
+        for t in *shard {
+            weight_map.insert(t.name.clone(), file.clone());
+        }
+    }
+    if names.len() > 1 {
+        write_index(dir, total_bytes, &weight_map)?;
+    }
+    reporter.report(Event::Finish);
+    Ok(Written {
+        files: names,
+        total_bytes,
+        tensors: plan.len(),
+    })
+}
+
+fn check_unique(plan: &[Planned]) -> Result<()> {
+    for pair in plan.windows(2) {
+        if pair[0].name == pair[1].name {
+            return Err(Error::InvalidValue {
+                what: "tensor name".into(),
+                value: pair[0].name.clone(),
+                reason: "two tensors would be written under the same name".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn split_shards(plan: &[Planned], limit: Option<u64>) -> Vec<&[Planned]> {
+    let Some(limit) = limit else {
+        return vec![plan];
+    };
+    let mut shards = Vec::new();
+    let (mut start, mut size) = (0usize, 0u64);
+    for (i, t) in plan.iter().enumerate() {
+        if i > start && size + t.nbytes() > limit {
+            shards.push(&plan[start..i]);
+            start = i;
+            size = 0;
+        }
+        size += t.nbytes();
+    }
+    shards.push(&plan[start..]);
+    shards
+}
+
+fn shard_names(n: usize) -> Vec<String> {
+    if n <= 1 {
+        return vec!["model.safetensors".to_string()];
+    }
+    (1..=n)
+        .map(|i| format!("model-{i:05}-of-{n:05}.safetensors"))
+        .collect()
+}
+
+/// The header bytes (length prefix excluded), padded with spaces to a multiple of 8.
+fn header_bytes(tensors: &[Planned]) -> Result<Vec<u8>> {
+    let mut map = serde_json::Map::new();
+    map.insert(
+        "__metadata__".into(),
+        serde_json::json!({ "format": "pt" }),
+    );
+    let mut offset = 0u64;
+    for t in tensors {
+        let end = offset + t.nbytes();
+        map.insert(
+            t.name.clone(),
+            serde_json::json!({
+                "dtype": t.dtype.safetensors_name(),
+                "shape": t.shape,
+                "data_offsets": [offset, end],
+            }),
+        );
+        offset = end;
+    }
+    let mut bytes = serde_json::to_vec(&map)?;
+    while bytes.len() % 8 != 0 {
+        bytes.push(b' ');
+    }
+    Ok(bytes)
+}
+
+fn write_file(
+    path: &Path,
+    source: &dyn TensorSource,
+    tensors: &[Planned],
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    let header = header_bytes(tensors)?;
+    let file = fs_err::File::create(path)?;
+    let mut out = BufWriter::with_capacity(8 << 20, file);
+    out.write_all(&(header.len() as u64).to_le_bytes())?;
+    out.write_all(&header)?;
+    for t in tensors {
+        let info = source.require(&t.source_name)?;
+        let raw = source.read(&t.source_name)?;
+        let bytes = cast_bytes(&info.name, info.dtype, t.dtype, &raw)?;
+        if bytes.len() as u64 != t.nbytes() {
+            return Err(Error::InvalidValue {
+                what: "tensor data".into(),
+                value: t.source_name.clone(),
+                reason: format!("the source gave {} bytes, expected {}", bytes.len(), t.nbytes()),
+            });
+        }
+        out.write_all(&bytes)?;
+        reporter.report(Event::Advance {
+            amount: t.nbytes(),
+            item: Some(t.name.clone()),
+        });
+    }
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// Re-open a written file and check that its header lists exactly the planned tensors.
+fn verify_file(path: &Path, tensors: &[Planned]) -> Result<()> {
+    let written = SafetensorsFile::open(path)?;
+    let ok = written.tensors().len() == tensors.len()
+        && written
+            .tensors()
+            .iter()
+            .zip(tensors)
+            .all(|(w, p)| w.name == p.name && w.dtype == p.dtype && w.shape == p.shape);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Safetensors {
+            path: path.to_path_buf(),
+            reason: "the written file does not match what was planned".into(),
+        })
+    }
+}
+
+fn write_index(dir: &Path, total_bytes: u64, weight_map: &BTreeMap<String, String>) -> Result<()> {
+    let index = serde_json::json!({
+        "metadata": { "total_size": total_bytes },
+        "weight_map": weight_map,
+    });
+    let mut bytes = serde_json::to_vec_pretty(&index)?;
+    bytes.push(b'\n');
+    let path = dir.join("model.safetensors.index.json");
+    let mut f = fs_err::File::create(&path)?;
+    f.write_all(&bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
