@@ -1,0 +1,3 @@
+//! lgreg's integration tests: one binary, modules by feature.
+
+mod support;
