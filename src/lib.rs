@@ -16,9 +16,12 @@
 
 #![deny(missing_docs)]
 
+pub mod anatomy;
 pub mod checkpoint;
+pub mod convert;
 pub mod error;
 pub mod fsutil;
+pub mod inspect;
 pub mod progress;
 
 pub use error::{Error, Result};

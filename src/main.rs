@@ -1,5 +1,7 @@
-//! The `lgreg` binary: parse, dispatch, render, exit.
+//! The `lgreg` binary: parse, dispatch, render, exit. All work happens in the library.
+
+mod cli;
 
 fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+    cli::main()
 }

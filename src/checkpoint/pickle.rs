@@ -21,7 +21,6 @@ impl PickleFile {
             reason: "PyTorch reading is not built yet".into(),
         })
     }
-
 }
 
 impl TensorSource for PickleFile {
