@@ -15,6 +15,7 @@
 //!   ([`fsutil::StagedDir`]).
 
 #![deny(missing_docs)]
+#![deny(unsafe_code)]
 
 pub mod anatomy;
 pub mod checkpoint;

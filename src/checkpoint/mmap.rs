@@ -22,6 +22,7 @@ impl Mapped {
         // never truncated by us. Another process truncating the file underneath is outside
         // what any mmap user can guard against; lgreg documents that inputs must not change
         // while it runs.
+        #[allow(unsafe_code)]
         let map = unsafe { memmap2::Mmap::map(file.file())? };
         Ok(Mapped { map: Some(map) })
     }

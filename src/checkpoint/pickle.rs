@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 /// A PyTorch checkpoint read without executing code.
 #[derive(Debug)]
 pub struct PickleFile {
+    #[allow(dead_code)]
     path: PathBuf,
     infos: Vec<TensorInfo>,
 }

@@ -32,3 +32,79 @@ pub fn smollm2_gguf() -> PathBuf {
 pub fn minilm_dir() -> PathBuf {
     fixture("minilm")
 }
+
+/// A command for the `lgreg` binary under test, with a private home.
+pub fn lgreg(home: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lgreg"));
+    cmd.env("LGREG_HOME", home.join("lgreg-home"))
+        .env("HF_HOME", home.join("hf-home"))
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+/// What a finished `lgreg` run printed.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code.
+    pub code: i32,
+    /// stdout.
+    pub stdout: String,
+    /// stderr.
+    pub stderr: String,
+}
+
+/// Run `lgreg ARGS` with a private home and collect its output.
+pub fn run(home: &std::path::Path, args: &[&std::ffi::OsStr]) -> Run {
+    let out = lgreg(home).args(args).output().expect("lgreg binary runs");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `run` with string arguments.
+pub fn run_str(home: &std::path::Path, args: &[&str]) -> Run {
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    run(home, &args)
+}
+
+/// The `--json` result line of a run, parsed.
+pub fn json_result(run: &Run) -> serde_json::Value {
+    let line = run
+        .stdout
+        .lines()
+        .rev()
+        .find(|l| l.contains("\"type\":\"result\""))
+        .unwrap_or_else(|| panic!("no JSON result line in {run:?}"));
+    serde_json::from_str(line).expect("result line is JSON")
+}
+
+/// Build safetensors bytes from a header object and a data section, exactly as given.
+pub fn safetensors_bytes(header: &serde_json::Value, data: &[u8]) -> Vec<u8> {
+    let h = serde_json::to_vec(header).unwrap();
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&h);
+    out.extend_from_slice(data);
+    out
+}
+
+/// Every file under `dir`, relative, sorted (for "nothing changed" checks).
+pub fn listing(dir: &std::path::Path) -> Vec<String> {
+    fn walk(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(root).unwrap().display().to_string());
+            if p.is_dir() {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
