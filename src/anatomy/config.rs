@@ -88,27 +88,89 @@ impl Hyper {
     }
 }
 
+/// New sizes for a config; `None` keeps the old value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resize {
+    /// Number of blocks.
+    pub layers: Option<usize>,
+    /// Model width.
+    pub hidden_size: Option<usize>,
+    /// MLP width.
+    pub intermediate_size: Option<usize>,
+    /// Attention heads.
+    pub heads: Option<usize>,
+    /// Key/value heads (HF naming only).
+    pub kv_heads: Option<usize>,
+}
+
 /// `config` with its depth set to `layers`, in the key its naming uses.
-///
-/// HF configs carry `num_hidden_layers`; timm configs carry `depth` (top level or under
-/// `model_args`). Every other key is kept, in order.
 pub fn with_depth(config: &Value, naming: Naming, layers: usize) -> Value {
+    resized(
+        config,
+        naming,
+        &Resize {
+            layers: Some(layers),
+            ..Resize::default()
+        },
+    )
+}
+
+/// `config` with new sizes, in the keys its naming uses; every other key is kept, in order.
+///
+/// HF configs carry `num_hidden_layers`, `hidden_size`, `intermediate_size`,
+/// `num_attention_heads` and `num_key_value_heads`; timm configs carry `depth`, `embed_dim`,
+/// `num_heads` and `mlp_ratio` (top level, and under `model_args` when present).
+pub fn resized(config: &Value, naming: Naming, resize: &Resize) -> Value {
     let mut out = config.clone();
     let Some(map) = out.as_object_mut() else {
         return out;
     };
     match naming {
         Naming::Hf => {
-            map.insert("num_hidden_layers".into(), Value::from(layers));
+            let pairs = [
+                ("num_hidden_layers", resize.layers),
+                ("hidden_size", resize.hidden_size),
+                ("intermediate_size", resize.intermediate_size),
+                ("num_attention_heads", resize.heads),
+                ("num_key_value_heads", resize.kv_heads),
+            ];
+            set_all(map, &pairs);
         }
         Naming::Timm => {
-            map.insert("depth".into(), Value::from(layers));
-            if let Some(args) = map.get_mut("model_args").and_then(Value::as_object_mut) {
-                args.insert("depth".into(), Value::from(layers));
+            let hidden = resize.hidden_size.or_else(|| {
+                map.get("embed_dim")
+                    .and_then(Value::as_u64)
+                    .map(|v| v as usize)
+            });
+            let ratio = match (resize.intermediate_size, hidden) {
+                (Some(i), Some(h)) if h > 0 => Some(i as f64 / h as f64),
+                _ => None,
+            };
+            let pairs = [
+                ("depth", resize.layers.map(Value::from)),
+                ("embed_dim", resize.hidden_size.map(Value::from)),
+                ("num_heads", resize.heads.map(Value::from)),
+                ("mlp_ratio", ratio.map(Value::from)),
+            ];
+            for (key, value) in &pairs {
+                if let Some(v) = value {
+                    map.insert((*key).into(), v.clone());
+                    if let Some(args) = map.get_mut("model_args").and_then(Value::as_object_mut) {
+                        args.insert((*key).into(), v.clone());
+                    }
+                }
             }
         }
     }
     out
+}
+
+fn set_all(map: &mut serde_json::Map<String, Value>, pairs: &[(&str, Option<usize>)]) {
+    for (key, value) in pairs {
+        if let Some(v) = value {
+            map.insert((*key).into(), Value::from(*v));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -137,5 +199,36 @@ mod tests {
         let out = with_depth(&cfg, Naming::Timm, 4);
         assert_eq!(out["depth"], 4);
         assert_eq!(out["model_args"]["depth"], 4);
+    }
+
+    #[test]
+    fn width_rewrite() {
+        let cfg: Value = serde_json::from_str(
+            r#"{"model_type":"bert","hidden_size":384,"intermediate_size":1536,"num_attention_heads":12}"#,
+        )
+        .unwrap();
+        let resize = Resize {
+            hidden_size: Some(192),
+            intermediate_size: Some(768),
+            heads: Some(6),
+            ..Resize::default()
+        };
+        let out = resized(&cfg, Naming::Hf, &resize);
+        assert_eq!(out["hidden_size"], 192);
+        assert_eq!(out["intermediate_size"], 768);
+        assert_eq!(out["num_attention_heads"], 6);
+        let timm: Value =
+            serde_json::from_str(r#"{"embed_dim":192,"model_args":{"embed_dim":192}}"#).unwrap();
+        let out = resized(
+            &timm,
+            Naming::Timm,
+            &Resize {
+                hidden_size: Some(96),
+                intermediate_size: Some(384),
+                ..Resize::default()
+            },
+        );
+        assert_eq!(out["model_args"]["embed_dim"], 96);
+        assert_eq!(out["mlp_ratio"], 4.0);
     }
 }

@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-pub use config::{Hyper, with_depth};
-pub use vit::{fuse_qkv_name, split_qkv_names};
+pub use config::{Hyper, Resize, resized, with_depth};
+pub use vit::{fuse_qkv_name, fuse_qkv_rows, split_qkv_names, split_qkv_rows};
 
 use crate::checkpoint::TensorInfo;
 use crate::error::{Error, Result};

@@ -132,3 +132,25 @@ pub fn fuse_qkv_name(layer: usize, param: Param) -> String {
     };
     TIMM.layer_name("", &slot).unwrap_or_default()
 }
+
+/// Split the bytes of timm's fused qkv tensor (`[3·D, ...]`, row-major) into q, k and v.
+///
+/// Returns `None` when the first dimension is not a multiple of 3 or the byte count does not
+/// match the shape.
+pub fn split_qkv_rows(bytes: &[u8], shape: &[usize], elem_size: usize) -> Option<[Vec<u8>; 3]> {
+    let rows = *shape.first()?;
+    let numel: usize = shape.iter().product();
+    if rows % 3 != 0 || bytes.len() != numel * elem_size {
+        return None;
+    }
+    let part = bytes.len() / 3;
+    Some([0, 1, 2].map(|i| bytes[i * part..(i + 1) * part].to_vec()))
+}
+
+/// Fuse separate q, k and v tensors of equal size into timm's qkv layout (rows stacked).
+pub fn fuse_qkv_rows(q: &[u8], k: &[u8], v: &[u8]) -> Option<Vec<u8>> {
+    if q.len() != k.len() || q.len() != v.len() {
+        return None;
+    }
+    Some([q, k, v].concat())
+}

@@ -7,6 +7,7 @@
 
 pub mod dtype;
 pub mod gguf;
+pub mod memory;
 pub mod mmap;
 pub mod pickle;
 pub mod safetensors;

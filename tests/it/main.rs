@@ -2,6 +2,7 @@
 
 #![allow(clippy::disallowed_methods, clippy::unwrap_used)]
 
+mod anatomy;
 mod convert;
 mod malformed;
 mod support;

@@ -1,0 +1,195 @@
+//! Anatomy of seeded random ViT/DeiT checkpoints in timm and HF layouts, and the fused-qkv
+//! mapping between them.
+
+use std::path::Path;
+
+use lgreg::anatomy::{self, Family, Naming, Param, Role};
+use lgreg::checkpoint::memory::MemorySource;
+use lgreg::checkpoint::write::{WriteOptions, plan_all, write_model};
+use lgreg::checkpoint::{self, TensorSource};
+use lgreg::progress::Silent;
+
+use crate::support::{json_result, run_str};
+
+/// A small deterministic generator (xorshift) for seeded weights.
+struct Rng(u64);
+
+impl Rng {
+    fn values(&mut self, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                ((self.0 >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.04
+            })
+            .collect()
+    }
+}
+
+const D: usize = 16;
+const LAYERS: usize = 3;
+const PATCH: usize = 4;
+const TOKENS: usize = 17; // 4x4 patches of a 16x16 image + the class token
+const CLASSES: usize = 10;
+
+fn add(src: &mut MemorySource, rng: &mut Rng, name: &str, shape: &[usize]) {
+    let n = shape.iter().product();
+    src.insert_f32(name, shape, &rng.values(n)).unwrap();
+}
+
+/// A DeiT-tiny-shaped timm checkpoint, scaled down.
+fn timm_vit(seed: u64) -> MemorySource {
+    let mut rng = Rng(seed);
+    let mut s = MemorySource::new();
+    add(&mut s, &mut rng, "cls_token", &[1, 1, D]);
+    add(&mut s, &mut rng, "pos_embed", &[1, TOKENS, D]);
+    add(
+        &mut s,
+        &mut rng,
+        "patch_embed.proj.weight",
+        &[D, 3, PATCH, PATCH],
+    );
+    add(&mut s, &mut rng, "patch_embed.proj.bias", &[D]);
+    for l in 0..LAYERS {
+        let b = format!("blocks.{l}");
+        for (stem, shape) in [
+            ("norm1.weight", vec![D]),
+            ("norm1.bias", vec![D]),
+            ("attn.qkv.weight", vec![3 * D, D]),
+            ("attn.qkv.bias", vec![3 * D]),
+            ("attn.proj.weight", vec![D, D]),
+            ("attn.proj.bias", vec![D]),
+            ("norm2.weight", vec![D]),
+            ("norm2.bias", vec![D]),
+            ("mlp.fc1.weight", vec![4 * D, D]),
+            ("mlp.fc1.bias", vec![4 * D]),
+            ("mlp.fc2.weight", vec![D, 4 * D]),
+            ("mlp.fc2.bias", vec![D]),
+        ] {
+            add(&mut s, &mut rng, &format!("{b}.{stem}"), &shape);
+        }
+    }
+    add(&mut s, &mut rng, "norm.weight", &[D]);
+    add(&mut s, &mut rng, "norm.bias", &[D]);
+    add(&mut s, &mut rng, "head.weight", &[CLASSES, D]);
+    add(&mut s, &mut rng, "head.bias", &[CLASSES]);
+    s
+}
+
+fn write_dir(dir: &Path, src: &MemorySource, config: &serde_json::Value) {
+    std::fs::create_dir_all(dir).unwrap();
+    let opts = WriteOptions::default();
+    write_model(dir, src, plan_all(src, &opts), &opts, &Silent).unwrap();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+}
+
+/// timm names → HF ViT names, splitting every fused qkv.
+fn to_hf(timm: &MemorySource) -> MemorySource {
+    let a = anatomy::analyze(None, timm.tensors()).unwrap();
+    let mut hf = MemorySource::new();
+    for t in timm.tensors() {
+        let slot = &a.slots[&t.name];
+        let bytes = timm.read(&t.name).unwrap();
+        if slot.role == Role::AttnQkv {
+            let layer = slot.layer.unwrap();
+            let names = anatomy::split_qkv_names("vit.", layer, slot.param);
+            let parts = anatomy::split_qkv_rows(&bytes, &t.shape, 4).unwrap();
+            let mut shape = t.shape.clone();
+            shape[0] /= 3;
+            for (name, part) in names.iter().zip(parts) {
+                hf.insert(name, t.dtype, &shape, part).unwrap();
+            }
+            continue;
+        }
+        let name = match (slot.layer, t.name.as_str()) {
+            (Some(_), _) => format!(
+                "vit.{}",
+                anatomy::rules(Family::Vit)
+                    .tensor_name(slot, Naming::Hf)
+                    .unwrap()
+            ),
+            (None, "cls_token") => "vit.embeddings.cls_token".into(),
+            (None, "pos_embed") => "vit.embeddings.position_embeddings".into(),
+            (None, n) if n.starts_with("patch_embed.proj") => n.replace(
+                "patch_embed.proj",
+                "vit.embeddings.patch_embeddings.projection",
+            ),
+            (None, n) if n.starts_with("norm.") => n.replace("norm.", "vit.layernorm."),
+            (None, n) => n.replace("head.", "classifier."),
+        };
+        hf.insert(&name, t.dtype, &t.shape, bytes.into_owned())
+            .unwrap();
+    }
+    hf
+}
+
+#[test]
+fn timm_vit_is_recognised_from_names_and_config() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("deit");
+    let cfg = serde_json::json!({"architecture": "deit_tiny_patch16_224", "num_classes": CLASSES});
+    write_dir(&dir, &timm_vit(7), &cfg);
+    let r = run_str(root.path(), &["inspect", "--json", dir.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{r:?}");
+    let j = json_result(&r);
+    assert_eq!(j["family"], "vit");
+    assert_eq!(j["naming"], "timm");
+    assert_eq!(j["layers"], LAYERS);
+    assert_eq!(j["hidden_size"], D);
+    assert_eq!(j["intermediate_size"], 4 * D);
+
+    let ckpt = checkpoint::open(&dir).unwrap();
+    let a = anatomy::analyze(ckpt.config.as_ref(), ckpt.source.tensors()).unwrap();
+    assert_eq!(a.hyper.patch_size, Some(PATCH));
+    assert_eq!(a.hyper.num_classes, Some(CLASSES));
+    assert_eq!(a.layer_tensors(1).len(), 12);
+    assert_eq!(a.slots["blocks.2.attn.qkv.bias"].role, Role::AttnQkv);
+    assert_eq!(a.slots["blocks.2.attn.qkv.bias"].param, Param::Bias);
+    assert_eq!(a.slots["cls_token"].role, Role::ClassToken);
+    assert_eq!(a.slots["head.weight"].role, Role::Head);
+}
+
+#[test]
+fn hf_vit_from_split_qkv_matches_the_timm_original() {
+    let timm = timm_vit(11);
+    let hf = to_hf(&timm);
+    let cfg = serde_json::json!({"model_type": "vit", "architectures": ["ViTForImageClassification"],
+        "hidden_size": D, "num_hidden_layers": LAYERS, "num_attention_heads": 2, "intermediate_size": 4 * D,
+        "patch_size": PATCH, "image_size": 16});
+    let a = anatomy::analyze(Some(&cfg), hf.tensors()).unwrap();
+    assert_eq!(
+        (a.family, a.naming, a.hyper.layers),
+        (Family::Vit, Naming::Hf, LAYERS)
+    );
+    let q = "vit.encoder.layer.1.attention.attention.query.weight";
+    assert_eq!(a.slots[q].role, Role::AttnQ);
+    assert_eq!(hf.info(q).unwrap().shape, vec![D, D]);
+    // Fusing q, k and v back gives timm's bytes exactly.
+    for param in [Param::Weight, Param::Bias] {
+        let [qn, kn, vn] = anatomy::split_qkv_names("vit.", 1, param);
+        let fused = anatomy::fuse_qkv_rows(
+            &hf.read(&qn).unwrap(),
+            &hf.read(&kn).unwrap(),
+            &hf.read(&vn).unwrap(),
+        )
+        .unwrap();
+        let timm_name = anatomy::fuse_qkv_name(1, param);
+        assert_eq!(
+            fused,
+            timm.read(&timm_name).unwrap().into_owned(),
+            "{timm_name}"
+        );
+    }
+    // The same family is found from the names alone, and DeiT's prefix works too.
+    let a = anatomy::analyze(None, hf.tensors()).unwrap();
+    assert_eq!((a.family, a.naming), (Family::Vit, Naming::Hf));
+}
+
+#[test]
+fn depth_rewrite_round_trips_through_the_anatomy() {
+    let cfg = serde_json::json!({"model_type": "bert", "num_hidden_layers": 6, "hidden_size": 384});
+    let out = anatomy::with_depth(&cfg, Naming::Hf, 2);
+    assert_eq!(out["num_hidden_layers"], 2);
+    assert_eq!(out["hidden_size"], 384);
+}
