@@ -54,6 +54,10 @@ pub trait TensorSource: Send + Sync {
     /// The little-endian bytes of one tensor, in the dtype its [`TensorInfo`] names.
     fn read(&self, name: &str) -> Result<Cow<'_, [u8]>>;
 
+    /// Hint that the bytes of `name` will not be read again soon, so memory they occupy (e.g.
+    /// mapped pages) can be given back. The default does nothing.
+    fn release(&self, _name: &str) {}
+
     /// The info of one tensor, if present.
     fn info(&self, name: &str) -> Option<&TensorInfo> {
         let all = self.tensors();

@@ -388,4 +388,10 @@ impl TensorSource for Sharded {
             })?;
         self.shards[self.owner[i]].read(name)
     }
+
+    fn release(&self, name: &str) {
+        if let Ok(i) = self.infos.binary_search_by(|t| t.name.as_str().cmp(name)) {
+            self.shards[self.owner[i]].release(name);
+        }
+    }
 }

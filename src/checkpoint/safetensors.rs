@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::mmap::Mapped;
-use super::{DType, TensorInfo, TensorSource, sort_infos};
+use super::{DType, TensorInfo, TensorSource};
 use crate::error::{Error, Result};
 
 /// Largest header lgreg accepts (the reference implementation's limit).
@@ -46,8 +46,7 @@ impl SafetensorsFile {
         let mut pairs: Vec<(TensorInfo, (usize, usize))> = entries;
         pairs.sort_by(|a, b| a.0.name.cmp(&b.0.name));
         let ranges = pairs.iter().map(|p| p.1).collect();
-        let mut infos: Vec<TensorInfo> = pairs.into_iter().map(|p| p.0).collect();
-        sort_infos(&mut infos);
+        let infos: Vec<TensorInfo> = pairs.into_iter().map(|p| p.0).collect();
         Ok(SafetensorsFile {
             path: path.to_path_buf(),
             map,
@@ -206,12 +205,9 @@ fn check_ranges(path: &Path, entries: &mut Entries, data_len: usize) -> Result<(
     Ok(())
 }
 
-impl TensorSource for SafetensorsFile {
-    fn tensors(&self) -> &[TensorInfo] {
-        &self.infos
-    }
-
-    fn read(&self, name: &str) -> Result<Cow<'_, [u8]>> {
+impl SafetensorsFile {
+    /// The absolute byte range of tensor `name` in the file.
+    fn file_range(&self, name: &str) -> Result<std::ops::Range<usize>> {
         let i = self
             .infos
             .binary_search_by(|t| t.name.as_str().cmp(name))
@@ -219,8 +215,23 @@ impl TensorSource for SafetensorsFile {
                 name: name.to_string(),
             })?;
         let (begin, end) = self.ranges[i];
-        Ok(Cow::Borrowed(
-            &self.map.bytes()[self.data_start + begin..self.data_start + end],
-        ))
+        Ok(self.data_start + begin..self.data_start + end)
+    }
+}
+
+impl TensorSource for SafetensorsFile {
+    fn tensors(&self) -> &[TensorInfo] {
+        &self.infos
+    }
+
+    fn read(&self, name: &str) -> Result<Cow<'_, [u8]>> {
+        let range = self.file_range(name)?;
+        Ok(Cow::Borrowed(&self.map.bytes()[range]))
+    }
+
+    fn release(&self, name: &str) {
+        if let Ok(range) = self.file_range(name) {
+            self.map.release(range);
+        }
     }
 }

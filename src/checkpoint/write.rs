@@ -205,6 +205,9 @@ fn write_file(
             });
         }
         out.write_all(&bytes)?;
+        drop(bytes);
+        drop(raw);
+        source.release(&t.source_name);
         reporter.report(Event::Advance {
             amount: t.nbytes(),
             item: Some(t.name.clone()),
