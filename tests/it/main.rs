@@ -4,5 +4,6 @@
 
 mod anatomy;
 mod convert;
+mod gguf_cli;
 mod malformed;
 mod support;
