@@ -66,7 +66,9 @@ pub enum Error {
     },
 
     /// A pickle names a global that is not on the allow-list; nothing was executed.
-    #[error("`{path}`: refused to load pickle global `{global}`: it is not a tensor rebuild function, and lgreg never runs code from a checkpoint")]
+    #[error(
+        "`{path}`: refused to load pickle global `{global}`: it is not a tensor rebuild function, and lgreg never runs code from a checkpoint"
+    )]
     ForbiddenGlobal {
         /// The offending file.
         path: PathBuf,

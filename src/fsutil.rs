@@ -14,7 +14,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .tempfile_in(dir)
         .map_err(|e| with_path(e, dir))?;
     tmp.write_all(bytes).map_err(|e| with_path(e, tmp.path()))?;
-    tmp.as_file().sync_all().map_err(|e| with_path(e, tmp.path()))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| with_path(e, tmp.path()))?;
     tmp.persist(path).map_err(|e| with_path(e.error, path))?;
     sync_dir(dir)
 }
@@ -117,7 +119,10 @@ impl StagedDir {
             }
             let aside = parent.join(format!(
                 ".lgreg-old-{}",
-                staging.file_name().and_then(|n| n.to_str()).unwrap_or("out")
+                staging
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("out")
             ));
             fs_err::rename(&self.target, &aside)?;
             old = Some(aside);

@@ -13,7 +13,12 @@ use crate::error::{Error, Result};
 ///
 /// Non-float tensors are only "cast" to their own dtype. Returns the input unchanged when the
 /// dtypes agree.
-pub fn cast_bytes<'a>(name: &str, from: DType, to: DType, bytes: &'a [u8]) -> Result<Cow<'a, [u8]>> {
+pub fn cast_bytes<'a>(
+    name: &str,
+    from: DType,
+    to: DType,
+    bytes: &'a [u8],
+) -> Result<Cow<'a, [u8]>> {
     if from == to {
         return Ok(Cow::Borrowed(bytes));
     }
@@ -65,7 +70,10 @@ mod tests {
     #[test]
     fn same_dtype_borrows() {
         let b = f32_bytes(&[1.0, 2.0]);
-        assert!(matches!(cast_bytes("t", DType::F32, DType::F32, &b).unwrap(), Cow::Borrowed(_)));
+        assert!(matches!(
+            cast_bytes("t", DType::F32, DType::F32, &b).unwrap(),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]

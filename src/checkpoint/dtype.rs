@@ -88,7 +88,9 @@ impl DType {
 
     /// Parse a safetensors header dtype name.
     pub fn from_safetensors_name(name: &str) -> Option<DType> {
-        DType::ALL.into_iter().find(|d| d.safetensors_name() == name)
+        DType::ALL
+            .into_iter()
+            .find(|d| d.safetensors_name() == name)
     }
 }
 

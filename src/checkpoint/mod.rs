@@ -15,10 +15,10 @@ pub mod write;
 mod cast;
 mod open;
 
-use std::borrow::Cow;
 pub use cast::cast_bytes;
 pub use dtype::DType;
 pub use open::{Checkpoint, Format, SideFile, open};
+use std::borrow::Cow;
 
 use crate::error::{Error, Result};
 

@@ -318,10 +318,13 @@ impl Sharded {
         let mut tagged: Vec<(TensorInfo, usize)> = Vec::with_capacity(weight_map.len());
         for (name, file) in &weight_map {
             let shard = files.binary_search(&file).unwrap_or(0);
-            let info = shards[shard].info(name).cloned().ok_or_else(|| Error::Safetensors {
-                path: index_path.to_path_buf(),
-                reason: format!("the index maps `{name}` to `{file}`, which does not hold it"),
-            })?;
+            let info = shards[shard]
+                .info(name)
+                .cloned()
+                .ok_or_else(|| Error::Safetensors {
+                    path: index_path.to_path_buf(),
+                    reason: format!("the index maps `{name}` to `{file}`, which does not hold it"),
+                })?;
             tagged.push((info, shard));
         }
         let mut infos: Vec<TensorInfo> = tagged.iter().map(|(i, _)| i.clone()).collect();

@@ -83,7 +83,10 @@ fn parse_header(path: &Path, bytes: &[u8]) -> Result<(usize, Entries, BTreeMap<S
     if bytes.len() < 8 {
         return Err(invalid(
             path,
-            format!("file is {} bytes, too short for the 8-byte header length", bytes.len()),
+            format!(
+                "file is {} bytes, too short for the 8-byte header length",
+                bytes.len()
+            ),
         ));
     }
     let mut len8 = [0u8; 8];
@@ -140,7 +143,12 @@ fn parse_entry(
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .and_then(|n| n.checked_mul(dtype.size()))
-        .ok_or_else(|| invalid(path, format!("tensor `{name}` shape {:?} overflows", raw.shape)))?;
+        .ok_or_else(|| {
+            invalid(
+                path,
+                format!("tensor `{name}` shape {:?} overflows", raw.shape),
+            )
+        })?;
     let (begin, end) = raw.data_offsets;
     if end < begin || end - begin != numel {
         return Err(invalid(
@@ -165,10 +173,17 @@ fn check_ranges(path: &Path, entries: &mut Entries, data_len: usize) -> Result<(
     let mut cursor = 0usize;
     for (info, (begin, end)) in entries.iter() {
         if *begin != cursor {
-            let what = if *begin < cursor { "overlaps the previous tensor" } else { "leaves a gap before it" };
+            let what = if *begin < cursor {
+                "overlaps the previous tensor"
+            } else {
+                "leaves a gap before it"
+            };
             return Err(invalid(
                 path,
-                format!("tensor `{}` starts at offset {begin}, which {what} (expected {cursor})", info.name),
+                format!(
+                    "tensor `{}` starts at offset {begin}, which {what} (expected {cursor})",
+                    info.name
+                ),
             ));
         }
         if *end > data_len {

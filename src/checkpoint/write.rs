@@ -157,10 +157,7 @@ fn shard_names(n: usize) -> Vec<String> {
 /// The header bytes (length prefix excluded), padded with spaces to a multiple of 8.
 fn header_bytes(tensors: &[Planned]) -> Result<Vec<u8>> {
     let mut map = serde_json::Map::new();
-    map.insert(
-        "__metadata__".into(),
-        serde_json::json!({ "format": "pt" }),
-    );
+    map.insert("__metadata__".into(), serde_json::json!({ "format": "pt" }));
     let mut offset = 0u64;
     for t in tensors {
         let end = offset + t.nbytes();
@@ -200,7 +197,11 @@ fn write_file(
             return Err(Error::InvalidValue {
                 what: "tensor data".into(),
                 value: t.source_name.clone(),
-                reason: format!("the source gave {} bytes, expected {}", bytes.len(), t.nbytes()),
+                reason: format!(
+                    "the source gave {} bytes, expected {}",
+                    bytes.len(),
+                    t.nbytes()
+                ),
             });
         }
         out.write_all(&bytes)?;

@@ -50,9 +50,18 @@ fn check_state_dict(path: &Path) {
         ]
     );
     let info = |n: &str| src.info(n).unwrap().clone();
-    assert_eq!((info("a.weight").dtype, info("a.weight").shape), (DType::F32, vec![2, 3]));
-    assert_eq!((info("b.half").dtype, info("b.half").shape), (DType::F16, vec![4]));
-    assert_eq!((info("c.ids").dtype, info("c.ids").shape), (DType::I64, vec![3]));
+    assert_eq!(
+        (info("a.weight").dtype, info("a.weight").shape),
+        (DType::F32, vec![2, 3])
+    );
+    assert_eq!(
+        (info("b.half").dtype, info("b.half").shape),
+        (DType::F16, vec![4])
+    );
+    assert_eq!(
+        (info("c.ids").dtype, info("c.ids").shape),
+        (DType::I64, vec![3])
+    );
     assert_eq!(info("module.scalar").shape, Vec::<usize>::new());
     assert_eq!(info("t.transposed").shape, [3, 2]);
 
@@ -62,11 +71,17 @@ fn check_state_dict(path: &Path) {
     assert_eq!(f32s(src, "module.scalar"), [5.0]);
     // Two tensors over one storage at different offsets (tied weights).
     assert_eq!(f32s(src, "tied.first"), [10.0, 11.0, 12.0, 13.0]);
-    assert_eq!(f32s(src, "tied.second"), [14.0, 15.0, 16.0, 17.0, 18.0, 19.0]);
+    assert_eq!(
+        f32s(src, "tied.second"),
+        [14.0, 15.0, 16.0, 17.0, 18.0, 19.0]
+    );
     // A transposed view is materialised in row-major order.
     assert_eq!(f32s(src, "t.transposed"), [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
     // Contiguous tensors of stored entries are served straight from the map.
-    assert!(matches!(src.read("a.weight").unwrap(), std::borrow::Cow::Borrowed(_)));
+    assert!(matches!(
+        src.read("a.weight").unwrap(),
+        std::borrow::Cow::Borrowed(_)
+    ));
 }
 
 #[test]

@@ -83,7 +83,10 @@ fn entry_error(name: &str, e: ZipError) -> String {
     }
 }
 
-fn entry_len(archive: &mut ZipArchive<MapReader>, name: &str) -> std::result::Result<usize, String> {
+fn entry_len(
+    archive: &mut ZipArchive<MapReader>,
+    name: &str,
+) -> std::result::Result<usize, String> {
     let file = archive.by_name(name).map_err(|e| entry_error(name, e))?;
     usize::try_from(file.size()).map_err(|_| format!("zip entry `{name}` is too large"))
 }
@@ -115,7 +118,8 @@ pub(super) fn locate(
     if file.encrypted() {
         return Err(format!("zip entry `{name}` is encrypted"));
     }
-    let len = usize::try_from(file.size()).map_err(|_| format!("zip entry `{name}` is too large"))?;
+    let len =
+        usize::try_from(file.size()).map_err(|_| format!("zip entry `{name}` is too large"))?;
     if file.compression() != CompressionMethod::Stored {
         return Ok(Location::Entry {
             name: name.to_string(),
@@ -152,7 +156,10 @@ pub(super) fn read_entry(
     if out.len() != len {
         return Err(pickle_err(
             path,
-            format!("zip entry `{name}` holds {} bytes, expected {len}", out.len()),
+            format!(
+                "zip entry `{name}` holds {} bytes, expected {len}",
+                out.len()
+            ),
         ));
     }
     Ok(out)

@@ -21,9 +21,8 @@ const PROTOCOL_VERSION: i64 = 1001;
 pub(super) fn load(path: &Path, bytes: &[u8]) -> Result<(Value, HashMap<String, Location>)> {
     let mut pos = 0usize;
     let header = |pos: &mut usize| -> Result<Value> {
-        let mut refuse = |_: Value| -> Result<Value, VmError> {
-            Err(bad("persistent id in the legacy header"))
-        };
+        let mut refuse =
+            |_: Value| -> Result<Value, VmError> { Err(bad("persistent id in the legacy header")) };
         let (v, n) = vm::load(&bytes[*pos..], &mut refuse).map_err(|e| vm_err(path, e))?;
         *pos += n;
         Ok(v)
@@ -74,7 +73,10 @@ pub(super) fn load(path: &Path, bytes: &[u8]) -> Result<(Value, HashMap<String, 
             }
         };
         let dtype = *dtypes.get(&key).ok_or_else(|| {
-            pickle_err(path, format!("storage `{key}` is listed but no tensor uses it"))
+            pickle_err(
+                path,
+                format!("storage `{key}` is listed but no tensor uses it"),
+            )
         })?;
         let count = bytes
             .get(pos..pos + 8)

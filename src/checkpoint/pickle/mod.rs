@@ -26,6 +26,10 @@ use crate::error::{Error, Result};
 use torch::TensorMeta;
 use vm::{Value, VmError};
 
+/// Largest tensor lgreg materialises from an overlapping view (e.g. stride 0, from `expand`)
+/// when it is larger than its storage; views that do not overlap are always allowed.
+const MAX_EXPANDED: usize = 256 << 20;
+
 /// Where the bytes of one storage live.
 #[derive(Debug, Clone)]
 enum Location {
@@ -99,9 +103,9 @@ impl PickleFile {
             let storage = match index.get(key) {
                 Some(&i) => i,
                 None => {
-                    let loc = storages.locate(key).map_err(|reason| {
-                        pickle_err(path, format!("tensor `{name}`: {reason}"))
-                    })?;
+                    let loc = storages
+                        .locate(key)
+                        .map_err(|reason| pickle_err(path, format!("tensor `{name}`: {reason}")))?;
                     locations.push(loc);
                     index.insert(key.clone(), locations.len() - 1);
                     locations.len() - 1
@@ -129,6 +133,16 @@ impl PickleFile {
                         ),
                     )
                 })?;
+            let len = locations[storage].len();
+            if info.numel().saturating_mul(info.dtype.size()) > len.max(MAX_EXPANDED) {
+                return Err(pickle_err(
+                    path,
+                    format!(
+                        "tensor `{}` (shape {:?}, stride {:?}) repeats its {len}-byte storage into more than {MAX_EXPANDED} bytes",
+                        info.name, info.shape, meta.stride
+                    ),
+                ));
+            }
             infos.push(info);
             layouts.push(Layout {
                 storage,
@@ -162,12 +176,13 @@ impl PickleFile {
                 .checked_add(*len)
                 .and_then(|end| self.map.bytes().get(*start..end))
                 .map(Cow::Borrowed)
-                .ok_or_else(|| pickle_err(&self.path, format!("storage at byte {start} is cut off"))),
+                .ok_or_else(|| {
+                    pickle_err(&self.path, format!("storage at byte {start} is cut off"))
+                }),
             Location::Entry { name, len } => {
-                let mut archive = self
-                    .archive
-                    .clone()
-                    .ok_or_else(|| pickle_err(&self.path, "zip storage outside an archive".into()))?;
+                let mut archive = self.archive.clone().ok_or_else(|| {
+                    pickle_err(&self.path, "zip storage outside an archive".into())
+                })?;
                 archive::read_entry(&self.path, &mut archive, name, *len).map(Cow::Owned)
             }
         }
@@ -286,7 +301,13 @@ fn is_contiguous(shape: &[usize], stride: &[usize]) -> bool {
 }
 
 /// Copy a strided view into a contiguous buffer (bounds were checked at open).
-fn gather(src: &[u8], es: usize, offset: usize, shape: &[usize], stride: &[usize]) -> Option<Vec<u8>> {
+fn gather(
+    src: &[u8],
+    es: usize,
+    offset: usize,
+    shape: &[usize],
+    stride: &[usize],
+) -> Option<Vec<u8>> {
     let numel: usize = shape.iter().product();
     let mut out = Vec::with_capacity(numel * es);
     if numel == 0 {
@@ -327,7 +348,12 @@ impl TensorSource for PickleFile {
         let (info, lay) = (&self.infos[i], &self.layouts[i]);
         let es = info.dtype.size();
         let storage = self.storage_bytes(&self.storages[lay.storage])?;
-        let cut = || pickle_err(&self.path, format!("tensor `{name}` reads past its storage"));
+        let cut = || {
+            pickle_err(
+                &self.path,
+                format!("tensor `{name}` reads past its storage"),
+            )
+        };
         let mut bytes: Cow<'_, [u8]> = if is_contiguous(&info.shape, &lay.stride) {
             let range = lay.offset * es..(lay.offset + info.numel()) * es;
             match storage {
@@ -356,7 +382,9 @@ struct MapReader {
 impl Read for MapReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let bytes = self.map.bytes();
-        let start = usize::try_from(self.pos).unwrap_or(usize::MAX).min(bytes.len());
+        let start = usize::try_from(self.pos)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
         let n = buf.len().min(bytes.len() - start);
         buf[..n].copy_from_slice(&bytes[start..start + n]);
         self.pos += n as u64;

@@ -47,7 +47,14 @@ impl P {
         self.op(b't')
     }
     /// `_rebuild_tensor_v2(storage(key), offset, shape, stride, False, OrderedDict())`.
-    fn tensor(&mut self, stype: &str, key: &str, offset: usize, shape: &[usize], stride: &[usize]) -> &mut P {
+    fn tensor(
+        &mut self,
+        stype: &str,
+        key: &str,
+        offset: usize,
+        shape: &[usize],
+        stride: &[usize],
+    ) -> &mut P {
         self.global("torch._utils", "_rebuild_tensor_v2")
             .op(b'(')
             .op(b'(')
@@ -203,19 +210,60 @@ fn protocol4_frames_memoize_stack_global_sets() {
     p.op(0x8c).op(11).raw(b"OrderedDict").op(0x94);
     p.op(0x93).op(0x94).op(b')').op(b'R').op(0x94);
     p.op(b'(');
-    p.op(0x8c).op(3).raw(b"set").op(0x8f).op(b'(').int(1).int(2).op(0x90);
+    p.op(0x8c)
+        .op(3)
+        .raw(b"set")
+        .op(0x8f)
+        .op(b'(')
+        .int(1)
+        .int(2)
+        .op(0x90);
     p.op(0x8c).op(6).raw(b"frozen").op(b'(').int(9).op(0x91);
-    p.op(0x8c).op(2).raw(b"u8").op(0x8d).raw(&2u64.to_le_bytes()).raw(b"hi");
-    p.op(0x8c).op(2).raw(b"b8").op(0x8e).raw(&1u64.to_le_bytes()).raw(b"z");
-    p.op(0x8c).op(1).raw(b"B").op(b'B').raw(&3u32.to_le_bytes()).raw(b"abc");
+    p.op(0x8c)
+        .op(2)
+        .raw(b"u8")
+        .op(0x8d)
+        .raw(&2u64.to_le_bytes())
+        .raw(b"hi");
+    p.op(0x8c)
+        .op(2)
+        .raw(b"b8")
+        .op(0x8e)
+        .raw(&1u64.to_le_bytes())
+        .raw(b"z");
+    p.op(0x8c)
+        .op(1)
+        .raw(b"B")
+        .op(b'B')
+        .raw(&3u32.to_le_bytes())
+        .raw(b"abc");
     p.op(0x8c).op(2).raw(b"t3").int(1).int(2).int(3).op(0x87);
     p.op(0x8c).op(2).raw(b"t1").int(4).op(0x85);
-    p.op(0x8c).op(3).raw(b"dup").int(5).op(b'r').raw(&70000u32.to_le_bytes()).op(b'2').op(b'0');
-    p.op(0x8c).op(3).raw(b"get").op(b'j').raw(&70000u32.to_le_bytes());
+    p.op(0x8c)
+        .op(3)
+        .raw(b"dup")
+        .int(5)
+        .op(b'r')
+        .raw(&70000u32.to_le_bytes())
+        .op(b'2')
+        .op(b'0');
+    p.op(0x8c)
+        .op(3)
+        .raw(b"get")
+        .op(b'j')
+        .raw(&70000u32.to_le_bytes());
     // POP_MARK discards a marked group.
     p.op(b'(').int(1).int(2).op(b'1');
     // NEWOBJ of OrderedDict, then BUILD with a state that is never applied.
-    p.op(0x8c).op(3).raw(b"obj").op(b'h').op(2).op(b')').op(0x81).op(b'}').op(b'b');
+    p.op(0x8c)
+        .op(3)
+        .raw(b"obj")
+        .op(b'h')
+        .op(2)
+        .op(b')')
+        .op(0x81)
+        .op(b'}')
+        .op(b'b');
     p.op(b'u');
     let bytes = p.stop();
     let v = run(&bytes).unwrap();
@@ -244,8 +292,18 @@ fn protocol0_text_opcodes() {
     p.raw(b"Vf\n").op(b'(').raw(b"I1\nI2\n").op(b'l').op(b's');
     p.raw(b"Vg\n").op(b'(').raw(b"I1\n").op(b't').op(b's');
     p.raw(b"Vh\n").raw(b"g0\n").op(b's');
-    p.raw(b"Vi\n").op(b'T').raw(&2i32.to_le_bytes()).raw(b"ok").op(b's');
-    p.raw(b"Vj\n").raw(b"ccollections\nOrderedDict\n").op(b'(').op(b'l').op(0x85).op(b'R').op(b's');
+    p.raw(b"Vi\n")
+        .op(b'T')
+        .raw(&2i32.to_le_bytes())
+        .raw(b"ok")
+        .op(b's');
+    p.raw(b"Vj\n")
+        .raw(b"ccollections\nOrderedDict\n")
+        .op(b'(')
+        .op(b'l')
+        .op(0x85)
+        .op(b'R')
+        .op(b's');
     let bytes = p.stop();
     let v = run(&bytes).unwrap();
     assert_eq!(int(&get(&v, "a")), 42);
@@ -274,7 +332,9 @@ fn codecs_encode_makes_bytes() {
 
 #[test]
 fn tensor_rebuild_records_layout() {
-    let bytes = P::new(2).tensor("HalfStorage", "7", 3, &[2, 4], &[1, 2]).stop();
+    let bytes = P::new(2)
+        .tensor("HalfStorage", "7", 3, &[2, 4], &[1, 2])
+        .stop();
     match run(&bytes).unwrap() {
         Value::Tensor(t) => {
             assert_eq!(t.storage.key, "7");
@@ -324,7 +384,7 @@ fn forbidden_globals_are_refused_before_reduce() {
     let path = dir.path().join("evil.pt");
     let mut p = P::new(2);
     p.global("os", "system");
-    std::fs::write(&path, evil_reduce(p, &marker)).unwrap();
+    fs_err::write(&path, evil_reduce(p, &marker)).unwrap();
     match PickleFile::open(&path) {
         Err(Error::ForbiddenGlobal { global, .. }) => assert_eq!(global, "os.system"),
         other => panic!("expected ForbiddenGlobal, got {other:?}"),
@@ -341,7 +401,10 @@ fn load_from_bytes_and_unknown_torch_names_are_refused() {
         ("torch._utils", "_rebuild_qtensor"),
     ] {
         let bytes = P::new(2).global(m, n).stop();
-        assert_eq!(run(&bytes).unwrap_err(), VmError::Forbidden(format!("{m}.{n}")));
+        assert_eq!(
+            run(&bytes).unwrap_err(),
+            VmError::Forbidden(format!("{m}.{n}"))
+        );
     }
 }
 
@@ -360,7 +423,11 @@ fn truncated_and_hostile_lengths_are_refused() {
     }
     assert!(malformed(&full[..full.len() - 3]).contains("truncated"));
     let huge = P::new(2).op(b'X').raw(&u32::MAX.to_le_bytes()).stop();
-    assert!(malformed(&huge).contains("truncated"), "{}", malformed(&huge));
+    assert!(
+        malformed(&huge).contains("truncated"),
+        "{}",
+        malformed(&huge)
+    );
     let huge8 = P::new(4).op(0x8e).raw(&u64::MAX.to_le_bytes()).stop();
     malformed(&huge8);
     let neg = P::new(2).op(b'T').raw(&(-1i32).to_le_bytes()).stop();
@@ -388,14 +455,17 @@ fn layout_helpers() {
     assert!(is_contiguous(&[1, 3], &[99, 1]));
     assert!(!is_contiguous(&[3, 2], &[1, 3]));
     let src: Vec<u8> = (0u8..6).collect();
-    assert_eq!(gather(&src, 1, 0, &[3, 2], &[1, 3]).unwrap(), [0, 3, 1, 4, 2, 5]);
+    assert_eq!(
+        gather(&src, 1, 0, &[3, 2], &[1, 3]).unwrap(),
+        [0, 3, 1, 4, 2, 5]
+    );
     assert_eq!(gather(&src, 2, 1, &[2], &[1]).unwrap(), [2, 3, 4, 5]);
     assert!(gather(&src, 1, 5, &[2], &[1]).is_none());
 }
 
 /// Write a torch-style zip with the given data pickle and entries.
 fn write_zip(path: &Path, pickle: &[u8], entries: &[(&str, &[u8])], deflate: bool) {
-    let file = std::fs::File::create(path).unwrap();
+    let file = fs_err::File::create(path).unwrap();
     let mut zip = zip::ZipWriter::new(file);
     let method = if deflate {
         zip::CompressionMethod::Deflated
@@ -425,7 +495,12 @@ fn one_tensor_dict(stype: &str, shape: &[usize], stride: &[usize]) -> Vec<u8> {
 fn missing_storage_entry_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.bin");
-    write_zip(&path, &one_tensor_dict("FloatStorage", &[2], &[1]), &[], false);
+    write_zip(
+        &path,
+        &one_tensor_dict("FloatStorage", &[2], &[1]),
+        &[],
+        false,
+    );
     match PickleFile::open(&path) {
         Err(Error::Pickle { reason, .. }) => {
             assert!(reason.contains("`archive/data/0`"), "{reason}")
@@ -439,9 +514,35 @@ fn storage_too_small_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.bin");
     let data = [0u8; 8];
-    write_zip(&path, &one_tensor_dict("FloatStorage", &[3], &[1]), &[("data/0", &data)], false);
+    write_zip(
+        &path,
+        &one_tensor_dict("FloatStorage", &[3], &[1]),
+        &[("data/0", &data)],
+        false,
+    );
     match PickleFile::open(&path) {
         Err(Error::Pickle { reason, .. }) => assert!(reason.contains("past the end"), "{reason}"),
+        other => panic!("expected a pickle error, got {other:?}"),
+    }
+}
+
+#[test]
+fn broadcast_views_are_gathered_within_a_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("e.bin");
+    let data = 7.0f32.to_le_bytes();
+    write_zip(
+        &path,
+        &one_tensor_dict("FloatStorage", &[2, 3], &[0, 0]),
+        &[("data/0", &data)],
+        false,
+    );
+    let f = PickleFile::open(&path).unwrap();
+    assert_eq!(f.read_f32("w").unwrap(), [7.0; 6]);
+    let huge = one_tensor_dict("FloatStorage", &[1 << 20, 1 << 10], &[0, 0]);
+    write_zip(&path, &huge, &[("data/0", &data)], false);
+    match PickleFile::open(&path) {
+        Err(Error::Pickle { reason, .. }) => assert!(reason.contains("repeats"), "{reason}"),
         other => panic!("expected a pickle error, got {other:?}"),
     }
 }

@@ -126,9 +126,12 @@ pub(crate) struct TensorMeta {
 /// The 5-tuple is the zip format's; legacy files add `view_metadata`, which is `None` or
 /// `(view_key, offset, view_size)` for a view into the keyed storage.
 pub(crate) fn persistent_load(pid: Value) -> VmResult<Value> {
-    let items = pid
-        .sequence()
-        .ok_or_else(|| bad(format!("persistent id is a {}, expected a tuple", pid.kind())))?;
+    let items = pid.sequence().ok_or_else(|| {
+        bad(format!(
+            "persistent id is a {}, expected a tuple",
+            pid.kind()
+        ))
+    })?;
     match items.first() {
         Some(Value::Str(s)) if s == "storage" => {}
         _ => return Err(bad("persistent id does not start with `storage`")),
@@ -184,7 +187,10 @@ pub(crate) fn as_usize(v: &Value, what: &str) -> VmResult<usize> {
     match v {
         Value::Int(i) => usize::try_from(*i)
             .map_err(|_| bad(format!("{what} is {i}, expected a non-negative integer"))),
-        other => Err(bad(format!("{what} is a {}, expected an int", other.kind()))),
+        other => Err(bad(format!(
+            "{what} is a {}, expected an int",
+            other.kind()
+        ))),
     }
 }
 
@@ -210,7 +216,9 @@ pub(crate) fn call(g: Global, args: Vec<Value>) -> VmResult<Value> {
                     .ok_or_else(|| bad("`_rebuild_from_type_v2` arguments are not a tuple"))?;
                 call(*func, inner)
             }
-            _ => Err(bad("`_rebuild_from_type_v2` expects (func, type, args, state)")),
+            _ => Err(bad(
+                "`_rebuild_from_type_v2` expects (func, type, args, state)",
+            )),
         },
         Global::OrderedDict => match args.as_slice() {
             [] => Ok(Value::new_dict(Vec::new())),
@@ -234,16 +242,20 @@ pub(crate) fn call(g: Global, args: Vec<Value>) -> VmResult<Value> {
         },
         Global::Size => match args.as_slice() {
             [] => Ok(Value::Tuple(Rc::new(Vec::new()))),
-            [dims] => Ok(Value::Tuple(Rc::new(dims.sequence().ok_or_else(|| {
-                bad("`torch.Size` argument is not a tuple")
-            })?))),
+            [dims] => {
+                Ok(Value::Tuple(Rc::new(dims.sequence().ok_or_else(|| {
+                    bad("`torch.Size` argument is not a tuple")
+                })?)))
+            }
             _ => Err(bad("`torch.Size` expects one tuple")),
         },
         Global::Set => match args.as_slice() {
             [] => Ok(Value::new_set(Vec::new())),
             [Value::Set(s)] => Ok(Value::new_set(s.borrow().clone())),
             [items] => Ok(Value::new_set(
-                items.sequence().ok_or_else(|| bad("`set` argument is not a sequence"))?,
+                items
+                    .sequence()
+                    .ok_or_else(|| bad("`set` argument is not a sequence"))?,
             )),
             _ => Err(bad("`set` expects at most one argument")),
         },

@@ -208,9 +208,9 @@ impl<'a> Vm<'a> {
                     let _kwargs = self.pop()?;
                     let args = self.pop()?;
                     let cls = self.pop()?;
-                    let args = args
-                        .sequence()
-                        .ok_or_else(|| bad(format!("NEWOBJ_EX at offset {at} has no argument tuple")))?;
+                    let args = args.sequence().ok_or_else(|| {
+                        bad(format!("NEWOBJ_EX at offset {at} has no argument tuple"))
+                    })?;
                     let v = apply(cls, args)?;
                     self.push(v)?;
                 }
@@ -338,8 +338,9 @@ impl<'a> Vm<'a> {
                 }
                 0x8b => {
                     let n = i32::from_le_bytes(self.array::<4>()?);
-                    let n = usize::try_from(n)
-                        .map_err(|_| bad(format!("LONG4 at offset {at} has negative length {n}")))?;
+                    let n = usize::try_from(n).map_err(|_| {
+                        bad(format!("LONG4 at offset {at} has negative length {n}"))
+                    })?;
                     let bytes = self.take(n)?;
                     self.push(long(bytes))?;
                 }
@@ -363,10 +364,9 @@ impl<'a> Vm<'a> {
                 }
                 b'F' => {
                     let line = self.line_str()?;
-                    let f = line
-                        .trim()
-                        .parse::<f64>()
-                        .map_err(|_| bad(format!("FLOAT `{line}` at offset {at} is not a number")))?;
+                    let f = line.trim().parse::<f64>().map_err(|_| {
+                        bad(format!("FLOAT `{line}` at offset {at} is not a number"))
+                    })?;
                     self.push(Value::Float(f))?;
                 }
                 b'X' | 0x8c | 0x8d => {
@@ -425,8 +425,8 @@ impl<'a> Vm<'a> {
                     self.memo_put(idx)?;
                 }
                 0x94 => {
-                    let idx = u32::try_from(self.memo.len())
-                        .map_err(|_| bad("memo index overflow"))?;
+                    let idx =
+                        u32::try_from(self.memo.len()).map_err(|_| bad("memo index overflow"))?;
                     self.memo_put(idx)?;
                 }
                 b'g' => {
@@ -530,7 +530,10 @@ impl<'a> Vm<'a> {
 
     fn top(&self) -> VmResult<&Value> {
         if self.stack.len() <= self.floor() {
-            return Err(bad(format!("pickle stack is empty before offset {}", self.pos)));
+            return Err(bad(format!(
+                "pickle stack is empty before offset {}",
+                self.pos
+            )));
         }
         self.stack
             .last()
@@ -565,17 +568,18 @@ impl<'a> Vm<'a> {
     }
 
     fn memo_get(&mut self, idx: u32, at: usize) -> VmResult<()> {
-        let v = self
-            .memo
-            .get(&idx)
-            .cloned()
-            .ok_or_else(|| bad(format!("memo key {idx} read at offset {at} was never stored")))?;
+        let v = self.memo.get(&idx).cloned().ok_or_else(|| {
+            bad(format!(
+                "memo key {idx} read at offset {at} was never stored"
+            ))
+        })?;
         self.push(v)
     }
 }
 
 fn global(module: &str, name: &str) -> VmResult<Global> {
-    torch::resolve_global(module, name).ok_or_else(|| VmError::Forbidden(format!("{module}.{name}")))
+    torch::resolve_global(module, name)
+        .ok_or_else(|| VmError::Forbidden(format!("{module}.{name}")))
 }
 
 fn apply(callable: Value, args: Vec<Value>) -> VmResult<Value> {
@@ -593,7 +597,7 @@ fn not_a(op: &str, want: &str, got: &Value, at: usize) -> VmError {
 }
 
 fn pairs(items: Vec<Value>, at: usize) -> VmResult<Vec<(Value, Value)>> {
-    if items.len() % 2 != 0 {
+    if !items.len().is_multiple_of(2) {
         return Err(bad(format!(
             "dict items at offset {at} are {} values, expected an even count",
             items.len()
