@@ -6,4 +6,5 @@ mod anatomy;
 mod convert;
 mod gguf_cli;
 mod malformed;
+mod pickle;
 mod support;
