@@ -131,3 +131,33 @@ fn malicious_zip_checkpoint_is_refused_and_nothing_runs() {
     assert!(err.hint().is_some());
     assert!(!out.join("pwned").exists());
 }
+
+#[test]
+fn zip_checkpoint_round_trips_through_convert() {
+    let (_dir, out) = generate();
+    let bert = out.join("bert");
+    let st = out.join("st");
+    let r = crate::support::run_str(
+        &out,
+        &["convert", bert.to_str().unwrap(), st.to_str().unwrap()],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let orig = checkpoint::open(&bert).unwrap();
+    let conv = checkpoint::open(&st).unwrap();
+    assert_eq!(conv.format, checkpoint::Format::Safetensors);
+    assert_eq!(orig.source.tensors(), conv.source.tensors());
+    for t in orig.source.tensors() {
+        assert_eq!(
+            orig.source.read(&t.name).unwrap(),
+            conv.source.read(&t.name).unwrap(),
+            "{}",
+            t.name
+        );
+    }
+    // The transposed query weight was materialised in row-major order.
+    let q = f32s(
+        conv.source.as_ref(),
+        "bert.encoder.layer.0.attention.self.query.weight",
+    );
+    assert_eq!(&q[..4], &[0.0, 0.5, 1.0, 1.5]);
+}

@@ -124,3 +124,20 @@ class Evil:
     def __reduce__(self):
         return (os.system, ("touch " + marker,))
 write_zip(os.path.join(out, "evil.pt"), {"w": Evil()}, 2)
+
+# 4. a tiny BERT as a model directory (pytorch_model.bin + config.json), for convert round trips.
+def write_bert(dirpath):
+    os.makedirs(dirpath, exist_ok=True)
+    emb = Storage(FloatStorage, "0", f32(*[0.25 * i - 1.0 for i in range(12)]))
+    q = Storage(FloatStorage, "1", f32(*[0.125 * i for i in range(16)]))
+    ids = Storage(LongStorage, "2", i64(0, 1, 2))
+    sd = collections.OrderedDict()
+    sd["bert.embeddings.word_embeddings.weight"] = Tensor(emb, 0, [3, 4], [4, 1])
+    sd["bert.encoder.layer.0.attention.self.query.weight"] = Tensor(q, 0, [4, 4], [1, 4])
+    sd["bert.encoder.layer.0.attention.self.query.bias"] = Tensor(q, 12, [4], [1])
+    sd["bert.embeddings.position_ids"] = Tensor(ids, 0, [1, 3], [3, 1])
+    write_zip(os.path.join(dirpath, "pytorch_model.bin"), sd, 2)
+    with open(os.path.join(dirpath, "config.json"), "w") as f:
+        f.write('{"model_type": "bert", "architectures": ["BertModel"], "hidden_size": 4, '
+                '"num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 8, "vocab_size": 3}')
+write_bert(os.path.join(out, "bert"))
