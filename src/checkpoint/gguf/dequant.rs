@@ -16,7 +16,7 @@ pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [u8]) -> bool {
     let Some((block_elems, block_bytes)) = ty.block() else {
         return false;
     };
-    if src.len() as u64 % block_bytes != 0
+    if !(src.len() as u64).is_multiple_of(block_bytes)
         || (src.len() as u64 / block_bytes) * block_elems * 4 != dst.len() as u64
     {
         return false;

@@ -29,7 +29,7 @@ pub struct GgufFile {
     /// Sorted by name.
     infos: Vec<TensorInfo>,
     /// For each entry of `infos`: the index into `parsed.tensors` and the fix-up to apply.
-    sources: Vec<(usize, Fixup)>,
+    sources: Sources,
 }
 
 impl GgufFile {
@@ -89,8 +89,11 @@ impl GgufFile {
     }
 }
 
+/// For each HF tensor: the index into `Parsed::tensors` and the fix-up to apply.
+type Sources = Vec<(usize, Fixup)>;
+
 /// The HF tensor infos (sorted) and where each comes from.
-fn hf_tensors(parsed: &Parsed) -> Result<(Vec<TensorInfo>, Vec<(usize, Fixup)>), String> {
+fn hf_tensors(parsed: &Parsed) -> Result<(Vec<TensorInfo>, Sources), String> {
     let arch = match parsed.get("general.architecture") {
         Some(v) => v
             .as_str()
@@ -139,7 +142,7 @@ fn hf_tensors(parsed: &Parsed) -> Result<(Vec<TensorInfo>, Vec<(usize, Fixup)>),
             w[0].0.name
         ));
     }
-    let (infos, sources): (Vec<TensorInfo>, Vec<(usize, Fixup)>) = tagged.into_iter().unzip();
+    let (infos, sources): (Vec<TensorInfo>, Sources) = tagged.into_iter().unzip();
     Ok((infos, sources))
 }
 

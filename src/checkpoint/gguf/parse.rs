@@ -483,14 +483,14 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, String> {
                 )
             })?;
         let inner = e.dims.first().copied().unwrap_or(1);
-        if inner % block_elems != 0 {
+        if !inner.is_multiple_of(block_elems) {
             return Err(format!(
                 "tensor `{name}` has inner dimension {inner}, not a multiple of the {} block size {block_elems}",
                 ggml_type.name()
             ));
         }
         let len = numel / block_elems * block_bytes;
-        if e.offset % alignment != 0 {
+        if !e.offset.is_multiple_of(alignment) {
             return Err(format!(
                 "tensor `{name}` has data offset {}, not a multiple of the alignment {alignment}",
                 e.offset
