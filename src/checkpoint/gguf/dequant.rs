@@ -8,54 +8,54 @@ use half::{bf16, f16};
 
 use super::parse::GgmlType;
 
-/// Dequantise `src` (whole blocks of `ty`) into `dst`, which holds 4 bytes per element.
+/// Dequantise `src` (whole blocks of `ty`) into little-endian f32 bytes, 4 per element.
 ///
-/// Returns `false` when the type is not supported or the lengths disagree; the parser
+/// Returns `None` when the type is not supported or `src` is not whole blocks; the parser
 /// guarantees neither happens for tensors it accepted.
-pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [u8]) -> bool {
-    let Some((block_elems, block_bytes)) = ty.block() else {
-        return false;
-    };
-    if !(src.len() as u64).is_multiple_of(block_bytes)
-        || (src.len() as u64 / block_bytes) * block_elems * 4 != dst.len() as u64
-    {
-        return false;
+pub fn dequantize(ty: GgmlType, src: &[u8]) -> Option<Vec<u8>> {
+    let (_, block_bytes) = ty.block()?;
+    if !(src.len() as u64).is_multiple_of(block_bytes) {
+        return None;
     }
-    match ty {
-        GgmlType::F32 => dst.copy_from_slice(src),
-        GgmlType::F16 => blocks::<2, 1, 4>(src, dst, |b, out| {
+    Some(match ty {
+        GgmlType::F32 => src.to_vec(),
+        GgmlType::F16 => blocks::<2, 1, 4>(src, |b, out| {
             out[0] = f16::from_le_bytes(*b).to_f32();
         }),
-        GgmlType::BF16 => blocks::<2, 1, 4>(src, dst, |b, out| {
+        GgmlType::BF16 => blocks::<2, 1, 4>(src, |b, out| {
             out[0] = bf16::from_le_bytes(*b).to_f32();
         }),
-        GgmlType::Q4_0 => blocks::<18, 32, 128>(src, dst, q4_0),
-        GgmlType::Q4_1 => blocks::<20, 32, 128>(src, dst, q4_1),
-        GgmlType::Q8_0 => blocks::<34, 32, 128>(src, dst, q8_0),
-        GgmlType::Q4K => blocks::<144, 256, 1024>(src, dst, q4_k),
-        GgmlType::Q5K => blocks::<176, 256, 1024>(src, dst, q5_k),
-        GgmlType::Q6K => blocks::<210, 256, 1024>(src, dst, q6_k),
-        GgmlType::Unsupported(_) => return false,
-    }
-    true
+        GgmlType::Q4_0 => blocks::<18, 32, 128>(src, q4_0),
+        GgmlType::Q4_1 => blocks::<20, 32, 128>(src, q4_1),
+        GgmlType::Q8_0 => blocks::<34, 32, 128>(src, q8_0),
+        GgmlType::Q4K => blocks::<144, 256, 1024>(src, q4_k),
+        GgmlType::Q5K => blocks::<176, 256, 1024>(src, q5_k),
+        GgmlType::Q6K => blocks::<210, 256, 1024>(src, q6_k),
+        GgmlType::Unsupported(_) => return None,
+    })
 }
 
-/// Run `f` over every block of `BB` bytes, storing its `BE` values as `BO = 4 * BE` bytes.
+/// Run `f` over every block of `BB` bytes, appending its `BE` values as `BO = 4 * BE` bytes.
+///
+/// The output is filled by appending, never zeroed first: zeroing half a gigabyte of f32
+/// costs as much as the dequantisation itself.
 fn blocks<const BB: usize, const BE: usize, const BO: usize>(
     src: &[u8],
-    dst: &mut [u8],
     f: impl Fn(&[u8; BB], &mut [f32; BE]),
-) {
+) -> Vec<u8> {
     debug_assert_eq!(BO, 4 * BE);
     let (src, _) = src.as_chunks::<BB>();
-    let (dst, _) = dst.as_chunks_mut::<BO>();
+    let mut out = Vec::with_capacity(src.len() * BO);
     let mut vals = [0f32; BE];
-    for (block, out) in src.iter().zip(dst.iter_mut()) {
+    let mut bytes = [0u8; BO];
+    for block in src {
         f(block, &mut vals);
-        for (o, v) in out.as_chunks_mut::<4>().0.iter_mut().zip(vals.iter()) {
+        for (o, v) in bytes.as_chunks_mut::<4>().0.iter_mut().zip(vals.iter()) {
             *o = v.to_le_bytes();
         }
+        out.extend_from_slice(&bytes);
     }
+    out
 }
 
 #[inline(always)]

@@ -64,16 +64,15 @@ pub fn fixup(gguf: &str, heads: usize, kv_heads: usize) -> Fixup {
 /// `h*rows/n + a*half + b` is GGUF row `h*rows/n + b*2 + a`. The caller checks that `rows`
 /// is a multiple of `2 * n`.
 pub fn unpermute_rows(src: &[u8], rows: usize, n: usize, row_bytes: usize) -> Vec<u8> {
-    let mut out = vec![0u8; src.len()];
+    let mut out = Vec::with_capacity(src.len());
     let per_head = rows / n;
     let half = per_head / 2;
+    // HF rows in order: head h, rotary half a, index b.
     for h in 0..n {
         for a in 0..2 {
             for b in 0..half {
-                let hf = h * per_head + a * half + b;
                 let gg = h * per_head + b * 2 + a;
-                out[hf * row_bytes..(hf + 1) * row_bytes]
-                    .copy_from_slice(&src[gg * row_bytes..(gg + 1) * row_bytes]);
+                out.extend_from_slice(&src[gg * row_bytes..(gg + 1) * row_bytes]);
             }
         }
     }

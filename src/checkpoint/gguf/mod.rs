@@ -167,14 +167,15 @@ impl TensorSource for GgufFile {
             .ok_or_else(|| {
                 self.error(format!("truncated: tensor `{}` lies past the end", t.name))
             })?;
-        let mut out = vec![0u8; t.numel as usize * 4];
-        if !dequant::dequantize(t.ggml_type, src, &mut out) {
-            return Err(self.error(format!(
-                "tensor `{}` of type {} could not be dequantised",
-                t.name,
-                t.ggml_type.name()
-            )));
-        }
+        let mut out = dequant::dequantize(t.ggml_type, src)
+            .filter(|out| out.len() as u64 == t.numel * 4)
+            .ok_or_else(|| {
+                self.error(format!(
+                    "tensor `{}` of type {} could not be dequantised",
+                    t.name,
+                    t.ggml_type.name()
+                ))
+            })?;
         if let Fixup::Unpermute(n) = fixup {
             let rows = self.infos[i].shape.first().copied().unwrap_or(1);
             let row_bytes = out.len() / rows.max(1);

@@ -165,8 +165,8 @@ fn random_blocks(rng: &mut Rng, n: usize, block_bytes: usize, half_at: &[usize])
 }
 
 fn run(ty: GgmlType, src: &[u8], n: usize) -> Vec<f32> {
-    let mut dst = vec![0u8; n * 4];
-    assert!(dequantize(ty, src, &mut dst));
+    let dst = dequantize(ty, src).unwrap();
+    assert_eq!(dst.len(), n * 4);
     to_f32(&dst)
 }
 
