@@ -285,3 +285,13 @@ fn smollm2_tokenizer_matches_transformers() {
     assert_eq!(tok.token_to_id("<|im_start|>"), Some(1));
     assert_eq!(tok.token_to_id("<|im_end|>"), Some(2));
 }
+
+#[test]
+fn smollm2_opens_through_checkpoint_open() {
+    let ckpt = lgreg::checkpoint::open(&smollm2_gguf()).unwrap();
+    assert_eq!(ckpt.format, lgreg::checkpoint::Format::Gguf);
+    assert_eq!(ckpt.source.tensors().len(), 272);
+    assert_eq!(ckpt.config.as_ref().unwrap()["num_hidden_layers"], 30);
+    let names: Vec<&str> = ckpt.side_files.iter().map(|s| s.name()).collect();
+    assert_eq!(names, ["tokenizer.json"]);
+}

@@ -511,3 +511,37 @@ fn config_and_tokenizer_from_metadata() {
     assert_eq!(tok["added_tokens"][0]["special"], true);
     assert_eq!(tok["pre_tokenizer"]["pretokenizers"][0]["type"], "Digits");
 }
+
+#[test]
+fn damaged_files_give_errors_not_panics() {
+    let mut b = Builder::llama();
+    b.kv_u32("llama.embedding_length", 8);
+    b.kv_u32("llama.block_count", 1);
+    b.kv_u32("llama.feed_forward_length", 16);
+    b.kv_str("tokenizer.ggml.model", "gpt2");
+    b.kv_str_array("tokenizer.ggml.tokens", &["a", "b", "ab"]);
+    b.kv_str_array("tokenizer.ggml.merges", &["a b"]);
+    b.tensor("blk.0.attn_q.weight", &[32, 4], 3, Rng(7).bytes(80));
+    b.tensor("token_embd.weight", &[32, 3], 8, Rng(8).bytes(102));
+    let good = b.build();
+    let exercise = |bytes: &[u8]| {
+        if let Ok(p) = parse(bytes) {
+            let _ = hf_tensors(&p);
+            let _ = super::llama::hf_config(&p);
+            let _ = super::tokenizer::tokenizer_json(&p);
+            for t in &p.tensors {
+                let _ = dequantize(t.ggml_type, &bytes[t.start..t.start + t.len]);
+            }
+        }
+    };
+    for len in 0..good.len() {
+        exercise(&good[..len]);
+    }
+    for i in 0..good.len() {
+        for v in [0x00, 0x01, 0x7f, 0x80, 0xff] {
+            let mut bad = good.clone();
+            bad[i] = v;
+            exercise(&bad);
+        }
+    }
+}
