@@ -250,6 +250,8 @@ fn smollm2_hf_config() {
     assert_eq!(c["tie_word_embeddings"], true);
     assert_eq!(c["bos_token_id"], 1);
     assert_eq!(c["eos_token_id"], 2);
+    assert_eq!(c["pad_token_id"], 2);
+    assert_eq!(c["max_position_embeddings"], 8192);
     assert_eq!(c["hidden_act"], "silu");
     let keys: Vec<&String> = c.as_object().unwrap().keys().collect();
     assert!(keys.is_sorted(), "{keys:?}");
@@ -281,6 +283,14 @@ fn smollm2_tokenizer_matches_transformers() {
             216, 641, 6574, 197, 100, 7366, 198, 397, 216, 33, 34, 35, 36, 37, 2966, 28, 26411,
             22757, 27968, 37366, 15107, 114, 240, 17
         ]
+    );
+    let text = "  indented\ttabs\nand 12345 numbers, émigré café 🤖!";
+    let back = tok.decode(&ids(text), false).unwrap();
+    assert_eq!(back, text, "byte-level decoding round-trips");
+    assert_eq!(
+        ids("<|im_start|>user")[0],
+        1,
+        "control tokens are matched whole"
     );
     assert_eq!(tok.token_to_id("<|im_start|>"), Some(1));
     assert_eq!(tok.token_to_id("<|im_end|>"), Some(2));

@@ -192,12 +192,15 @@ pub fn hf_config(parsed: &Parsed) -> Result<Json, String> {
         ("num_attention_heads", json!(heads)),
         ("num_hidden_layers", json!(layers)),
         ("num_key_value_heads", json!(kv_heads)),
+        ("pad_token_id", token_id("tokenizer.ggml.padding_token_id")?),
         ("rms_norm_eps", json!(eps)),
         ("rope_theta", json!(theta)),
         ("tie_word_embeddings", json!(tied)),
         ("torch_dtype", json!("float32")),
         ("vocab_size", json!(vocab)),
     ];
+    // Token ids the file does not give are left out rather than written as null.
+    entries.retain(|(k, v)| !(k.ends_with("_token_id") && v.is_null()));
     entries.sort_by(|a, b| a.0.cmp(b.0));
     let mut map = Map::new();
     for (k, v) in entries {
