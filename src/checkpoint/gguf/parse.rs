@@ -174,7 +174,19 @@ impl GgmlType {
                     26 => "I32",
                     27 => "I64",
                     28 => "F64",
-                    _ => return format!("type {id}"),
+                    16 => "IQ2_XXS",
+                    17 => "IQ2_XS",
+                    18 => "IQ3_XXS",
+                    19 => "IQ1_S",
+                    20 => "IQ4_NL",
+                    21 => "IQ3_S",
+                    22 => "IQ2_S",
+                    23 => "IQ4_XS",
+                    29 => "IQ1_M",
+                    34 => "TQ1_0",
+                    35 => "TQ2_0",
+                    39 => "MXFP4",
+                    _ => "a retired type",
                 };
                 name.into()
             }
