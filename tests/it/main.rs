@@ -4,6 +4,7 @@
 
 mod anatomy;
 mod convert;
+mod gguf;
 mod gguf_cli;
 mod malformed;
 mod pickle;
