@@ -43,7 +43,7 @@ fn tiny_gguf(ty: u32, data: &[u8]) -> Vec<u8> {
     b.extend_from_slice(&2u64.to_le_bytes());
     b.extend_from_slice(&ty.to_le_bytes());
     b.extend_from_slice(&0u64.to_le_bytes());
-    while b.len() % 32 != 0 {
+    while !b.len().is_multiple_of(32) {
         b.push(0);
     }
     b.extend_from_slice(data);

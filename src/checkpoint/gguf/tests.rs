@@ -113,7 +113,7 @@ impl Builder {
     fn open(&self) -> Result<GgufFile> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("t.gguf");
-        std::fs::write(&path, self.build())?;
+        fs_err::write(&path, self.build())?;
         GgufFile::open(&path)
     }
 }
