@@ -1,8 +1,8 @@
 //! PyTorch checkpoints (`.bin`, `.pt`, `.pth`) read without executing code.
 //!
-//! Both containers are supported: the zip archive of torch >= 1.6 ([`archive`]) and the legacy
-//! stream of pickles of older versions ([`legacy`]). Either way the data pickle is parsed by the
-//! restricted unpickler in [`vm`], which accepts only the globals listed in [`torch`]. Opening
+//! Both containers are supported: the zip archive of torch >= 1.6 (`archive`) and the legacy
+//! stream of pickles of older versions (`legacy`). Either way the data pickle is parsed by the
+//! restricted unpickler in `vm`, which accepts only the globals listed in `torch`. Opening
 //! records, for every tensor of the state dict, its storage, offset, shape and stride; the bytes
 //! of one tensor are produced by [`TensorSource::read`] on demand: zero-copy from the
 //! memory-mapped file when the tensor is contiguous and stored uncompressed, gathered into a
