@@ -1,3 +1,5 @@
 //! lgreg's integration tests: one binary, modules by feature.
 
+mod registry;
+mod registry_crash;
 mod support;

@@ -32,3 +32,5 @@ pub fn smollm2_gguf() -> PathBuf {
 pub fn minilm_dir() -> PathBuf {
     fixture("minilm")
 }
+
+pub mod gene;
