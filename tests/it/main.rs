@@ -2,4 +2,5 @@
 
 mod registry;
 mod registry_crash;
+mod registry_format;
 mod support;
