@@ -64,7 +64,7 @@ fn oci_spec_types_parse_the_index_and_every_manifest() {
     for d in index.manifests() {
         let name = d.annotations().as_ref().unwrap()["org.opencontainers.image.ref.name"].clone();
         assert!(name.starts_with("gene-"), "{name}");
-        let bytes = blob(&reg, &d.digest().to_string());
+        let bytes = blob(&reg, d.digest().as_ref());
         assert_eq!(bytes.len() as u64, d.size());
         let m: ImageManifest = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(
@@ -82,7 +82,7 @@ fn oci_spec_types_parse_the_index_and_every_manifest() {
             );
             let title = &l.annotations().as_ref().unwrap()["org.opencontainers.image.title"];
             assert!(title.ends_with(".safetensors"));
-            assert_eq!(blob(&reg, &l.digest().to_string()).len() as u64, l.size());
+            assert_eq!(blob(&reg, l.digest().as_ref()).len() as u64, l.size());
         }
     }
 }
