@@ -1,10 +1,14 @@
 //! Content digests: `sha256:<64 lowercase hex>`, and the hashing loops that compute them.
+//!
+//! SHA-256 comes from `ring`, whose assembly uses SHA-NI where the CPU has it and AVX2/SSSE3
+//! code otherwise; `sha2` 0.11 only has portable code on CPUs without SHA-NI, which ran at half
+//! OpenSSL's rate (see BENCHMARKS.md).
 
 use std::fmt;
 use std::io::{Read, Write};
 use std::str::FromStr;
 
-use sha2::{Digest as _, Sha256};
+use ring::digest::{Context, SHA256};
 
 use super::error::Error;
 
@@ -49,13 +53,15 @@ impl Digest {
 
     /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Digest {
-        Digest::from_hasher(Sha256::new_with_prefix(bytes))
+        let mut ctx = Context::new(&SHA256);
+        ctx.update(bytes);
+        Digest::from_hasher(ctx)
     }
 
-    fn from_hasher(h: Sha256) -> Digest {
-        let out = h.finalize();
+    fn from_hasher(h: Context) -> Digest {
+        let out = h.finish();
         let mut hex = String::with_capacity(64);
-        for b in out.iter() {
+        for b in out.as_ref() {
             hex.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
             hex.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
         }
@@ -101,7 +107,7 @@ pub fn copy_hashed(
     mut writer: Option<&mut dyn Write>,
     progress: &mut dyn FnMut(u64),
 ) -> std::io::Result<(Digest, u64)> {
-    let mut hasher = Sha256::new();
+    let mut hasher = Context::new(&SHA256);
     let mut buf = vec![0u8; BUF_SIZE];
     let mut total = 0u64;
     loop {
