@@ -51,6 +51,9 @@ pub struct Lock {
 }
 
 fn lock_file(path: &std::path::Path, exclusive: bool) -> Result<Lock> {
+    if let Some(dir) = path.parent() {
+        fs_err::create_dir_all(dir)?;
+    }
     let file = fs_err::OpenOptions::new()
         .create(true)
         .truncate(false)

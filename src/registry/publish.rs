@@ -17,6 +17,7 @@ use super::manifest::{
     REF_NAME_ANNOTATION, TENSORS_MEDIA_TYPE, TITLE_ANNOTATION,
 };
 use super::reference::Reference;
+use super::store::StagedBlob;
 use super::{Registry, index, store};
 use crate::gene::GeneDir;
 use crate::progress::{Event, Reporter};
@@ -81,9 +82,8 @@ impl Registry {
             task: "publish".into(),
             total,
         });
-        let mut layers = Vec::new();
-        let mut staged = Vec::new();
-        for (unit, size) in gene.units.iter().zip(&sizes) {
+        // Units are hashed (and staged) on a few threads at once; each is one stream.
+        let work = |unit: &String, size: u64| -> crate::Result<(Descriptor, Option<StagedBlob>)> {
             let path = gene.unit_path(unit);
             let mut progress = |n| {
                 reporter.report(Event::Advance {
@@ -92,29 +92,35 @@ impl Registry {
                 })
             };
             let mut found = None;
-            if let Some(hint) = hints.get(&(unit.clone(), *size))
-                && store::has_blob(layout, hint, *size)
+            if let Some(hint) = hints.get(&(unit.clone(), size))
+                && store::has_blob(layout, hint, size)
             {
                 let (digest, n) = store::hash_file(&path, &mut progress)?;
-                if &digest == hint && n == *size {
+                if &digest == hint && n == size {
                     found = Some((digest, n));
                 }
             }
-            let (digest, n) = match found {
-                Some(found) => found,
+            let (digest, n, blob) = match found {
+                Some((d, n)) => (d, n, None),
                 None => {
                     let mut file = fs_err::File::open(&path)?;
                     let blob = store::stage(layout, &mut file, &mut progress)?;
-                    let out = (blob.digest.clone(), blob.size);
-                    staged.push(blob);
-                    out
+                    (blob.digest.clone(), blob.size, Some(blob))
                 }
             };
             let mut layer = descriptor(TENSORS_MEDIA_TYPE, digest, n);
             layer
                 .annotations
                 .insert(TITLE_ANNOTATION.into(), unit.clone());
+            Ok((layer, blob))
+        };
+        let results = parallel_map(&gene.units, &sizes, &work);
+        let mut layers = Vec::new();
+        let mut staged = Vec::new();
+        for r in results {
+            let (layer, blob) = r?;
             layers.push(layer);
+            staged.extend(blob);
         }
         let (config_digest, config_size) = (Digest::of(&config), config.len() as u64);
         let manifest = ImageManifest {
@@ -224,4 +230,42 @@ impl Registry {
         }
         hints
     }
+}
+
+/// Threads used to hash units at once.
+const MAX_THREADS: usize = 4;
+
+/// Apply `f` to every `(unit, size)` on up to [`MAX_THREADS`] threads; results keep the order.
+fn parallel_map<T: Send>(
+    units: &[String],
+    sizes: &[u64],
+    f: &(dyn Fn(&String, u64) -> T + Sync),
+) -> Vec<T> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, MAX_THREADS)
+        .min(units.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<T>>> =
+        units.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let (Some(unit), Some(size)) = (units.get(i), sizes.get(i)) else {
+                        break;
+                    };
+                    let out = f(unit, *size);
+                    if let Ok(mut slot) = slots[i].lock() {
+                        *slot = Some(out);
+                    }
+                }
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .filter_map(|m| m.into_inner().ok().flatten())
+        .collect()
 }
