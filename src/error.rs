@@ -130,6 +130,10 @@ pub enum Error {
         reason: String,
     },
 
+    /// A registry failure.
+    #[error(transparent)]
+    Registry(#[from] crate::registry::Error),
+
     /// A serialization failure of our own data (a bug if it ever happens).
     #[error("could not encode JSON: {0}")]
     Json(#[from] serde_json::Error),
@@ -157,6 +161,7 @@ impl Error {
             Error::Safetensors { .. } | Error::Gguf { .. } | Error::Pickle { .. } => Some(
                 "the file is damaged or incomplete: download it again and check its sha256".into(),
             ),
+            Error::Registry(e) => e.hint(),
             _ => None,
         }
     }

@@ -8,11 +8,14 @@
 //! - [`progress`]: events the library reports instead of printing.
 //! - [`error`]: typed errors with hints.
 //! - [`fsutil`]: temp-file + fsync + rename writes.
+//! - [`registry`]: the local gene registry, an OCI image layout; [`gene`]: a gene as plain files.
 //!
 //! # Files lgreg touches
 //! - Input checkpoints: read only, memory-mapped ([`checkpoint::mmap`]).
 //! - Output model directories: staged in a hidden sibling and renamed into place
 //!   ([`fsutil::StagedDir`]).
+//! - The gene registry: `$LGREG_HOME/registry` or `--registry DIR`, paths built only by
+//!   [`registry::layout`]; format in `registry/FORMAT.md`.
 
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
@@ -22,7 +25,9 @@ pub mod checkpoint;
 pub mod convert;
 pub mod error;
 pub mod fsutil;
+pub mod gene;
 pub mod inspect;
 pub mod progress;
+pub mod registry;
 
 pub use error::{Error, Result};

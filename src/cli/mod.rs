@@ -2,11 +2,20 @@
 //! one library function and returns a value for [`render`] to print.
 
 mod convert;
+mod export;
+mod gc;
 mod inspect;
+mod lineage;
+mod ls;
 mod progress;
+mod publish;
 mod render;
+mod show;
 mod size;
+mod tag;
+mod verify;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +44,9 @@ pub(crate) struct GlobalArgs {
     /// Print nothing but results and errors.
     #[arg(long, short, global = true)]
     pub quiet: bool,
+    /// The gene registry (default: `$LGREG_HOME/registry`, else the platform data dir).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub registry: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -43,6 +55,38 @@ enum Command {
     Convert(convert::Args),
     /// Show a checkpoint's family, sizes, parameter count and layers.
     Inspect(inspect::Args),
+    /// Publish a gene directory into the local registry as `name:version`.
+    Publish(publish::Args),
+    /// List the genes in the local registry.
+    Ls(ls::Args),
+    /// Show a gene: card, tensors per unit, sizes and lineage.
+    Show(show::Args),
+    /// Write a gene out as plain files.
+    Export(export::Args),
+    /// Add a tag to a gene.
+    Tag(tag::TagArgs),
+    /// Remove a tag (blobs stay until `gc`).
+    Rm(tag::RmArgs),
+    /// Remove blobs no tag reaches.
+    Gc(gc::Args),
+    /// Re-hash every blob and check every reference; exits 1 on any problem.
+    Verify(verify::Args),
+    /// Show where a gene comes from and what derives from it.
+    Lineage(lineage::Args),
+}
+
+/// The registry root: `--registry`, else from the environment. This is the one place the
+/// CLI reads the environment for it.
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn registry_root(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = &global.registry {
+        return Ok(dir.clone());
+    }
+    lgreg::registry::default_root(|k| std::env::var_os(k)).ok_or_else(|| {
+        anyhow::anyhow!(
+            "cannot find a home for the registry: set `LGREG_HOME` or pass `--registry DIR`"
+        )
+    })
 }
 
 /// Parse the command line, run the command, render its result, and pick the exit code.
@@ -52,6 +96,15 @@ pub(crate) fn main() -> ExitCode {
     let result: anyhow::Result<Box<dyn Output>> = match &cli.command {
         Command::Convert(args) => convert::run(args, &cli.global),
         Command::Inspect(args) => inspect::run(args),
+        Command::Publish(args) => publish::run(args, &cli.global),
+        Command::Ls(args) => ls::run(args, &cli.global),
+        Command::Show(args) => show::run(args, &cli.global),
+        Command::Export(args) => export::run(args, &cli.global),
+        Command::Tag(args) => tag::run_tag(args, &cli.global),
+        Command::Rm(args) => tag::run_rm(args, &cli.global),
+        Command::Gc(args) => gc::run(args, &cli.global),
+        Command::Verify(args) => verify::run(args, &cli.global),
+        Command::Lineage(args) => lineage::run(args, &cli.global),
     };
     match result {
         Ok(output) => renderer.result(output.as_ref()),

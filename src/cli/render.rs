@@ -17,6 +17,10 @@ pub(crate) trait Output: erased_serde::Serialize {
     fn command(&self) -> &'static str;
     /// The human-readable rendering.
     fn text(&self) -> String;
+    /// Whether the result reports a failure (exit 1 after printing it), as `verify` does.
+    fn failed(&self) -> bool {
+        false
+    }
 }
 
 erased_serde::serialize_trait_object!(Output);
@@ -43,7 +47,11 @@ impl Renderer {
             output.text()
         };
         write_stdout(&text);
-        ExitCode::SUCCESS
+        if output.failed() {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        }
     }
 
     /// Print an error with its hint; exit 1 for user errors, 2 for failures.

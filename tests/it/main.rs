@@ -8,4 +8,7 @@ mod gguf;
 mod gguf_cli;
 mod malformed;
 mod pickle;
+mod registry;
+mod registry_crash;
+mod registry_format;
 mod support;

@@ -108,3 +108,4 @@ pub fn listing(dir: &std::path::Path) -> Vec<String> {
     out.sort();
     out
 }
+pub mod gene;
