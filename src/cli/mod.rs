@@ -2,8 +2,10 @@
 //! one library function and returns a value for [`render`] to print.
 
 mod convert;
+mod env;
 mod inspect;
 mod progress;
+mod pull;
 mod render;
 mod size;
 
@@ -43,6 +45,8 @@ enum Command {
     Convert(convert::Args),
     /// Show a checkpoint's family, sizes, parameter count and layers.
     Inspect(inspect::Args),
+    /// Download a model from the Hugging Face Hub into the cache shared with Python.
+    Pull(pull::Args),
 }
 
 /// Parse the command line, run the command, render its result, and pick the exit code.
@@ -51,7 +55,8 @@ pub(crate) fn main() -> ExitCode {
     let renderer = Renderer::new(&cli.global);
     let result: anyhow::Result<Box<dyn Output>> = match &cli.command {
         Command::Convert(args) => convert::run(args, &cli.global),
-        Command::Inspect(args) => inspect::run(args),
+        Command::Inspect(args) => inspect::run(args, &cli.global),
+        Command::Pull(args) => pull::run(args, &cli.global),
     };
     match result {
         Ok(output) => renderer.result(output.as_ref()),
