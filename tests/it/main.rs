@@ -5,4 +5,6 @@
 mod anatomy;
 mod convert;
 mod malformed;
+mod pull;
+mod pull_python;
 mod support;
