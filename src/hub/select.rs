@@ -70,7 +70,7 @@ fn globs(flag: &str, patterns: &[String]) -> Result<GlobSet> {
             .map_err(|e| Error::InvalidValue {
                 what: flag.into(),
                 value: p.clone(),
-                reason: e.kind().to_string(),
+                reason: e.to_string(),
             })?;
         set.add(glob);
     }
