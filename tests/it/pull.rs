@@ -310,7 +310,7 @@ fn server_errors_are_retried() {
         .hub
         .requests()
         .iter()
-        .filter(|q| q.host == "hub" && q.method == "GET" && q.path.ends_with("/model.safetensors"))
+        .filter(|q| q.host == "cdn" && q.method == "GET")
         .count();
     assert_eq!(gets, 3);
     let api = sb.hub.requests().iter().filter(|q| q.path.starts_with("/api/")).count();

@@ -7,6 +7,7 @@
 //! - `HEAD|GET /{org}/{name}/resolve/{rev}/{path}` → small files: 200 with `ETag` (git blob id),
 //!   `X-Repo-Commit`; LFS files: 302 to the CDN with `X-Linked-Etag` (sha256), `X-Linked-Size`,
 //!   `X-Repo-Commit`;
+//! - `GET /api/models/{org}/{name}/tree/{rev}?recursive=true` (what `snapshot_download` lists);
 //! - CDN `GET /cdn/{sha256}` with `Range: bytes=N-` support (206 + `Content-Range`).
 //!
 //! Errors carry `X-Error-Code` (`RepoNotFound`, `RevisionNotFound`, `EntryNotFound`) like the Hub.
@@ -425,6 +426,10 @@ fn route(state: &State, host: &str, head: &Head) -> Reply {
         let rev = segs[5..].join("/");
         return api(state, &repo, &rev);
     }
+    if segs.len() >= 6 && segs[0] == "api" && segs[1] == "models" && segs[4] == "tree" {
+        let repo = format!("{}/{}", segs[2], segs[3]);
+        return tree(state, &repo, &segs[5], &segs[6..].join("/"));
+    }
     if segs.len() >= 5 && segs[2] == "resolve" {
         let repo = format!("{}/{}", segs[0], segs[1]);
         let rev = &segs[3];
@@ -501,6 +506,37 @@ fn api(state: &State, repo: &str, rev: &str) -> Reply {
     }
 }
 
+/// `GET /api/models/{repo}/tree/{rev}[/{path}]?recursive=true`: every file and folder, one page.
+fn tree(state: &State, repo: &str, rev: &str, under: &str) -> Reply {
+    let (_, files) = match lookup(state, repo, rev) {
+        Ok(x) => x,
+        Err(reply) => return reply,
+    };
+    let prefix = if under.is_empty() { String::new() } else { format!("{under}/") };
+    let mut dirs = std::collections::BTreeSet::new();
+    let mut entries = Vec::new();
+    for f in files.iter().filter(|f| f.name.starts_with(&prefix)) {
+        let mut parts: Vec<&str> = f.name.split('/').collect();
+        parts.pop();
+        for i in 1..=parts.len() {
+            dirs.insert(parts[..i].join("/"));
+        }
+        let mut v = serde_json::json!({"type": "file", "oid": f.blob_id, "size": f.size, "path": f.name});
+        if f.lfs {
+            v["lfs"] = serde_json::json!({"oid": f.sha256, "size": f.size, "pointerSize": 134});
+        }
+        entries.push(v);
+    }
+    for d in dirs {
+        entries.push(serde_json::json!({"type": "directory", "oid": "0", "size": 0, "path": d}));
+    }
+    Reply {
+        status: 200,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: Body::Text(serde_json::Value::from(entries).to_string().into_bytes()),
+    }
+}
+
 fn resolve(state: &State, head: &Head, repo: &str, rev: &str, file: &str) -> Reply {
     let (commit, files) = match lookup(state, repo, rev) {
         Ok(x) => x,
@@ -553,6 +589,9 @@ fn cdn(state: &State, head: &Head, segs: &[String]) -> Reply {
     let Some(f) = found else {
         return text(404, None, "no such object");
     };
+    if take_500(state, &f.name) {
+        return text(500, None, "internal error (on purpose)");
+    }
     let start = head
         .headers
         .get("range")
