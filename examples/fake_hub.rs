@@ -3,7 +3,12 @@
 //!
 //! Usage: `fake_hub ORG/NAME DIR`. Prints `HUB_URL COMMIT` on one line, then serves until killed.
 
-#![allow(clippy::print_stdout, clippy::disallowed_methods, clippy::unwrap_used, missing_docs)]
+#![allow(
+    clippy::print_stdout,
+    clippy::disallowed_methods,
+    clippy::unwrap_used,
+    missing_docs
+)]
 
 #[path = "../tests/it/support/hub.rs"]
 mod hub;

@@ -13,9 +13,18 @@ FIX="${LGREG_FIXTURES:-target/fixtures}"
 TARGET="${CARGO_TARGET_DIR:-target}"
 REPO="bench/model"
 
-cargo build --release --quiet --bin lgreg --example fake_hub
-LGREG="$TARGET/release/lgreg"
-FAKE="$TARGET/release/examples/fake_hub"
+# PROFILE=release (default) builds optimised binaries; PROFILE=test reuses what `cargo test`
+# built (same optimisation levels for dependencies, opt-level 2 for lgreg itself).
+PROFILE="${PROFILE:-release}"
+if [ "$PROFILE" = release ]; then
+  cargo build --release --quiet --bin lgreg --example fake_hub
+  LGREG="$TARGET/release/lgreg"
+  FAKE="$TARGET/release/examples/fake_hub"
+else
+  cargo test --no-run --quiet
+  LGREG="$TARGET/debug/lgreg"
+  FAKE="$TARGET/debug/examples/fake_hub"
+fi
 
 WORK="$(mktemp -d)"
 HUB_PID=""
@@ -74,7 +83,7 @@ if python3 -c "import huggingface_hub" 2>/dev/null; then time_it huggingface_hub
 get() { for kv in "${best[@]}"; do [ "${kv%%=*}" = "$1" ] && echo "${kv#*=}"; done; }
 CURL=$(get curl)
 echo
-echo "payload: $(basename "$PAYLOAD"), $BYTES bytes, $(find "$PAYLOAD" -type f | wc -l) files; best of $RUNS; $(nproc) cores"
+echo "payload: $(basename "$PAYLOAD"), $BYTES bytes, lgreg built with the $PROFILE profile, $(find "$PAYLOAD" -type f | wc -l) files; best of $RUNS; $(nproc) cores"
 echo
 echo "| tool | seconds | MB/s | × curl speed |"
 echo "| --- | ---: | ---: | ---: |"

@@ -189,7 +189,9 @@ pub enum Error {
     },
 
     /// A downloaded file does not hash to the Hub's LFS oid; nothing entered the cache.
-    #[error("`{file}` of `{repo}` has sha256 `{actual}` but the Hub says `{expected}`; it was not added to the cache")]
+    #[error(
+        "`{file}` of `{repo}` has sha256 `{actual}` but the Hub says `{expected}`; it was not added to the cache"
+    )]
     DigestMismatch {
         /// `org/name`.
         repo: String,
@@ -202,7 +204,9 @@ pub enum Error {
     },
 
     /// The disk filled up while writing into the cache.
-    #[error("no space left on the device while writing `{path}` ({needed} bytes needed for this file)")]
+    #[error(
+        "no space left on the device while writing `{path}` ({needed} bytes needed for this file)"
+    )]
     DiskFull {
         /// The file being written.
         path: PathBuf,
@@ -211,7 +215,9 @@ pub enum Error {
     },
 
     /// Offline, and the cache does not hold the repo at that revision.
-    #[error("`{repo}` at `{revision}` is not in the Hugging Face cache `{cache}` and lgreg is offline")]
+    #[error(
+        "`{repo}` at `{revision}` is not in the Hugging Face cache `{cache}` and lgreg is offline"
+    )]
     OfflineNotCached {
         /// `org/name`.
         repo: String,

@@ -63,7 +63,11 @@ impl Output for Pulled {
             r.repo,
             r.revision,
             r.commit,
-            if r.offline { " (offline, from the cache)" } else { "" }
+            if r.offline {
+                " (offline, from the cache)"
+            } else {
+                ""
+            }
         );
         let _ = writeln!(
             s,
@@ -93,5 +97,9 @@ pub(crate) fn resolve_input(
         return Ok(input.to_path_buf());
     }
     let cfg = hub_config(hub);
-    Ok(lgreg::hub::resolve_ancestor(spec, &cfg, &Bars::new(global))?)
+    Ok(lgreg::hub::resolve_ancestor(
+        spec,
+        &cfg,
+        &Bars::new(global),
+    )?)
 }

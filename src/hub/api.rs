@@ -84,13 +84,12 @@ impl Client {
         // reqwest is built without a default crypto provider; ring is ours. A second install
         // (another client in this process) fails harmlessly.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let endpoint = Url::parse(cfg.endpoint.trim_end_matches('/')).map_err(|e| {
-            Error::InvalidValue {
+        let endpoint =
+            Url::parse(cfg.endpoint.trim_end_matches('/')).map_err(|e| Error::InvalidValue {
                 what: "the Hub endpoint".into(),
                 value: cfg.endpoint.clone(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         let http = Http::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(cfg.read_timeout)
@@ -178,7 +177,8 @@ impl Client {
             .and_then(|s| s.parse::<u64>().ok())
             .ok_or_else(|| protocol("no `X-Linked-Size` or `Content-Length` header"))?;
         let download = if resp.status().is_redirection() {
-            let loc = header_str(h, "location").ok_or_else(|| protocol("redirect without `Location`"))?;
+            let loc =
+                header_str(h, "location").ok_or_else(|| protocol("redirect without `Location`"))?;
             url.join(loc)
                 .map_err(|e| protocol(&format!("bad `Location` `{loc}`: {e}")))?
         } else {
@@ -211,7 +211,10 @@ impl Client {
         loop {
             let outcome = self.send_once(method.clone(), url, range, follow);
             let retry_reason = match outcome {
-                Ok(resp) if resp.status().is_server_error() || resp.status() == StatusCode::TOO_MANY_REQUESTS => {
+                Ok(resp)
+                    if resp.status().is_server_error()
+                        || resp.status() == StatusCode::TOO_MANY_REQUESTS =>
+                {
                     format!("HTTP {}", resp.status())
                 }
                 Ok(resp) if resp.status().is_client_error() => {
@@ -270,7 +273,9 @@ impl Client {
             let Some(loc) = header_str(resp.headers(), "location") else {
                 return Ok(resp);
             };
-            url = url.join(loc).map_err(|e| format!("bad redirect `{loc}`: {e}"))?;
+            url = url
+                .join(loc)
+                .map_err(|e| format!("bad redirect `{loc}`: {e}"))?;
         }
         Err(format!("more than {MAX_REDIRECTS} redirects"))
     }
@@ -376,8 +381,17 @@ mod tests {
     #[test]
     fn token_stays_on_the_endpoint_origin() {
         let hub = Url::parse("http://127.0.0.1:8000/").unwrap();
-        assert!(same_origin(&Url::parse("http://127.0.0.1:8000/a").unwrap(), &hub));
-        assert!(!same_origin(&Url::parse("http://127.0.0.2:8000/a").unwrap(), &hub));
-        assert!(!same_origin(&Url::parse("http://127.0.0.1:8001/a").unwrap(), &hub));
+        assert!(same_origin(
+            &Url::parse("http://127.0.0.1:8000/a").unwrap(),
+            &hub
+        ));
+        assert!(!same_origin(
+            &Url::parse("http://127.0.0.2:8000/a").unwrap(),
+            &hub
+        ));
+        assert!(!same_origin(
+            &Url::parse("http://127.0.0.1:8001/a").unwrap(),
+            &hub
+        ));
     }
 }

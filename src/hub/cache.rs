@@ -87,7 +87,10 @@ impl RepoCache {
 
     /// `refs/<revision>` (a revision such as `refs/pr/1` nests).
     pub fn ref_path(&self, revision: &str) -> Result<PathBuf> {
-        Ok(self.dir().join("refs").join(relative("revision", revision)?))
+        Ok(self
+            .dir()
+            .join("refs")
+            .join(relative("revision", revision)?))
     }
 
     /// `snapshots/<commit>`.
@@ -208,7 +211,10 @@ mod tests {
         let c = Cache::new("/c");
         let r = c.repo("org/name");
         assert_eq!(r.dir(), Path::new("/c/models--org--name"));
-        assert_eq!(r.blob("e").unwrap(), Path::new("/c/models--org--name/blobs/e"));
+        assert_eq!(
+            r.blob("e").unwrap(),
+            Path::new("/c/models--org--name/blobs/e")
+        );
         assert_eq!(
             r.lock("e").unwrap(),
             Path::new("/c/.locks/models--org--name/e.lock")

@@ -58,7 +58,9 @@ impl BlobJob<'_> {
             .truncate(false)
             .write(true)
             .open(&lock_path)?;
-        lock.file().lock().map_err(|e| crate::fsutil::with_path(e, &lock_path))?;
+        lock.file()
+            .lock()
+            .map_err(|e| crate::fsutil::with_path(e, &lock_path))?;
         // Another process may have finished it while we waited.
         if let Some(done) = self.finished(&blob)? {
             return Ok(done);
@@ -142,7 +144,14 @@ impl BlobJob<'_> {
                             reason: format!("HTTP {}", resp.status()),
                         });
                     }
-                    self.copy_body(&mut resp, &mut out, &partial, &mut offset, &mut hasher, &mut buf)?
+                    self.copy_body(
+                        &mut resp,
+                        &mut out,
+                        &partial,
+                        &mut offset,
+                        &mut hasher,
+                        &mut buf,
+                    )?
                 }
             };
             if offset >= self.meta.size {

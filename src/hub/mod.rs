@@ -190,7 +190,9 @@ pub fn pull(
     cache.write_ref(&revision, &commit)?;
 
     // HEAD every file first (in parallel) so the overall bar knows its total.
-    let metas = parallel(cfg.parallel, &chosen, |file| client.file_meta(&repo, &commit, file))?;
+    let metas = parallel(cfg.parallel, &chosen, |file| {
+        client.file_meta(&repo, &commit, file)
+    })?;
     let total = metas.iter().map(|m| m.size).sum();
     reporter.report(Event::Start {
         task: "pull".into(),
@@ -435,7 +437,9 @@ mod tests {
         assert!(RepoRef::parse("justname").is_err());
         assert!(RepoRef::parse("a/b/c").is_err());
         assert!(RepoRef::parse("../x").is_err());
-        assert!(RepoRef::looks_like("sentence-transformers/all-MiniLM-L6-v2"));
+        assert!(RepoRef::looks_like(
+            "sentence-transformers/all-MiniLM-L6-v2"
+        ));
         assert!(!RepoRef::looks_like("./model"));
     }
 }

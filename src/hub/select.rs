@@ -140,12 +140,20 @@ mod tests {
 
     #[test]
     fn include_replaces_exclude_removes_all_takes_everything() {
-        let files = names(&["config.json", "model.safetensors", "onnx/model.onnx", "README.md"]);
+        let files = names(&[
+            "config.json",
+            "model.safetensors",
+            "onnx/model.onnx",
+            "README.md",
+        ]);
         let sel = Selection {
             include: vec!["*.json".into(), "onnx/*".into()],
             ..Default::default()
         };
-        assert_eq!(sel.pick(&files).unwrap(), ["config.json", "onnx/model.onnx"]);
+        assert_eq!(
+            sel.pick(&files).unwrap(),
+            ["config.json", "onnx/model.onnx"]
+        );
         let sel = Selection {
             all: true,
             exclude: vec!["*.md".into()],

@@ -79,7 +79,9 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
     (0..len)
         .map(|_| {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (x >> 33) as u8
         })
         .collect()
@@ -105,7 +107,10 @@ fn tiny_opts() -> PullOptions {
 
 fn no_partial_files(repo_dir: &Path) {
     for entry in crate::support::listing(repo_dir) {
-        assert!(!entry.ends_with(".incomplete"), "partial file left: {entry}");
+        assert!(
+            !entry.ends_with(".incomplete"),
+            "partial file left: {entry}"
+        );
     }
 }
 
@@ -137,16 +142,27 @@ fn pull_minilm_lays_out_the_cache_like_huggingface_hub() {
             "vocab.txt"
         ]
     );
-    let total: u64 = j["files"].as_array().unwrap().iter().map(|f| f["size"].as_u64().unwrap()).sum();
+    let total: u64 = j["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["size"].as_u64().unwrap())
+        .sum();
     assert_eq!(j["bytes_downloaded"], total);
     assert_eq!(j["bytes_reused"], 0);
 
     let repo = sb.repo_dir(MINILM);
-    assert_eq!(std::fs::read_to_string(repo.join("refs/main")).unwrap(), commit);
+    assert_eq!(
+        std::fs::read_to_string(repo.join("refs/main")).unwrap(),
+        commit
+    );
     let snap = repo.join("snapshots").join(&commit);
     assert_eq!(PathBuf::from(j["snapshot"].as_str().unwrap()), snap);
     let files = sb.hub.files(MINILM);
-    let weights = files.iter().find(|f| f.name == "model.safetensors").unwrap();
+    let weights = files
+        .iter()
+        .find(|f| f.name == "model.safetensors")
+        .unwrap();
     assert_eq!(
         std::fs::read_link(snap.join("model.safetensors")).unwrap(),
         Path::new("../../blobs").join(&weights.sha256)
@@ -160,7 +176,12 @@ fn pull_minilm_lays_out_the_cache_like_huggingface_hub() {
         std::fs::read(snap.join("model.safetensors")).unwrap(),
         std::fs::read(minilm_dir().join("model.safetensors")).unwrap()
     );
-    assert!(sb.cache().join(".locks").join(format!("models--{}", MINILM.replace('/', "--"))).is_dir());
+    assert!(
+        sb.cache()
+            .join(".locks")
+            .join(format!("models--{}", MINILM.replace('/', "--")))
+            .is_dir()
+    );
     no_partial_files(&repo);
 
     // The token went to the Hub and never to the CDN.
@@ -225,18 +246,42 @@ fn include_exclude_and_all_choose_files() {
             all,
         },
     };
-    let r = pull(MINILM, &sel(&["*.json"], &["tokenizer*"], false), &sb.config(), &Silent).unwrap();
+    let r = pull(
+        MINILM,
+        &sel(&["*.json"], &["tokenizer*"], false),
+        &sb.config(),
+        &Silent,
+    )
+    .unwrap();
     let names: Vec<&str> = r.files.iter().map(|f| f.name.as_str()).collect();
-    assert!(names.contains(&"config.json") && names.contains(&"modules.json"), "{names:?}");
-    assert!(!names.iter().any(|n| n.starts_with("tokenizer") || n.contains('/')), "{names:?}");
-    let r = pull(MINILM, &sel(&[], &["*.safetensors"], true), &sb.config(), &Silent).unwrap();
+    assert!(
+        names.contains(&"config.json") && names.contains(&"modules.json"),
+        "{names:?}"
+    );
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("tokenizer") || n.contains('/')),
+        "{names:?}"
+    );
+    let r = pull(
+        MINILM,
+        &sel(&[], &["*.safetensors"], true),
+        &sb.config(),
+        &Silent,
+    )
+    .unwrap();
     assert!(r.files.iter().any(|f| f.name == "1_Pooling/config.json"));
     let nested = sb
         .repo_dir(MINILM)
         .join("snapshots")
         .join(&commit)
         .join("1_Pooling/config.json");
-    assert!(std::fs::read_link(&nested).unwrap().starts_with("../../../blobs"));
+    assert!(
+        std::fs::read_link(&nested)
+            .unwrap()
+            .starts_with("../../../blobs")
+    );
     assert!(std::fs::read(&nested).is_ok());
 }
 
@@ -246,7 +291,10 @@ fn dropped_connection_resumes_with_range_within_and_across_runs() {
     let (hub, commit) = tiny_hub(size);
     let sb = Sandbox::new(hub);
     // Within a run: cut after 1 MiB, the retry asks for the rest.
-    sb.hub.faults().drop_after.insert("model.safetensors".into(), 1 << 20);
+    sb.hub
+        .faults()
+        .drop_after
+        .insert("model.safetensors".into(), 1 << 20);
     let r = pull(TINY, &tiny_opts(), &sb.config(), &Silent).unwrap();
     assert_eq!(r.commit, commit);
     let ranges: Vec<Option<String>> = sb
@@ -264,15 +312,28 @@ fn dropped_connection_resumes_with_range_within_and_across_runs() {
     let sb = Sandbox::new(hub);
     let mut cfg = sb.config();
     cfg.retries = 0;
-    sb.hub.faults().drop_after.insert("model.safetensors".into(), 1 << 20);
+    sb.hub
+        .faults()
+        .drop_after
+        .insert("model.safetensors".into(), 1 << 20);
     let err = pull(TINY, &tiny_opts(), &cfg, &Silent).unwrap_err();
     assert!(matches!(err, lgreg::Error::HubTransfer { .. }), "{err}");
     let snap = sb.repo_dir(TINY).join("snapshots");
-    assert!(!crate::support::listing(&snap).iter().any(|f| f.ends_with("model.safetensors")));
+    assert!(
+        !crate::support::listing(&snap)
+            .iter()
+            .any(|f| f.ends_with("model.safetensors"))
+    );
     let r = pull(TINY, &tiny_opts(), &cfg, &Silent).unwrap();
     assert_eq!(r.bytes_downloaded, (size - (1 << 20)) as u64);
     assert!(r.bytes_reused >= 1 << 20, "{r:?}");
-    let last = sb.hub.requests().into_iter().filter(|q| q.host == "cdn").last().unwrap();
+    let last = sb
+        .hub
+        .requests()
+        .into_iter()
+        .filter(|q| q.host == "cdn")
+        .last()
+        .unwrap();
     assert_eq!(last.range, Some(format!("bytes={}-", 1 << 20)));
     let blob = std::fs::read(snap.join(&r.commit).join("model.safetensors")).unwrap();
     assert_eq!(blob, noise(size, 7));
@@ -292,7 +353,10 @@ fn flipped_byte_is_a_hash_error_and_nothing_enters_the_cache() {
     assert!(!blobs.join(sha).exists());
     no_partial_files(&sb.repo_dir(TINY));
     let listing = crate::support::listing(&sb.repo_dir(TINY).join("snapshots"));
-    assert!(!listing.iter().any(|f| f.ends_with("model.safetensors")), "{listing:?}");
+    assert!(
+        !listing.iter().any(|f| f.ends_with("model.safetensors")),
+        "{listing:?}"
+    );
 }
 
 #[test]
@@ -313,7 +377,12 @@ fn server_errors_are_retried() {
         .filter(|q| q.host == "cdn" && q.method == "GET")
         .count();
     assert_eq!(gets, 3);
-    let api = sb.hub.requests().iter().filter(|q| q.path.starts_with("/api/")).count();
+    let api = sb
+        .hub
+        .requests()
+        .iter()
+        .filter(|q| q.path.starts_with("/api/"))
+        .count();
     assert_eq!(api, 3);
 }
 
@@ -323,7 +392,10 @@ fn slow_server_still_completes() {
     let sb = Sandbox::new(hub);
     sb.hub.faults().delay = Some(Duration::from_millis(20));
     let r = pull(TINY, &tiny_opts(), &sb.config(), &Silent).unwrap();
-    assert_eq!(r.bytes_downloaded, r.files.iter().map(|f| f.size).sum::<u64>());
+    assert_eq!(
+        r.bytes_downloaded,
+        r.files.iter().map(|f| f.size).sum::<u64>()
+    );
 }
 
 #[test]
@@ -333,20 +405,38 @@ fn unauthorized_and_gated_say_how_to_pass_a_token() {
     sb.hub.faults().token = Some("hf_right".into());
     let r = sb.run(&["pull", TINY]);
     assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("`acme/tiny`") && r.stderr.contains("401"), "{}", r.stderr);
-    assert!(r.stderr.contains("--token") && r.stderr.contains("HF_TOKEN"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("`acme/tiny`") && r.stderr.contains("401"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("--token") && r.stderr.contains("HF_TOKEN"),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("licence"), "{}", r.stderr);
     // The saved token file works, and never reaches the CDN.
     std::fs::create_dir_all(sb.dir.path().join("hf-home")).unwrap();
     std::fs::write(sb.dir.path().join("hf-home/token"), "hf_right\n").unwrap();
     let r = sb.run(&["pull", TINY]);
     assert_eq!(r.code, 0, "{r:?}");
-    assert!(sb.hub.requests().iter().filter(|q| q.host == "cdn").all(|q| q.auth.is_none()));
+    assert!(
+        sb.hub
+            .requests()
+            .iter()
+            .filter(|q| q.host == "cdn")
+            .all(|q| q.auth.is_none())
+    );
 
     sb.hub.faults().status = Some(403);
     let r = sb.run(&["pull", TINY, "--token", "hf_right", "--revision", "other"]);
     assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("403") && r.stderr.contains("gated"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("403") && r.stderr.contains("gated"),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("hint: pass a token"), "{}", r.stderr);
 }
 
@@ -356,11 +446,16 @@ fn not_found_names_the_repo_or_the_revision() {
     let sb = Sandbox::new(hub);
     let r = sb.run(&["pull", "acme/nope"]);
     assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("repo `acme/nope` was not found"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("repo `acme/nope` was not found"),
+        "{}",
+        r.stderr
+    );
     let r = sb.run(&["pull", "acme/tiny@no-such-branch", "--json"]);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(
-        r.stderr.contains("revision `no-such-branch` of repo `acme/tiny`"),
+        r.stderr
+            .contains("revision `no-such-branch` of repo `acme/tiny`"),
         "{}",
         r.stderr
     );
@@ -376,11 +471,19 @@ fn offline_with_nothing_cached_is_a_clear_error() {
     cmd.env("HF_HUB_OFFLINE", "1").args(["pull", TINY]);
     let r = sb.run_with(&mut cmd);
     assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("is not in the Hugging Face cache"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("is not in the Hugging Face cache"),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("offline"), "{}", r.stderr);
     let r = sb.run(&["inspect", TINY, "--offline"]);
     assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("is not in the Hugging Face cache"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("is not in the Hugging Face cache"),
+        "{}",
+        r.stderr
+    );
     assert!(sb.hub.requests().is_empty());
 }
 
@@ -390,7 +493,11 @@ fn oci_references_are_not_supported_yet() {
     let sb = Sandbox::new(hub);
     let r = sb.run(&["pull", "oci://registry.example/genes/x:0.1.0"]);
     assert_eq!(r.code, 1, "{r:?}");
-    assert!(r.stderr.contains("`oci://` is not supported yet"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("`oci://` is not supported yet"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -417,7 +524,12 @@ fn a_full_disk_is_reported_and_leaves_no_snapshot_entry() {
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("no space left"), "{}", r.stderr);
     assert!(r.stderr.contains("HF_HUB_CACHE"), "{}", r.stderr);
-    assert!(!listing.iter().any(|f| f.contains("snapshots") && f.ends_with("model.safetensors")), "{listing:?}");
+    assert!(
+        !listing
+            .iter()
+            .any(|f| f.contains("snapshots") && f.ends_with("model.safetensors")),
+        "{listing:?}"
+    );
 }
 
 #[test]
@@ -426,16 +538,30 @@ fn two_concurrent_pulls_download_each_byte_once() {
     let (hub, commit) = tiny_hub(size);
     hub.faults().delay = Some(Duration::from_millis(2));
     let sb = Sandbox::new(hub);
-    let spawn = || sb.cmd().args(["pull", TINY, "--json"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let spawn = || {
+        sb.cmd()
+            .args(["pull", TINY, "--json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
     let a = spawn();
     let b = spawn();
     for child in [a, b] {
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     assert_eq!(sb.hub.bytes_served_for("model.safetensors"), size as u64);
     let snap = sb.repo_dir(TINY).join("snapshots").join(commit);
-    assert_eq!(std::fs::read(snap.join("model.safetensors")).unwrap(), noise(size, 7));
+    assert_eq!(
+        std::fs::read(snap.join("model.safetensors")).unwrap(),
+        noise(size, 7)
+    );
     no_partial_files(&sb.repo_dir(TINY));
 }
 
@@ -453,7 +579,13 @@ fn pull_smollm2_f32_conversion() {
     let hub = FakeHub::start();
     let commit = hub.add_dir("HuggingFaceTB/SmolLM2-135M-Instruct", &dir);
     let sb = Sandbox::new(hub);
-    let r = pull("HuggingFaceTB/SmolLM2-135M-Instruct", &PullOptions::default(), &sb.config(), &Silent).unwrap();
+    let r = pull(
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        &PullOptions::default(),
+        &sb.config(),
+        &Silent,
+    )
+    .unwrap();
     assert_eq!(r.commit, commit);
     let snap = r.snapshot;
     assert_eq!(

@@ -112,7 +112,8 @@ print(snapshot_download("{MINILM}", allow_patterns=["*.json", "*.safetensors", "
 
     // Offline, the other verbs read the Python-filled cache.
     let mut cmd = sb.cmd();
-    cmd.env("HF_HUB_OFFLINE", "1").args(["inspect", MINILM, "--json"]);
+    cmd.env("HF_HUB_OFFLINE", "1")
+        .args(["inspect", MINILM, "--json"]);
     let r = sb.run_with(&mut cmd);
     assert_eq!(r.code, 0, "{r:?}");
     assert_eq!(json_result(&r)["family"], "bert");

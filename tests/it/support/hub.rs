@@ -241,7 +241,16 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) {
 }
 
 const LFS_SUFFIXES: &[&str] = &[
-    ".safetensors", ".bin", ".pt", ".pth", ".onnx", ".h5", ".msgpack", ".ot", ".gguf", ".model",
+    ".safetensors",
+    ".bin",
+    ".pt",
+    ".pth",
+    ".onnx",
+    ".h5",
+    ".msgpack",
+    ".ot",
+    ".gguf",
+    ".model",
 ];
 
 fn file_entry(name: String, source: Source) -> RepoFile {
@@ -483,7 +492,8 @@ fn api(state: &State, repo: &str, rev: &str) -> Reply {
                 "blobId": f.blob_id,
             });
             if f.lfs {
-                v["lfs"] = serde_json::json!({"sha256": f.sha256, "size": f.size, "pointerSize": 134});
+                v["lfs"] =
+                    serde_json::json!({"sha256": f.sha256, "size": f.size, "pointerSize": 134});
             }
             v
         })
@@ -512,7 +522,11 @@ fn tree(state: &State, repo: &str, rev: &str, under: &str) -> Reply {
         Ok(x) => x,
         Err(reply) => return reply,
     };
-    let prefix = if under.is_empty() { String::new() } else { format!("{under}/") };
+    let prefix = if under.is_empty() {
+        String::new()
+    } else {
+        format!("{under}/")
+    };
     let mut dirs = std::collections::BTreeSet::new();
     let mut entries = Vec::new();
     for f in files.iter().filter(|f| f.name.starts_with(&prefix)) {
@@ -521,7 +535,8 @@ fn tree(state: &State, repo: &str, rev: &str, under: &str) -> Reply {
         for i in 1..=parts.len() {
             dirs.insert(parts[..i].join("/"));
         }
-        let mut v = serde_json::json!({"type": "file", "oid": f.blob_id, "size": f.size, "path": f.name});
+        let mut v =
+            serde_json::json!({"type": "file", "oid": f.blob_id, "size": f.size, "path": f.name});
         if f.lfs {
             v["lfs"] = serde_json::json!({"oid": f.sha256, "size": f.size, "pointerSize": 134});
         }
@@ -657,7 +672,9 @@ fn write_reply(
     for (k, v) in &reply.headers {
         out.push_str(&format!("{k}: {v}\r\n"));
     }
-    out.push_str(&format!("Content-Length: {len}\r\nConnection: close\r\n\r\n"));
+    out.push_str(&format!(
+        "Content-Length: {len}\r\nConnection: close\r\n\r\n"
+    ));
     stream.write_all(out.as_bytes())?;
     if head.method == "HEAD" {
         return stream.flush();
