@@ -6,6 +6,7 @@
 #![allow(
     clippy::print_stdout,
     clippy::disallowed_methods,
+    clippy::print_stderr,
     clippy::unwrap_used,
     missing_docs
 )]

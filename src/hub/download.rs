@@ -12,7 +12,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use super::api::{Client, FileMeta, Target};
+use super::api::{Body, Client, FileMeta, Target};
 use super::cache::RepoCache;
 use crate::error::{Error, Result};
 use crate::fsutil::sync_dir;
@@ -128,30 +128,22 @@ impl BlobJob<'_> {
             file: Some(self.file),
         };
         let mut attempt = 0;
-        let mut buf = vec![0u8; CHUNK];
         while offset < self.meta.size {
             let failure = match self.client.get_from(&self.meta.url, offset, target) {
                 Err(e) => return Err(e),
                 Ok(mut resp) => {
-                    if resp.status().as_u16() == 200 && offset > 0 {
+                    if resp.status() == 200 && offset > 0 {
                         // The server ignored Range: start over.
                         out.file().set_len(0)?;
                         hasher = Sha256::new();
                         offset = 0;
-                    } else if resp.status().as_u16() != 200 && resp.status().as_u16() != 206 {
+                    } else if resp.status() != 200 && resp.status() != 206 {
                         return Err(Error::HubTransfer {
                             url: self.meta.url.to_string(),
                             reason: format!("HTTP {}", resp.status()),
                         });
                     }
-                    self.copy_body(
-                        &mut resp,
-                        &mut out,
-                        &partial,
-                        &mut offset,
-                        &mut hasher,
-                        &mut buf,
-                    )?
+                    self.copy_body(&mut resp, &mut out, &partial, &mut offset, &mut hasher)?
                 }
             };
             if offset >= self.meta.size {
@@ -209,32 +201,55 @@ impl BlobJob<'_> {
     /// `None` when the body ended; write errors are final.
     fn copy_body(
         &self,
-        resp: &mut reqwest::blocking::Response,
+        resp: &mut Body<'_>,
         out: &mut fs_err::File,
         partial: &Path,
         offset: &mut u64,
         hasher: &mut Sha256,
-        buf: &mut [u8],
     ) -> Result<Option<String>> {
-        loop {
-            let room = (self.meta.size - *offset).min(buf.len() as u64) as usize;
-            if room == 0 {
-                return Ok(None);
-            }
-            let n = match resp.read(&mut buf[..room]) {
-                Ok(0) => return Ok(None),
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Ok(Some(e.to_string())),
+        // Network chunks are small; gather them into large writes.
+        let mut pending: Vec<u8> = Vec::with_capacity(CHUNK);
+        let outcome = loop {
+            let chunk = match resp.chunk() {
+                Ok(Some(c)) => c,
+                Ok(None) => break None,
+                Err(e) => break Some(e),
             };
-            out.write_all(&buf[..n])
-                .map_err(|e| self.write_error(e, partial))?;
-            if self.sha256.is_some() {
-                hasher.update(&buf[..n]);
+            // Never write past the announced size, whatever the server sends.
+            let left = self.meta.size - *offset - pending.len() as u64;
+            let room = left.min(chunk.len() as u64) as usize;
+            pending.extend_from_slice(&chunk[..room]);
+            if pending.len() >= CHUNK {
+                self.flush(&mut pending, out, partial, offset, hasher)?;
             }
-            *offset += n as u64;
-            self.advance(n as u64);
+            if room < chunk.len() || left == room as u64 {
+                break None;
+            }
+        };
+        self.flush(&mut pending, out, partial, offset, hasher)?;
+        Ok(outcome)
+    }
+
+    fn flush(
+        &self,
+        pending: &mut Vec<u8>,
+        out: &mut fs_err::File,
+        partial: &Path,
+        offset: &mut u64,
+        hasher: &mut Sha256,
+    ) -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
         }
+        out.write_all(pending)
+            .map_err(|e| self.write_error(e, partial))?;
+        if self.sha256.is_some() {
+            hasher.update(&pending[..]);
+        }
+        *offset += pending.len() as u64;
+        self.advance(pending.len() as u64);
+        pending.clear();
+        Ok(())
     }
 
     fn write_error(&self, e: std::io::Error, path: &Path) -> Error {

@@ -190,7 +190,8 @@ pub fn pull(
     cache.write_ref(&revision, &commit)?;
 
     // HEAD every file first (in parallel) so the overall bar knows its total.
-    let metas = parallel(cfg.parallel, &chosen, |file| {
+    let new_client = || api::Client::new(cfg);
+    let metas = parallel(cfg.parallel, &chosen, new_client, |client, file| {
         client.file_meta(&repo, &commit, file)
     })?;
     let total = metas.iter().map(|m| m.size).sum();
@@ -199,7 +200,7 @@ pub fn pull(
         total,
     });
     let jobs: Vec<usize> = (0..chosen.len()).collect();
-    let fetched = parallel(cfg.parallel, &jobs, |&i| {
+    let fetched = parallel(cfg.parallel, &jobs, new_client, |client, &i| {
         let file = chosen[i];
         let meta = &metas[i];
         let sha256 = info
@@ -210,7 +211,7 @@ pub fn pull(
             .map(|l| l.sha256.as_str())
             .or_else(|| is_sha256(&meta.etag).then_some(meta.etag.as_str()));
         let job = download::BlobJob {
-            client: &client,
+            client,
             cache: &cache,
             repo: &repo,
             file,
@@ -246,27 +247,39 @@ pub fn pull(
     })
 }
 
-/// Run `work` over `items` on up to `threads` threads; results in item order, first error wins
-/// (no new item starts after an error).
-fn parallel<T: Sync, R: Send>(
+/// Run `work` over `items` on up to `threads` threads, each with its own state from `init`
+/// (an HTTP client); results in item order, first error wins (no new item starts after one).
+fn parallel<T: Sync, R: Send, S>(
     threads: usize,
     items: &[T],
-    work: impl Fn(&T) -> Result<R> + Sync,
+    init: impl Fn() -> Result<S> + Sync,
+    work: impl Fn(&S, &T) -> Result<R> + Sync,
 ) -> Result<Vec<R>> {
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
+    let init_errors: Mutex<Vec<Error>> = Mutex::new(Vec::new());
     let results: Mutex<Vec<Option<Result<R>>>> =
         Mutex::new((0..items.len()).map(|_| None).collect());
     std::thread::scope(|s| {
         for _ in 0..threads.clamp(1, items.len().max(1)) {
             s.spawn(|| {
+                let state = match init() {
+                    Ok(state) => state,
+                    Err(e) => {
+                        failed.store(true, Ordering::Relaxed);
+                        if let Ok(mut errs) = init_errors.lock() {
+                            errs.push(e);
+                        }
+                        return;
+                    }
+                };
                 loop {
                     if failed.load(Ordering::Relaxed) {
                         break;
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(item) = items.get(i) else { break };
-                    let r = work(item);
+                    let r = work(&state, item);
                     if r.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
@@ -279,7 +292,11 @@ fn parallel<T: Sync, R: Send>(
     });
     let slots = results.into_inner().unwrap_or_else(|p| p.into_inner());
     let mut out = Vec::with_capacity(items.len());
-    let mut first_err = None;
+    let mut first_err = init_errors
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .next();
     for slot in slots {
         match slot {
             Some(Ok(r)) => out.push(r),

@@ -10,6 +10,7 @@ use crate::support::hub::FakeHub;
 use crate::support::{json_result, minilm_dir};
 
 /// The Python interpreter that has `huggingface_hub`, or `None` to skip.
+#[allow(clippy::print_stderr)]
 fn python() -> Option<String> {
     let py = std::env::var("LGREG_PYTHON").unwrap_or_else(|_| "python3".into());
     let ok = Command::new(&py)

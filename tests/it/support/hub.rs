@@ -14,7 +14,12 @@
 //! [`Faults`] make it misbehave; [`FakeHub::requests`] and [`FakeHub::bytes_served`] let tests
 //! check what a client did. Shared with `examples/fake_hub.rs` (the benchmark server).
 
-#![allow(dead_code, clippy::disallowed_methods, clippy::unwrap_used)]
+#![allow(
+    dead_code,
+    clippy::disallowed_methods,
+    clippy::unwrap_used,
+    clippy::result_large_err
+)]
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
