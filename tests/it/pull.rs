@@ -331,8 +331,7 @@ fn dropped_connection_resumes_with_range_within_and_across_runs() {
         .hub
         .requests()
         .into_iter()
-        .filter(|q| q.host == "cdn")
-        .next_back()
+        .rfind(|q| q.host == "cdn")
         .unwrap();
     assert_eq!(last.range, Some(format!("bytes={}-", 1 << 20)));
     let blob = std::fs::read(snap.join(&r.commit).join("model.safetensors")).unwrap();
