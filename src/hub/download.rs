@@ -109,13 +109,14 @@ impl BlobJob<'_> {
             .read(true)
             .open(&partial)?;
         let mut offset = out.metadata()?.len();
-        let mut hasher = Sha256::new();
+        let mut prefix = Sha256::new();
         if offset > self.meta.size {
             out.file().set_len(0)?;
             offset = 0;
         } else if offset > 0 && self.sha256.is_some() {
-            hash_prefix(&partial, offset, &mut hasher)?;
+            hash_prefix(&partial, offset, &mut prefix)?;
         }
+        let mut hasher = PipeHasher::new(self.sha256.is_some(), prefix);
         let reused = offset;
         self.reporter.report(Event::ItemStart {
             item: self.file.into(),
@@ -135,7 +136,7 @@ impl BlobJob<'_> {
                     if resp.status() == 200 && offset > 0 {
                         // The server ignored Range: start over.
                         out.file().set_len(0)?;
-                        hasher = Sha256::new();
+                        hasher.send(Msg::Reset);
                         offset = 0;
                     } else if resp.status() != 200 && resp.status() != 206 {
                         return Err(Error::HubTransfer {
@@ -170,7 +171,7 @@ impl BlobJob<'_> {
             });
         }
         if let Some(expected) = self.sha256 {
-            let actual = hex(&hasher.finalize());
+            let actual = hasher.finish().unwrap_or_default();
             if !actual.eq_ignore_ascii_case(expected) {
                 drop(out);
                 fs_err::remove_file(&partial)?;
@@ -205,7 +206,7 @@ impl BlobJob<'_> {
         out: &mut fs_err::File,
         partial: &Path,
         offset: &mut u64,
-        hasher: &mut Sha256,
+        hasher: &mut PipeHasher,
     ) -> Result<Option<String>> {
         // Network chunks are small; gather them into large writes.
         let mut pending: Vec<u8> = Vec::with_capacity(CHUNK);
@@ -236,19 +237,20 @@ impl BlobJob<'_> {
         out: &mut fs_err::File,
         partial: &Path,
         offset: &mut u64,
-        hasher: &mut Sha256,
+        hasher: &mut PipeHasher,
     ) -> Result<()> {
         if pending.is_empty() {
             return Ok(());
         }
         out.write_all(pending)
             .map_err(|e| self.write_error(e, partial))?;
-        if self.sha256.is_some() {
-            hasher.update(&pending[..]);
-        }
-        *offset += pending.len() as u64;
-        self.advance(pending.len() as u64);
-        pending.clear();
+        let len = pending.len() as u64;
+        *offset += len;
+        self.advance(len);
+        hasher.send(Msg::Data(std::mem::replace(
+            pending,
+            Vec::with_capacity(CHUNK),
+        )));
         Ok(())
     }
 
@@ -261,6 +263,61 @@ impl BlobJob<'_> {
         } else {
             crate::fsutil::with_path(e, path)
         }
+    }
+}
+
+/// What the hashing thread is told.
+enum Msg {
+    /// Bytes that follow the ones already hashed.
+    Data(Vec<u8>),
+    /// The server restarted from byte 0.
+    Reset,
+}
+
+/// sha256 on a helper thread, so that hashing overlaps the network and the disk (without SHA
+/// instructions, hashing alone runs at about curl's loopback speed).
+struct PipeHasher {
+    tx: Option<std::sync::mpsc::SyncSender<Msg>>,
+    handle: Option<std::thread::JoinHandle<Sha256>>,
+}
+
+impl PipeHasher {
+    /// Continue from `initial`; a disabled hasher ignores everything.
+    fn new(enabled: bool, initial: Sha256) -> PipeHasher {
+        if !enabled {
+            return PipeHasher {
+                tx: None,
+                handle: None,
+            };
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Msg>(8);
+        let handle = std::thread::spawn(move || {
+            let mut h = initial;
+            for msg in rx {
+                match msg {
+                    Msg::Data(bytes) => h.update(&bytes),
+                    Msg::Reset => h = Sha256::new(),
+                }
+            }
+            h
+        });
+        PipeHasher {
+            tx: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    fn send(&self, msg: Msg) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(msg);
+        }
+    }
+
+    /// The hex digest of everything sent (`None` when disabled).
+    fn finish(&mut self) -> Option<String> {
+        drop(self.tx.take());
+        let h = self.handle.take()?.join().ok()?;
+        Some(hex(&h.finalize()))
     }
 }
 
