@@ -52,6 +52,9 @@ pub(crate) struct RepoInfo {
 pub(crate) struct Sibling {
     /// Its path in the repo.
     pub rfilename: String,
+    /// Bytes (with `blobs=true`).
+    #[serde(default)]
+    pub size: Option<u64>,
     /// Its LFS pointer, when it is stored in LFS.
     #[serde(default)]
     pub lfs: Option<Lfs>,

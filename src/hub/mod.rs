@@ -189,20 +189,22 @@ pub fn pull(
     fs_err::create_dir_all(&snapshot)?;
     cache.write_ref(&revision, &commit)?;
 
-    // HEAD every file first (in parallel) so the overall bar knows its total.
-    let new_client = || api::Client::new(cfg);
-    let metas = parallel(cfg.parallel, &chosen, new_client, |client, file| {
-        client.file_meta(&repo, &commit, file)
-    })?;
-    let total = metas.iter().map(|m| m.size).sum();
+    // The overall bar's total comes from the API's sizes; each worker then HEADs and fetches
+    // its file with its own client.
+    let size_of = |file: &str| {
+        info.siblings
+            .iter()
+            .find(|s| s.rfilename == file)
+            .and_then(|s| s.size)
+            .unwrap_or(0)
+    };
     reporter.report(Event::Start {
         task: "pull".into(),
-        total,
+        total: chosen.iter().map(|f| size_of(f)).sum(),
     });
-    let jobs: Vec<usize> = (0..chosen.len()).collect();
-    let fetched = parallel(cfg.parallel, &jobs, new_client, |client, &i| {
-        let file = chosen[i];
-        let meta = &metas[i];
+    let new_client = || api::Client::new(cfg);
+    let done = parallel(cfg.parallel, &chosen, new_client, |client, &file| {
+        let meta = client.file_meta(&repo, &commit, file)?;
         let sha256 = info
             .siblings
             .iter()
@@ -215,14 +217,15 @@ pub fn pull(
             cache: &cache,
             repo: &repo,
             file,
-            meta,
+            meta: &meta,
             sha256,
             reporter,
         };
         let got = job.run()?;
         cache.link(&commit, file, &meta.etag)?;
-        Ok(got)
+        Ok((meta, got))
     })?;
+    let (metas, fetched): (Vec<_>, Vec<_>) = done.into_iter().unzip();
     reporter.report(Event::Finish);
     let files: Vec<PulledFile> = chosen
         .iter()
