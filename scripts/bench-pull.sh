@@ -80,7 +80,7 @@ time_it curl run_curl
 time_it lgreg run_lgreg
 if python3 -c "import huggingface_hub" 2>/dev/null; then time_it huggingface_hub run_python; fi
 
-get() { for kv in "${best[@]}"; do [ "${kv%%=*}" = "$1" ] && echo "${kv#*=}"; done; }
+get() { for kv in "${best[@]}"; do [ "${kv%%=*}" = "$1" ] && echo "${kv#*=}"; done; return 0; }
 CURL=$(get curl)
 echo
 echo "payload: $(basename "$PAYLOAD"), $BYTES bytes, lgreg built with the $PROFILE profile, $(find "$PAYLOAD" -type f | wc -l) files; best of $RUNS; $(nproc) cores"
