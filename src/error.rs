@@ -133,6 +133,111 @@ pub enum Error {
     /// A registry failure.
     #[error(transparent)]
     Registry(#[from] crate::registry::Error),
+    /// The Hub refused access (401/403): a gated or private repo, or a bad token.
+    #[error("access to `{repo}` was refused by the Hub (HTTP {status}){detail}")]
+    HubAccessDenied {
+        /// `org/name`.
+        repo: String,
+        /// 401 or 403.
+        status: u16,
+        /// Extra context (whether a token was sent, the Hub's message).
+        detail: String,
+    },
+
+    /// The Hub has no such repo (or it is private and no token was sent).
+    #[error("repo `{repo}` was not found on the Hub at `{endpoint}`")]
+    RepoNotFound {
+        /// `org/name`.
+        repo: String,
+        /// The Hub endpoint that was asked.
+        endpoint: String,
+    },
+
+    /// The repo exists but the revision (branch, tag or commit) does not.
+    #[error("revision `{revision}` of repo `{repo}` was not found on the Hub")]
+    RevisionNotFound {
+        /// `org/name`.
+        repo: String,
+        /// The branch, tag or commit asked for.
+        revision: String,
+    },
+
+    /// A file listed by the Hub could not be fetched (404 on resolve).
+    #[error("file `{file}` of `{repo}` at `{revision}` was not found on the Hub")]
+    HubFileNotFound {
+        /// `org/name`.
+        repo: String,
+        /// The commit.
+        revision: String,
+        /// The file path inside the repo.
+        file: String,
+    },
+
+    /// An HTTP or network failure that retries did not cure.
+    #[error("download of `{url}` failed: {reason}")]
+    HubTransfer {
+        /// The URL (never carries the token).
+        url: String,
+        /// Status or transport error, and how many attempts were made.
+        reason: String,
+    },
+
+    /// The Hub answered something lgreg does not understand (a missing header, bad JSON).
+    #[error("unexpected answer from the Hub for `{url}`: {reason}")]
+    HubProtocol {
+        /// The URL asked.
+        url: String,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// A downloaded file does not hash to the Hub's LFS oid; nothing entered the cache.
+    #[error(
+        "`{file}` of `{repo}` has sha256 `{actual}` but the Hub says `{expected}`; it was not added to the cache"
+    )]
+    DigestMismatch {
+        /// `org/name`.
+        repo: String,
+        /// The file path inside the repo.
+        file: String,
+        /// The LFS oid.
+        expected: String,
+        /// What the bytes hash to.
+        actual: String,
+    },
+
+    /// The disk filled up while writing into the cache.
+    #[error(
+        "no space left on the device while writing `{path}` ({needed} bytes needed for this file)"
+    )]
+    DiskFull {
+        /// The file being written.
+        path: PathBuf,
+        /// The size of the file being written.
+        needed: u64,
+    },
+
+    /// Offline, and the cache does not hold the repo at that revision.
+    #[error(
+        "`{repo}` at `{revision}` is not in the Hugging Face cache `{cache}` and lgreg is offline"
+    )]
+    OfflineNotCached {
+        /// `org/name`.
+        repo: String,
+        /// The revision asked for.
+        revision: String,
+        /// The cache directory that was searched.
+        cache: PathBuf,
+    },
+
+    /// An `oci://` or other scheme that `pull` does not handle yet.
+    #[error("`{reference}`: pulling from `{scheme}://` is not supported yet")]
+    UnsupportedScheme {
+        /// The full reference.
+        reference: String,
+        /// The scheme.
+        scheme: String,
+    },
 
     /// A serialization failure of our own data (a bug if it ever happens).
     #[error("could not encode JSON: {0}")]
@@ -162,6 +267,33 @@ impl Error {
                 "the file is damaged or incomplete: download it again and check its sha256".into(),
             ),
             Error::Registry(e) => e.hint(),
+            Error::HubAccessDenied { repo, .. } => Some(format!(
+                "pass a token with `--token`, `HF_TOKEN` or `hf auth login`, and accept the licence at https://huggingface.co/{repo} if the repo is gated"
+            )),
+            Error::RepoNotFound { .. } => Some(
+                "check the `org/name` spelling; a private repo also needs a token (`--token` or `HF_TOKEN`)"
+                    .into(),
+            ),
+            Error::RevisionNotFound { .. } => Some(
+                "pass an existing branch, tag or commit with `--revision` or `org/name@REV`".into(),
+            ),
+            Error::HubTransfer { .. } => {
+                Some("run the same command again: finished files are kept and partial ones resume".into())
+            }
+            Error::DigestMismatch { .. } => Some(
+                "run the same command again to download it afresh; if it keeps failing, the mirror or proxy is corrupting data"
+                    .into(),
+            ),
+            Error::DiskFull { .. } => Some(
+                "free some space, or point `HF_HUB_CACHE` (or `HF_HOME`) at a larger disk; the partial file resumes on the next run"
+                    .into(),
+            ),
+            Error::OfflineNotCached { .. } => Some(
+                "run `lgreg pull` for it while online (unset `HF_HUB_OFFLINE` and drop `--offline`)".into(),
+            ),
+            Error::UnsupportedScheme { .. } => {
+                Some("pull an ancestor from the Hugging Face Hub with `lgreg pull org/name[@rev]`".into())
+            }
             _ => None,
         }
     }
@@ -169,7 +301,10 @@ impl Error {
     /// The process exit code: 1 for bad input from the user, 2 for failures of the machine.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Io(_) => 2,
+            Error::Io(_)
+            | Error::HubTransfer { .. }
+            | Error::HubProtocol { .. }
+            | Error::DiskFull { .. } => 2,
             _ => 1,
         }
     }

@@ -5,6 +5,7 @@
 //!   GGUF (dequantised); write streaming, sharded, deterministic safetensors.
 //! - [`anatomy`]: architecture families (llama, vit, bert): layers, tensor roles, `config.json`.
 //! - [`convert`] and [`inspect`]: the first verbs, over the two modules above.
+//! - [`hub`]: Hugging Face Hub downloads (`lgreg pull`) into the cache shared with Python.
 //! - [`progress`]: events the library reports instead of printing.
 //! - [`error`]: typed errors with hints.
 //! - [`fsutil`]: temp-file + fsync + rename writes.
@@ -16,6 +17,8 @@
 //!   ([`fsutil::StagedDir`]).
 //! - The gene registry: `$LGREG_HOME/registry` or `--registry DIR`, paths built only by
 //!   [`registry::layout`]; format in `registry/FORMAT.md`.
+//! - The Hugging Face cache (`$HF_HUB_CACHE`, by default `$HF_HOME/hub`): blobs, snapshots,
+//!   refs and `.locks`, laid out exactly as Python's `huggingface_hub` does ([`hub::cache`]).
 
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
@@ -26,6 +29,7 @@ pub mod convert;
 pub mod error;
 pub mod fsutil;
 pub mod gene;
+pub mod hub;
 pub mod inspect;
 pub mod progress;
 pub mod registry;

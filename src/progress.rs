@@ -21,6 +21,26 @@ pub enum Event {
     },
     /// The current task finished successfully (never sent on error).
     Finish,
+    /// One item of the current task (a file of a download), with its own total, starts.
+    /// Items run in parallel; their progress also counts in the task's [`Event::Advance`].
+    ItemStart {
+        /// The item, e.g. a file name; unique within the task.
+        item: String,
+        /// Its total units of work.
+        total: u64,
+    },
+    /// `amount` more units of `item` are done.
+    ItemAdvance {
+        /// The item.
+        item: String,
+        /// Units just completed.
+        amount: u64,
+    },
+    /// `item` finished successfully.
+    ItemFinish {
+        /// The item.
+        item: String,
+    },
 }
 
 /// Receives progress events. The default implementation ignores them.

@@ -5,14 +5,17 @@ use std::path::PathBuf;
 use lgreg::checkpoint::DType;
 use lgreg::convert::{ConvertOptions, ConvertReport, convert};
 
+use super::env::HubArgs;
 use super::progress::Bars;
+use super::pull::resolve_input;
 use super::render::Output;
 use super::{GlobalArgs, size};
 
 /// Convert a checkpoint into a Hugging Face model directory.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// A checkpoint file (.safetensors, .bin/.pt/.pth, .gguf) or a model directory.
+    /// A checkpoint file (.safetensors, .bin/.pt/.pth, .gguf), a model directory, or
+    /// `org/name[@rev]` from the Hugging Face cache (pulled first when missing).
     input: PathBuf,
     /// The directory to create.
     output: PathBuf,
@@ -25,6 +28,8 @@ pub(crate) struct Args {
     /// Replace OUTPUT_DIR if it exists.
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    hub: HubArgs,
 }
 
 pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Output>> {
@@ -33,7 +38,8 @@ pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Ou
         shard_size: args.shard_size,
         force: args.force,
     };
-    let report = convert(&args.input, &args.output, &opts, &Bars::new(global))?;
+    let input = resolve_input(&args.input, &args.hub, global)?;
+    let report = convert(&input, &args.output, &opts, &Bars::new(global))?;
     Ok(Box::new(Converted(report)))
 }
 

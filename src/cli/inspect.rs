@@ -5,17 +5,23 @@ use std::path::PathBuf;
 
 use lgreg::inspect::{Report, inspect};
 
+use super::GlobalArgs;
+use super::env::HubArgs;
+use super::pull::resolve_input;
 use super::render::Output;
 
 /// Show a checkpoint's anatomy.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// A checkpoint file or model directory.
+    /// A checkpoint file, a model directory, or `org/name[@rev]` from the Hugging Face cache.
     path: PathBuf,
+    #[command(flatten)]
+    hub: HubArgs,
 }
 
-pub(crate) fn run(args: &Args) -> anyhow::Result<Box<dyn Output>> {
-    Ok(Box::new(Inspected(inspect(&args.path)?)))
+pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Output>> {
+    let path = resolve_input(&args.path, &args.hub, global)?;
+    Ok(Box::new(Inspected(inspect(&path)?)))
 }
 
 #[derive(serde::Serialize)]

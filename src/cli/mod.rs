@@ -2,13 +2,17 @@
 //! one library function and returns a value for [`render`] to print.
 
 mod convert;
+mod env;
 mod export;
 mod gc;
+
+pub(crate) use env::registry_root;
 mod inspect;
 mod lineage;
 mod ls;
 mod progress;
 mod publish;
+mod pull;
 mod render;
 mod show;
 mod size;
@@ -73,20 +77,8 @@ enum Command {
     Verify(verify::Args),
     /// Show where a gene comes from and what derives from it.
     Lineage(lineage::Args),
-}
-
-/// The registry root: `--registry`, else from the environment. This is the one place the
-/// CLI reads the environment for it.
-#[allow(clippy::disallowed_methods)]
-pub(crate) fn registry_root(global: &GlobalArgs) -> anyhow::Result<PathBuf> {
-    if let Some(dir) = &global.registry {
-        return Ok(dir.clone());
-    }
-    lgreg::registry::default_root(|k| std::env::var_os(k)).ok_or_else(|| {
-        anyhow::anyhow!(
-            "cannot find a home for the registry: set `LGREG_HOME` or pass `--registry DIR`"
-        )
-    })
+    /// Download a model from the Hugging Face Hub into the cache shared with Python.
+    Pull(pull::Args),
 }
 
 /// Parse the command line, run the command, render its result, and pick the exit code.
@@ -95,7 +87,7 @@ pub(crate) fn main() -> ExitCode {
     let renderer = Renderer::new(&cli.global);
     let result: anyhow::Result<Box<dyn Output>> = match &cli.command {
         Command::Convert(args) => convert::run(args, &cli.global),
-        Command::Inspect(args) => inspect::run(args),
+        Command::Inspect(args) => inspect::run(args, &cli.global),
         Command::Publish(args) => publish::run(args, &cli.global),
         Command::Ls(args) => ls::run(args, &cli.global),
         Command::Show(args) => show::run(args, &cli.global),
@@ -105,6 +97,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Gc(args) => gc::run(args, &cli.global),
         Command::Verify(args) => verify::run(args, &cli.global),
         Command::Lineage(args) => lineage::run(args, &cli.global),
+        Command::Pull(args) => pull::run(args, &cli.global),
     };
     match result {
         Ok(output) => renderer.result(output.as_ref()),

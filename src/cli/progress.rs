@@ -1,28 +1,43 @@
 //! indicatif rendering of library progress events, on stderr, only when it is a terminal.
+//!
+//! One bar per task; tasks with parallel items (the files of a `pull`) get one bar per item
+//! under the overall bar, through a `MultiProgress`.
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::Mutex;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lgreg::progress::{Event, Reporter};
 
 use super::GlobalArgs;
 
-/// A reporter that draws one bar per task.
+/// A reporter that draws one bar per task and one per running item.
 #[derive(Debug)]
 pub(crate) struct Bars {
-    bar: Mutex<Option<ProgressBar>>,
+    state: Mutex<State>,
     enabled: bool,
 }
 
+#[derive(Debug)]
+struct State {
+    multi: MultiProgress,
+    main: Option<ProgressBar>,
+    items: HashMap<String, ProgressBar>,
+}
+
 impl Bars {
-    /// Bars are hidden by `--json`, `--quiet`, `--no-progress`, `NO_COLOR`-free of any effect,
-    /// and whenever stderr is not a terminal.
+    /// Bars are hidden by `--json`, `--quiet`, `--no-progress`, and whenever stderr is not a
+    /// terminal.
     pub(crate) fn new(global: &GlobalArgs) -> Bars {
         let enabled =
             !(global.json || global.quiet || global.no_progress) && std::io::stderr().is_terminal();
         Bars {
-            bar: Mutex::new(None),
+            state: Mutex::new(State {
+                multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+                main: None,
+                items: HashMap::new(),
+            }),
             enabled,
         }
     }
@@ -36,23 +51,29 @@ fn style() -> ProgressStyle {
     .progress_chars("=> ")
 }
 
+fn item_style() -> ProgressStyle {
+    ProgressStyle::with_template("  {msg:<40!} [{bar:20}] {bytes}/{total_bytes} {bytes_per_sec}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
 impl Reporter for Bars {
     fn report(&self, event: Event) {
         if !self.enabled {
             return;
         }
-        let Ok(mut slot) = self.bar.lock() else {
+        let Ok(mut st) = self.state.lock() else {
             return;
         };
         match event {
             Event::Start { task, total } => {
-                let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+                let bar = st.multi.add(ProgressBar::new(total));
                 bar.set_style(style());
                 bar.set_message(task);
-                *slot = Some(bar);
+                st.main = Some(bar);
             }
             Event::Advance { amount, item } => {
-                if let Some(bar) = slot.as_ref() {
+                if let Some(bar) = st.main.as_ref() {
                     bar.inc(amount);
                     if let Some(item) = item {
                         bar.set_prefix(item);
@@ -60,8 +81,30 @@ impl Reporter for Bars {
                 }
             }
             Event::Finish => {
-                if let Some(bar) = slot.take() {
+                if let Some(bar) = st.main.take() {
                     bar.finish_and_clear();
+                }
+                for (_, bar) in st.items.drain() {
+                    bar.finish_and_clear();
+                }
+            }
+            Event::ItemStart { item, total } => {
+                let bar = st.multi.add(ProgressBar::new(total));
+                bar.set_style(item_style());
+                bar.set_message(item.clone());
+                if let Some(old) = st.items.insert(item, bar) {
+                    old.finish_and_clear();
+                }
+            }
+            Event::ItemAdvance { item, amount } => {
+                if let Some(bar) = st.items.get(&item) {
+                    bar.inc(amount);
+                }
+            }
+            Event::ItemFinish { item } => {
+                if let Some(bar) = st.items.remove(&item) {
+                    bar.finish_and_clear();
+                    st.multi.remove(&bar);
                 }
             }
         }

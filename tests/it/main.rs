@@ -8,6 +8,8 @@ mod gguf;
 mod gguf_cli;
 mod malformed;
 mod pickle;
+mod pull;
+mod pull_python;
 mod registry;
 mod registry_crash;
 mod registry_format;

@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+pub mod hub;
+
 /// Root of the fetched fixtures (`scripts/fetch-fixtures.sh`), overridable with `LGREG_FIXTURES`.
 pub fn fixtures() -> PathBuf {
     match std::env::var_os("LGREG_FIXTURES") {

@@ -1,0 +1,84 @@
+//! The one door to the environment: Hugging Face variables become a [`HubConfig`], and
+//! `LGREG_HOME`/`XDG_DATA_HOME`/`HOME` give the registry root.
+//!
+//! Read here and nowhere else: `HF_HOME` (default `$XDG_CACHE_HOME/huggingface`, else
+//! `~/.cache/huggingface`), `HF_HUB_CACHE` (default `$HF_HOME/hub`), `HF_ENDPOINT`, `HF_TOKEN`,
+//! `HF_TOKEN_PATH` (default `$HF_HOME/token`, the file `hf auth login` writes) and
+//! `HF_HUB_OFFLINE`. Flags beat variables.
+
+#![allow(clippy::disallowed_methods)]
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use lgreg::hub::{DEFAULT_ENDPOINT, HubConfig};
+
+/// Hub flags shared by `pull` and the verbs that accept `org/name[@rev]`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct HubArgs {
+    /// Hub base URL (default: `HF_ENDPOINT`, else https://huggingface.co).
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// Access token for gated or private repos (default: `HF_TOKEN`, else the saved token).
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Use only the local cache (also `HF_HUB_OFFLINE=1`).
+    #[arg(long)]
+    pub offline: bool,
+}
+
+fn var(name: &str) -> Option<OsString> {
+    std::env::var_os(name).filter(|v| !v.is_empty())
+}
+
+fn text(name: &str) -> Option<String> {
+    var(name).and_then(|v| v.into_string().ok())
+}
+
+/// Build the Hub configuration from the flags and the environment.
+pub(crate) fn hub_config(args: &HubArgs) -> HubConfig {
+    let hf_home = var("HF_HOME").map(PathBuf::from).unwrap_or_else(|| {
+        let cache = var("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(|| PathBuf::from(".cache"));
+        cache.join("huggingface")
+    });
+    let cache_dir = var("HF_HUB_CACHE")
+        .or_else(|| var("HUGGINGFACE_HUB_CACHE"))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| hf_home.join("hub"));
+    let mut cfg = HubConfig::new(cache_dir);
+    cfg.endpoint = args
+        .endpoint
+        .clone()
+        .or_else(|| text("HF_ENDPOINT"))
+        .unwrap_or_else(|| DEFAULT_ENDPOINT.into());
+    cfg.token = args.token.clone().or_else(|| text("HF_TOKEN")).or_else(|| {
+        let path = var("HF_TOKEN_PATH")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| hf_home.join("token"));
+        fs_err::read_to_string(path)
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+    });
+    cfg.offline = args.offline
+        || text("HF_HUB_OFFLINE").is_some_and(|v| {
+            matches!(v.to_ascii_lowercase().as_str(), "1" | "on" | "yes" | "true")
+        });
+    cfg
+}
+
+/// The registry root: `--registry`, else from the environment. This is the one place the
+/// CLI reads the environment for it.
+pub(crate) fn registry_root(global: &super::GlobalArgs) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = &global.registry {
+        return Ok(dir.clone());
+    }
+    lgreg::registry::default_root(|k| std::env::var_os(k)).ok_or_else(|| {
+        anyhow::anyhow!(
+            "cannot find a home for the registry: set `LGREG_HOME` or pass `--registry DIR`"
+        )
+    })
+}
