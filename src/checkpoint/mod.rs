@@ -61,9 +61,7 @@ pub trait TensorSource: Send + Sync {
     /// The info of one tensor, if present.
     fn info(&self, name: &str) -> Option<&TensorInfo> {
         let all = self.tensors();
-        all.binary_search_by(|t| t.name.as_str().cmp(name))
-            .ok()
-            .map(|i| &all[i])
+        index_of(all, name).ok().map(|i| &all[i])
     }
 
     /// The info of one tensor, or a [`Error::MissingTensor`].
@@ -83,6 +81,15 @@ pub trait TensorSource: Send + Sync {
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect())
     }
+}
+
+/// The position of tensor `name` in infos sorted by name, or [`Error::MissingTensor`].
+pub(crate) fn index_of(infos: &[TensorInfo], name: &str) -> Result<usize> {
+    infos
+        .binary_search_by(|t| t.name.as_str().cmp(name))
+        .map_err(|_| Error::MissingTensor {
+            name: name.to_string(),
+        })
 }
 
 /// Sort tensor infos by name, the order every [`TensorSource`] returns.

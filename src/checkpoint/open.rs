@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::gguf::GgufFile;
 use super::pickle::PickleFile;
 use super::safetensors::SafetensorsFile;
-use super::{TensorInfo, TensorSource, sort_infos};
+use super::{TensorInfo, TensorSource, index_of, sort_infos};
 use crate::error::{Error, Result};
 
 /// Largest shard index or config file lgreg will parse.
@@ -380,17 +380,12 @@ impl TensorSource for Sharded {
     }
 
     fn read(&self, name: &str) -> Result<Cow<'_, [u8]>> {
-        let i = self
-            .infos
-            .binary_search_by(|t| t.name.as_str().cmp(name))
-            .map_err(|_| Error::MissingTensor {
-                name: name.to_string(),
-            })?;
+        let i = index_of(&self.infos, name)?;
         self.shards[self.owner[i]].read(name)
     }
 
     fn release(&self, name: &str) {
-        if let Ok(i) = self.infos.binary_search_by(|t| t.name.as_str().cmp(name)) {
+        if let Ok(i) = index_of(&self.infos, name) {
             self.shards[self.owner[i]].release(name);
         }
     }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::mmap::Mapped;
-use super::{DType, TensorInfo, TensorSource};
+use super::{DType, TensorInfo, TensorSource, index_of};
 use crate::error::{Error, Result};
 
 /// Largest header lgreg accepts (the reference implementation's limit).
@@ -208,12 +208,7 @@ fn check_ranges(path: &Path, entries: &mut Entries, data_len: usize) -> Result<(
 impl SafetensorsFile {
     /// The absolute byte range of tensor `name` in the file.
     fn file_range(&self, name: &str) -> Result<std::ops::Range<usize>> {
-        let i = self
-            .infos
-            .binary_search_by(|t| t.name.as_str().cmp(name))
-            .map_err(|_| Error::MissingTensor {
-                name: name.to_string(),
-            })?;
+        let i = index_of(&self.infos, name)?;
         let (begin, end) = self.ranges[i];
         Ok(self.data_start + begin..self.data_start + end)
     }

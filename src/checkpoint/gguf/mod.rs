@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use super::mmap::Mapped;
-use super::{DType, TensorInfo, TensorSource};
+use super::{DType, TensorInfo, TensorSource, index_of};
 use crate::error::{Error, Result};
 use llama::Fixup;
 use parse::{Parsed, Value};
@@ -152,12 +152,7 @@ impl TensorSource for GgufFile {
     }
 
     fn read(&self, name: &str) -> Result<Cow<'_, [u8]>> {
-        let i = self
-            .infos
-            .binary_search_by(|t| t.name.as_str().cmp(name))
-            .map_err(|_| Error::MissingTensor {
-                name: name.to_string(),
-            })?;
+        let i = index_of(&self.infos, name)?;
         let (raw, fixup) = self.sources[i];
         let t = &self.parsed.tensors[raw];
         let src = self

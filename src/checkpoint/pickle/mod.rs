@@ -21,7 +21,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::mmap::Mapped;
-use super::{TensorInfo, TensorSource};
+use super::{TensorInfo, TensorSource, index_of};
 use crate::error::{Error, Result};
 use torch::TensorMeta;
 use vm::{Value, VmError};
@@ -339,12 +339,7 @@ impl TensorSource for PickleFile {
     }
 
     fn read(&self, name: &str) -> Result<Cow<'_, [u8]>> {
-        let i = self
-            .infos
-            .binary_search_by(|t| t.name.as_str().cmp(name))
-            .map_err(|_| Error::MissingTensor {
-                name: name.to_string(),
-            })?;
+        let i = index_of(&self.infos, name)?;
         let (info, lay) = (&self.infos[i], &self.layouts[i]);
         let es = info.dtype.size();
         let storage = self.storage_bytes(&self.storages[lay.storage])?;
