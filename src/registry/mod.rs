@@ -18,6 +18,7 @@ pub mod index;
 pub mod layout;
 pub mod manifest;
 pub mod reference;
+pub mod remote;
 pub mod store;
 
 mod export;
@@ -38,6 +39,7 @@ pub use layout::Layout;
 pub use publish::Published;
 pub use query::{GeneInfo, Lineage, LineageNode, Resolved, TagEntry, TensorSummary, UnitInfo};
 pub use reference::Reference;
+pub use remote::{Connection, Credentials, RemoteRef};
 pub use verify::{Problem, VerifyReport};
 
 use crate::fsutil::write_atomic;
