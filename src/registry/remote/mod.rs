@@ -290,6 +290,18 @@ impl Remote {
                     reference: what.to_string(),
                 }
             }
+            OciDistributionError::RequestError(r)
+                if matches!(r.status().map(|s| s.as_u16()), Some(401 | 403)) =>
+            {
+                self.denied(r.status().map_or(401, |s| s.as_u16()))
+            }
+            OciDistributionError::RequestError(r)
+                if r.status().map(|s| s.as_u16()) == Some(404) =>
+            {
+                Error::RemoteNotFound {
+                    reference: what.to_string(),
+                }
+            }
             OciDistributionError::ImageManifestNotFoundError(_) => Error::RemoteNotFound {
                 reference: what.to_string(),
             },
