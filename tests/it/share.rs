@@ -158,7 +158,7 @@ fn killed_registry_mid_push_then_rerun_completes() {
     let big: &[(&str, u64, usize)] = &[("u0", 1, 2_000_000), ("u1", 2, 2_000_000), ("u2", 3, 2_000_000)];
     let digest = publish_tiny(&a, work.path(), "big", big);
     let dest = format!("oci://{}/genes/big:1.0.0", server.host());
-    let mut push = lgreg(&a)
+    let push = lgreg(&a)
         .args(["push", "big:1.0.0", &dest, "--insecure", "--chunk-size", "4k"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
