@@ -292,9 +292,7 @@ pub enum Error {
     },
 
     /// Downloaded bytes do not hash to the digest that names them; nothing was stored.
-    #[error(
-        "`{reference}` has digest `{actual}` but `{expected}` was expected; it was not stored"
-    )]
+    #[error("`{reference}` has digest `{actual}` but `{expected}` was expected; it was not stored")]
     RemoteDigestMismatch {
         /// The manifest or blob reference.
         reference: String,
@@ -305,7 +303,9 @@ pub enum Error {
     },
 
     /// The local tag for a pulled gene is not `name:version`.
-    #[error("cannot tag `{reference}` locally as `{tag}`: a local tag must be `name:version` with a semver version")]
+    #[error(
+        "cannot tag `{reference}` locally as `{tag}`: a local tag must be `name:version` with a semver version"
+    )]
     InvalidLocalTag {
         /// The remote reference.
         reference: String,

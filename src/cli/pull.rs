@@ -9,9 +9,9 @@ use lgreg::registry::remote::{PullRemoteOptions, PulledGene};
 use lgreg::registry::{Registry, RemoteRef};
 
 use super::env::{HubArgs, RemoteArgs, connection, hub_config};
-use super::{GlobalArgs, registry_root};
 use super::progress::Bars;
 use super::render::Output;
+use super::{GlobalArgs, registry_root};
 
 /// Download a model from the Hugging Face Hub into the cache shared with Python, or a gene from
 /// an OCI registry into the local registry.

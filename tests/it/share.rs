@@ -13,12 +13,24 @@ fn publish_tiny(reg: &Path, work: &Path, name: &str, units: &[(&str, u64, usize)
     let dir = gene_dir(&work.join(name), "heur", units);
     let out = json(
         reg,
-        &["publish", dir.to_str().unwrap(), "--name", name, "--version", "1.0.0"],
+        &[
+            "publish",
+            dir.to_str().unwrap(),
+            "--name",
+            name,
+            "--version",
+            "1.0.0",
+        ],
     );
     out["digest"].as_str().unwrap().to_string()
 }
 
-fn run_stdin(reg: &Path, args: &[&str], stdin: &str, env: &[(&str, &Path)]) -> std::process::Output {
+fn run_stdin(
+    reg: &Path,
+    args: &[&str],
+    stdin: &str,
+    env: &[(&str, &Path)],
+) -> std::process::Output {
     let mut cmd = lgreg(reg);
     cmd.args(args)
         .stdin(Stdio::piped())
@@ -52,7 +64,11 @@ fn blobs(reg: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     out
 }
 
-const UNITS: &[(&str, u64, usize)] = &[("embeddings", 1, 4096), ("block0", 2, 2048), ("head", 3, 1024)];
+const UNITS: &[(&str, u64, usize)] = &[
+    ("embeddings", 1, 4096),
+    ("block0", 2, 2048),
+    ("head", 3, 1024),
+];
 
 #[test]
 fn round_trip_is_byte_identical_and_second_push_sends_nothing() {
@@ -80,7 +96,14 @@ fn round_trip_is_byte_identical_and_second_push_sends_nothing() {
     // Chunked push of the same gene under another tag and repository.
     let chunked = json(
         &a,
-        &["push", "tiny:1.0.0", &format!("oci://{}/other/tiny:c1", server.host()), "--insecure", "--chunk-size", "1k"],
+        &[
+            "push",
+            "tiny:1.0.0",
+            &format!("oci://{}/other/tiny:c1", server.host()),
+            "--insecure",
+            "--chunk-size",
+            "1k",
+        ],
     );
     assert_eq!(chunked["digest"], digest.as_str());
 
@@ -104,10 +127,16 @@ fn round_trip_is_byte_identical_and_second_push_sends_nothing() {
     // By digest, under another local name; then again: nothing to download.
     let c = work.path().join("c");
     let by_digest = format!("oci://{}/other/tiny@{digest}", server.host());
-    let p = json(&c, &["pull", &by_digest, "--insecure", "--as", "mine:2.0.0"]);
+    let p = json(
+        &c,
+        &["pull", &by_digest, "--insecure", "--as", "mine:2.0.0"],
+    );
     assert_eq!(p["tag"], "mine:2.0.0");
     assert_eq!(blobs(&a), blobs(&c));
-    let p = json(&c, &["pull", &by_digest, "--insecure", "--as", "mine:2.0.0"]);
+    let p = json(
+        &c,
+        &["pull", &by_digest, "--insecure", "--as", "mine:2.0.0"],
+    );
     assert_eq!(p["blobs_downloaded"], 0);
     assert_eq!(p["blobs_skipped"], 4);
 
@@ -115,13 +144,24 @@ fn round_trip_is_byte_identical_and_second_push_sends_nothing() {
     let before = server.upload_starts();
     let m = json(
         &a,
-        &["push", "tiny:1.0.0", &format!("oci://{}/third/tiny", server.host()), "--insecure", "--mount-from", "genes/tiny"],
+        &[
+            "push",
+            "tiny:1.0.0",
+            &format!("oci://{}/third/tiny", server.host()),
+            "--insecure",
+            "--mount-from",
+            "genes/tiny",
+        ],
     );
     assert_eq!(m["blobs_mounted"], 4, "{m}");
     assert_eq!(m["blobs_uploaded"], 0);
     // A mount is a POST to the upload endpoint answered 201; no PATCH/PUT of data follows.
     assert!(server.upload_starts() >= before);
-    assert!(!server.log_text().contains("\"PUT /v2/third/tiny/blobs/uploads"));
+    assert!(
+        !server
+            .log_text()
+            .contains("\"PUT /v2/third/tiny/blobs/uploads")
+    );
 }
 
 #[test]
@@ -138,9 +178,22 @@ fn push_with_lineage_tags_descendants() {
         &[("grown", 9, 512)],
         Some(&digest),
     );
-    json(&a, &["publish", child.to_str().unwrap(), "--name", "kid", "--version", "0.1.0"]);
+    json(
+        &a,
+        &[
+            "publish",
+            child.to_str().unwrap(),
+            "--name",
+            "kid",
+            "--version",
+            "0.1.0",
+        ],
+    );
     let dest = format!("oci://{}/genes/base:1.0.0", server.host());
-    let out = json(&a, &["push", "base:1.0.0", &dest, "--insecure", "--with-lineage"]);
+    let out = json(
+        &a,
+        &["push", "base:1.0.0", &dest, "--insecure", "--with-lineage"],
+    );
     assert_eq!(out["lineage"].as_array().unwrap().len(), 1, "{out}");
     let (_, body) = http(server.port, "GET", "/v2/genes/base/tags/list").unwrap();
     let tags: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -155,17 +208,30 @@ fn killed_registry_mid_push_then_rerun_completes() {
     let work = tempfile::tempdir().unwrap();
     let a = work.path().join("a");
     // ~24 MB in 4 KiB chunks: thousands of PATCH requests, slow enough to interrupt.
-    let big: &[(&str, u64, usize)] = &[("u0", 1, 2_000_000), ("u1", 2, 2_000_000), ("u2", 3, 2_000_000)];
+    let big: &[(&str, u64, usize)] = &[
+        ("u0", 1, 2_000_000),
+        ("u1", 2, 2_000_000),
+        ("u2", 3, 2_000_000),
+    ];
     let digest = publish_tiny(&a, work.path(), "big", big);
     let dest = format!("oci://{}/genes/big:1.0.0", server.host());
     let push = lgreg(&a)
-        .args(["push", "big:1.0.0", &dest, "--insecure", "--chunk-size", "4k"])
+        .args([
+            "push",
+            "big:1.0.0",
+            &dest,
+            "--insecure",
+            "--chunk-size",
+            "4k",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !server.log_text().contains("PATCH /v2/genes/big/blobs/uploads")
+    while !server
+        .log_text()
+        .contains("PATCH /v2/genes/big/blobs/uploads")
         && std::time::Instant::now() < deadline
     {
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -173,7 +239,10 @@ fn killed_registry_mid_push_then_rerun_completes() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     server.kill();
     let out = push.wait_with_output().unwrap();
-    assert!(!out.status.success(), "the push should fail while the registry is down");
+    assert!(
+        !out.status.success(),
+        "the push should fail while the registry is down"
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("error:"), "{stderr}");
     server.restart();
@@ -192,7 +261,15 @@ fn corrupted_blob_fails_pull_and_stores_nothing() {
     let work = tempfile::tempdir().unwrap();
     let a = work.path().join("a");
     publish_tiny(&a, work.path(), "tiny", UNITS);
-    json(&a, &["push", "tiny:1.0.0", &format!("oci://{}/genes/tiny", server.host()), "--insecure"]);
+    json(
+        &a,
+        &[
+            "push",
+            "tiny:1.0.0",
+            &format!("oci://{}/genes/tiny", server.host()),
+            "--insecure",
+        ],
+    );
     // Corrupt the largest unit on its way down.
     let m = json(&a, &["show", "tiny:1.0.0"]);
     let victim = m["units"][0]["digest"].as_str().unwrap().to_string();
@@ -200,15 +277,25 @@ fn corrupted_blob_fails_pull_and_stores_nothing() {
     let b = work.path().join("b");
     let out = crate::support::gene::run(
         &b,
-        &["pull", &format!("oci://127.0.0.1:{}/genes/tiny:1.0.0", proxy.port), "--insecure"],
+        &[
+            "pull",
+            &format!("oci://127.0.0.1:{}/genes/tiny:1.0.0", proxy.port),
+            "--insecure",
+        ],
     );
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("digest") && stderr.contains(&victim), "{stderr}");
+    assert!(
+        stderr.contains("digest") && stderr.contains(&victim),
+        "{stderr}"
+    );
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     // Nothing tagged, the bad blob absent, every stored blob intact, no temp files left.
     let ls = json(&b, &["ls"]);
-    assert!(ls.to_string().contains("[]") || !ls.to_string().contains("tiny"), "{ls}");
+    assert!(
+        ls.to_string().contains("[]") || !ls.to_string().contains("tiny"),
+        "{ls}"
+    );
     let stored = blobs(&b);
     assert!(!stored.contains_key(victim.trim_start_matches("sha256:")));
     for (name, bytes) in &stored {
@@ -230,11 +317,23 @@ fn basic_auth_wrong_password_is_a_clear_401_without_the_secret() {
     let secret = "wrong-s3cret-value";
     let out = run_stdin(
         &a,
-        &["push", "tiny:1.0.0", &dest, "--insecure", "--username", "alice", "--password-stdin"],
+        &[
+            "push",
+            "tiny:1.0.0",
+            &dest,
+            "--insecure",
+            "--username",
+            "alice",
+            "--password-stdin",
+        ],
         &format!("{secret}\n"),
         &[],
     );
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.status.code(), Some(1), "{all}");
     assert!(all.contains("401"), "{all}");
     assert!(all.contains("refused"), "{all}");
@@ -247,15 +346,34 @@ fn basic_auth_wrong_password_is_a_clear_401_without_the_secret() {
     // The right password works; `login` saves it in Docker's file, which later runs read.
     let out = run_stdin(
         &a,
-        &["push", "tiny:1.0.0", &dest, "--insecure", "-u", "alice", "--password-stdin"],
+        &[
+            "push",
+            "tiny:1.0.0",
+            &dest,
+            "--insecure",
+            "-u",
+            "alice",
+            "--password-stdin",
+        ],
         "correct-horse\n",
         &[],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let docker = work.path().join("docker");
     let bad_login = run_stdin(
         &a,
-        &["login", &server.host(), "-u", "alice", "--password-stdin", "--insecure"],
+        &[
+            "login",
+            &server.host(),
+            "-u",
+            "alice",
+            "--password-stdin",
+            "--insecure",
+        ],
         &format!("{secret}\n"),
         &[("DOCKER_CONFIG", &docker)],
     );
@@ -264,18 +382,33 @@ fn basic_auth_wrong_password_is_a_clear_401_without_the_secret() {
     assert!(!docker.join("config.json").exists());
     let login = run_stdin(
         &a,
-        &["login", &server.host(), "-u", "alice", "--password-stdin", "--insecure"],
+        &[
+            "login",
+            &server.host(),
+            "-u",
+            "alice",
+            "--password-stdin",
+            "--insecure",
+        ],
         "correct-horse\n",
         &[("DOCKER_CONFIG", &docker)],
     );
-    assert!(login.status.success(), "{}", String::from_utf8_lossy(&login.stderr));
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
     let b = work.path().join("b");
     let out = lgreg(&b)
         .args(["--json", "pull", &format!("{dest}:1.0.0"), "--insecure"])
         .env("DOCKER_CONFIG", &docker)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains(&digest));
 }
 
@@ -309,7 +442,15 @@ fn oras_py_interop_both_ways() {
     let work = tempfile::tempdir().unwrap();
     let a = work.path().join("a");
     publish_tiny(&a, work.path(), "tiny", UNITS);
-    json(&a, &["push", "tiny:1.0.0", &format!("oci://{}/genes/tiny", server.host()), "--insecure"]);
+    json(
+        &a,
+        &[
+            "push",
+            "tiny:1.0.0",
+            &format!("oci://{}/genes/tiny", server.host()),
+            "--insecure",
+        ],
+    );
 
     // oras-py pulls what lgreg pushed: the units come out under their titles.
     let out_dir = work.path().join("oras-out");
@@ -321,7 +462,10 @@ fn oras_py_interop_both_ways() {
     let o = Command::new(&py).args(["-c", &script]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let unit = fs_err::read(out_dir.join("embeddings.safetensors")).unwrap();
-    assert_eq!(unit, fs_err::read(work.path().join("tiny/embeddings.safetensors")).unwrap());
+    assert_eq!(
+        unit,
+        fs_err::read(work.path().join("tiny/embeddings.safetensors")).unwrap()
+    );
 
     // lgreg pulls what oras-py pushed.
     let src = work.path().join("src");
@@ -331,10 +475,21 @@ fn oras_py_interop_both_ways() {
         "import oras.client\nc = oras.client.OrasClient(hostname='{h}', insecure=True)\nc.push(files=['hello.txt'], target='{h}/art/hello:1.0.0')\n",
         h = server.host()
     );
-    let o = Command::new(&py).args(["-c", &script]).current_dir(&src).output().unwrap();
+    let o = Command::new(&py)
+        .args(["-c", &script])
+        .current_dir(&src)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let b = work.path().join("b");
-    let pulled = json(&b, &["pull", &format!("oci://{}/art/hello:1.0.0", server.host()), "--insecure"]);
+    let pulled = json(
+        &b,
+        &[
+            "pull",
+            &format!("oci://{}/art/hello:1.0.0", server.host()),
+            "--insecure",
+        ],
+    );
     assert_eq!(pulled["tag"], "hello:1.0.0");
     let stored = blobs(&b);
     assert!(stored.values().any(|v| v == b"hello from oras\n"));

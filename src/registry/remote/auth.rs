@@ -76,9 +76,7 @@ pub fn store_docker_credentials(
             reason: "the credential file is not a JSON object".into(),
         });
     };
-    let auths = root
-        .entry("auths")
-        .or_insert_with(|| serde_json::json!({}));
+    let auths = root.entry("auths").or_insert_with(|| serde_json::json!({}));
     if !auths.is_object() {
         *auths = serde_json::json!({});
     }
@@ -106,7 +104,11 @@ mod tests {
     fn round_trips_and_keeps_other_keys() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.json");
-        fs_err::write(&path, br#"{"auths":{"other":{"auth":"eDp5"}},"credsStore":"x"}"#).unwrap();
+        fs_err::write(
+            &path,
+            br#"{"auths":{"other":{"auth":"eDp5"}},"credsStore":"x"}"#,
+        )
+        .unwrap();
         store_docker_credentials(&path, "127.0.0.1:5000", "me", "pa:ss").unwrap();
         let creds = docker_credentials(&path, "127.0.0.1:5000").unwrap();
         assert_eq!(

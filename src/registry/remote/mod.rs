@@ -90,7 +90,9 @@ impl RemoteRef {
         if let Some(t) = &tag
             && !super::reference::is_oci_tag(t)
         {
-            return Err(bad("the tag must match `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`"));
+            return Err(bad(
+                "the tag must match `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`",
+            ));
         }
         Ok(RemoteRef {
             host: host.to_string(),
@@ -260,9 +262,8 @@ impl Remote {
 
     /// Map an `oci-client` error for `what` (a reference or blob) to a typed error.
     fn error(&self, what: &str, e: OciDistributionError) -> Error {
-        let denied = |code: &OciErrorCode| {
-            matches!(code, OciErrorCode::Unauthorized | OciErrorCode::Denied)
-        };
+        let denied =
+            |code: &OciErrorCode| matches!(code, OciErrorCode::Unauthorized | OciErrorCode::Denied);
         let unknown = |code: &OciErrorCode| {
             matches!(
                 code,
@@ -376,7 +377,13 @@ mod tests {
         let d = RemoteRef::parse(&format!("oci://localhost/x@sha256:{hex}")).unwrap();
         assert!(d.digest.is_some() && d.tag.is_none());
         assert!(!RemoteRef::parse("oci://ghcr.io/a/b").unwrap().is_loopback());
-        for bad in ["oci://host", "oci:///repo", "oci://u:p@host/r", "oci://h/Upper", "http://h/r"] {
+        for bad in [
+            "oci://host",
+            "oci:///repo",
+            "oci://u:p@host/r",
+            "oci://h/Upper",
+            "http://h/r",
+        ] {
             assert!(RemoteRef::parse(bad).is_err(), "{bad}");
         }
     }

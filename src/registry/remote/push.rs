@@ -66,7 +66,11 @@ pub struct PushedGene {
 }
 
 /// Run `fut`, reporting the growth of `counter` every 100 ms through `tick`.
-async fn with_progress<F: Future>(fut: F, counter: &AtomicU64, mut tick: impl FnMut(u64)) -> F::Output {
+async fn with_progress<F: Future>(
+    fut: F,
+    counter: &AtomicU64,
+    mut tick: impl FnMut(u64),
+) -> F::Output {
     let mut fut = std::pin::pin!(fut);
     let mut seen = 0;
     loop {
@@ -136,7 +140,14 @@ impl Registry {
             bytes_uploaded: 0,
             lineage: Vec::new(),
         };
-        self.push_one(&remote, &resolved.digest, &dest, opts, reporter, &mut report)?;
+        self.push_one(
+            &remote,
+            &resolved.digest,
+            &dest,
+            opts,
+            reporter,
+            &mut report,
+        )?;
         if opts.with_lineage {
             let mut queue = vec![resolved.digest.clone()];
             let mut seen = vec![resolved.digest.clone()];
@@ -201,7 +212,11 @@ impl Registry {
         let what = dest.to_string();
         remote
             .rt
-            .block_on(remote.client.auth(&target, &remote.auth, RegistryOperation::Push))
+            .block_on(
+                remote
+                    .client
+                    .auth(&target, &remote.auth, RegistryOperation::Push),
+            )
             .map_err(|e| remote.error(&what, e))?;
         for d in blobs {
             let item = d.title().map_or_else(|| d.digest.to_string(), String::from);
@@ -267,7 +282,11 @@ impl Registry {
                 digest.clone(),
             );
             let mounted = remote.rt.block_on(async {
-                remote.client.mount_blob(target, &source, &digest).await.is_ok()
+                remote
+                    .client
+                    .mount_blob(target, &source, &digest)
+                    .await
+                    .is_ok()
                     && remote
                         .client
                         .blob_exists(target, &digest)

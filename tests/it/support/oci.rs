@@ -148,7 +148,10 @@ fn bcrypt_line(user: &str, pass: &str) -> String {
                 "import bcrypt;print('{user}:'+bcrypt.hashpw(b'{pass}',bcrypt.gensalt()).decode())"
             );
             let o = Command::new("python3").args(["-c", &py]).output().unwrap();
-            assert!(o.status.success(), "need `htpasswd` (apache2-utils) or python bcrypt");
+            assert!(
+                o.status.success(),
+                "need `htpasswd` (apache2-utils) or python bcrypt"
+            );
             String::from_utf8(o.stdout).unwrap()
         }
     }
@@ -164,7 +167,11 @@ pub fn http_status(port: u16, method: &str, path: &str) -> Option<u16> {
 pub fn http(port: u16, method: &str, path: &str) -> Option<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).ok()?;
     let text = String::from_utf8_lossy(&buf);
@@ -232,10 +239,11 @@ fn serve_one(mut client: TcpStream, upstream: u16, corrupt: &str) -> std::io::Re
     up.write_all(&body)?;
     let mut resp = Vec::new();
     up.read_to_end(&mut resp)?;
-    if request_line.starts_with("GET ") && request_line.contains(corrupt) {
-        if let Some(last) = resp.last_mut() {
-            *last ^= 0x01;
-        }
+    if request_line.starts_with("GET ")
+        && request_line.contains(corrupt)
+        && let Some(last) = resp.last_mut()
+    {
+        *last ^= 0x01;
     }
     client.write_all(&resp)?;
     client.flush()
