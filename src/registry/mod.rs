@@ -10,7 +10,8 @@
 //! through a second lock, so a sweep never removes a blob that a publish is about to tag.
 //!
 //! - [`layout`] builds every path; [`digest`] hashes; [`store`] reads and writes blobs;
-//!   [`index`] changes tags; [`manifest`] holds the serde types; [`reference`] parses refs.
+//!   [`index`] changes tags; [`manifest`] holds the serde types; [`reference`] parses refs;
+//!   [`remote`] pushes to and pulls from OCI distribution registries.
 
 pub mod digest;
 pub mod error;
