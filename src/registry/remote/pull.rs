@@ -2,6 +2,11 @@
 //! store's hashing stage, and keep it only when it hashes to its descriptor; then store the
 //! manifest bytes unchanged and tag it `name:version`.
 //!
+//! Each blob is hashed once, with ring, as it is written into the store's temp file (see
+//! [`store::stage`]); `oci-client` fetches it with a whole-blob range request so that its own
+//! sha2 check does not hash the bytes a second time (a registry that ignores the range gets
+//! both checks).
+//!
 //! Blobs already present are skipped, so rerunning an interrupted pull resumes it: completed
 //! blobs stay, a partial one restarts. A blob that fails its digest or size check never enters
 //! `blobs/`, and the manifest and tag are written only after every blob is in place.
@@ -12,6 +17,7 @@ use bytes::{Buf, Bytes};
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use oci_client::RegistryOperation;
+use oci_client::client::BlobResponse;
 use oci_client::manifest::OciDescriptor;
 
 use super::{Connection, MAX_MANIFEST_SIZE, Remote, RemoteRef};
@@ -217,9 +223,24 @@ impl Registry {
             size: i64::try_from(size).unwrap_or(i64::MAX),
             ..Default::default()
         };
+        // A ranged request for the whole blob: a registry that honours it (206) sends an
+        // unverified stream, so the bytes are hashed once, by the store's stage below; one that
+        // answers 200 gets `oci-client`'s verifying stream as well. Either way nothing enters
+        // `blobs/` unless the stage's digest and size match the descriptor.
         let sized = remote
             .rt
-            .block_on(remote.client.pull_blob_stream(target, &desc))
+            .block_on(async {
+                if size == 0 {
+                    return remote.client.pull_blob_stream(target, &desc).await;
+                }
+                match remote
+                    .client
+                    .pull_blob_stream_partial(target, &desc, 0, Some(size))
+                    .await?
+                {
+                    BlobResponse::Full(s) | BlobResponse::Partial(s) => Ok(s),
+                }
+            })
             .map_err(|e| remote.error(&what, e))?;
         let mut reader = StreamReader {
             rt: &remote.rt,
