@@ -239,6 +239,80 @@ pub enum Error {
         scheme: String,
     },
 
+    /// An `oci://` reference does not parse.
+    #[error("invalid registry reference `{value}`: {reason}")]
+    InvalidRemoteReference {
+        /// The value given.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+
+    /// `--insecure` (plain HTTP) was asked for a host that is not loopback.
+    #[error("`--insecure` (plain HTTP) is only allowed for loopback hosts, not `{host}`")]
+    InsecureNotLoopback {
+        /// The host.
+        host: String,
+    },
+
+    /// The registry refused the request (401/403).
+    #[error("the registry at `{host}` refused access (HTTP {status}){detail}")]
+    RemoteAccessDenied {
+        /// `host[:port]`.
+        host: String,
+        /// 401 or 403.
+        status: u16,
+        /// Whether credentials were sent.
+        detail: String,
+    },
+
+    /// The registry has no such repository, tag, manifest or blob.
+    #[error("`{reference}` was not found on the registry")]
+    RemoteNotFound {
+        /// The reference asked for.
+        reference: String,
+    },
+
+    /// A network or server failure while talking to a registry.
+    #[error("transfer of `{reference}` failed: {reason}")]
+    RemoteTransfer {
+        /// The reference or blob.
+        reference: String,
+        /// What went wrong (never carries a secret).
+        reason: String,
+    },
+
+    /// The registry answered something lgreg cannot use.
+    #[error("unexpected answer from the registry for `{reference}`: {reason}")]
+    RemoteProtocol {
+        /// The reference asked for.
+        reference: String,
+        /// What was wrong.
+        reason: String,
+    },
+
+    /// Downloaded bytes do not hash to the digest that names them; nothing was stored.
+    #[error("`{reference}` has digest `{actual}` but `{expected}` was expected; it was not stored")]
+    RemoteDigestMismatch {
+        /// The manifest or blob reference.
+        reference: String,
+        /// The digest (and size) asked for.
+        expected: String,
+        /// What the bytes hash to.
+        actual: String,
+    },
+
+    /// The local tag for a pulled gene is not `name:version`.
+    #[error(
+        "cannot tag `{reference}` locally as `{tag}`: a local tag must be `name:version` with a semver version"
+    )]
+    InvalidLocalTag {
+        /// The remote reference.
+        reference: String,
+        /// The tag that was derived or given.
+        tag: String,
+    },
+
     /// A serialization failure of our own data (a bug if it ever happens).
     #[error("could not encode JSON: {0}")]
     Json(#[from] serde_json::Error),
@@ -294,6 +368,24 @@ impl Error {
             Error::UnsupportedScheme { .. } => {
                 Some("pull an ancestor from the Hugging Face Hub with `lgreg pull org/name[@rev]`".into())
             }
+            Error::InsecureNotLoopback { .. } => {
+                Some("drop `--insecure`: remote registries are reached over TLS".into())
+            }
+            Error::RemoteAccessDenied { host, .. } => Some(format!(
+                "check the user name and password: pass `--username U --password-stdin`, or run `lgreg login {host}`"
+            )),
+            Error::RemoteNotFound { .. } => {
+                Some("check the repository, tag or digest; a private repository also needs credentials".into())
+            }
+            Error::RemoteTransfer { .. } => Some(
+                "run the same command again: blobs already transferred are skipped".into(),
+            ),
+            Error::RemoteDigestMismatch { .. } => Some(
+                "run the same command again; if it keeps failing, the registry or a proxy is corrupting data".into(),
+            ),
+            Error::InvalidLocalTag { .. } => {
+                Some("pass the local tag with `--as NAME:VERSION`".into())
+            }
             _ => None,
         }
     }
@@ -304,7 +396,9 @@ impl Error {
             Error::Io(_)
             | Error::HubTransfer { .. }
             | Error::HubProtocol { .. }
-            | Error::DiskFull { .. } => 2,
+            | Error::DiskFull { .. }
+            | Error::RemoteTransfer { .. }
+            | Error::RemoteProtocol { .. } => 2,
             _ => 1,
         }
     }

@@ -4,7 +4,8 @@
 //! Read here and nowhere else: `HF_HOME` (default `$XDG_CACHE_HOME/huggingface`, else
 //! `~/.cache/huggingface`), `HF_HUB_CACHE` (default `$HF_HOME/hub`), `HF_ENDPOINT`, `HF_TOKEN`,
 //! `HF_TOKEN_PATH` (default `$HF_HOME/token`, the file `hf auth login` writes) and
-//! `HF_HUB_OFFLINE`. Flags beat variables.
+//! `HF_HUB_OFFLINE`; `DOCKER_CONFIG` (default `~/.docker`), whose `config.json` holds registry
+//! credentials. Flags beat variables.
 
 #![allow(clippy::disallowed_methods)]
 
@@ -80,5 +81,59 @@ pub(crate) fn registry_root(global: &super::GlobalArgs) -> anyhow::Result<PathBu
         anyhow::anyhow!(
             "cannot find a home for the registry: set `LGREG_HOME` or pass `--registry DIR`"
         )
+    })
+}
+
+/// Connection flags shared by `push`, `pull oci://...` and `login`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct RemoteArgs {
+    /// Use plain HTTP (only for loopback registries); TLS otherwise.
+    #[arg(long)]
+    pub insecure: bool,
+    /// User name for HTTP basic auth or the token exchange (with `--password-stdin`).
+    #[arg(long, short = 'u', value_name = "USER", requires = "password_stdin")]
+    pub username: Option<String>,
+    /// Read the password or token from stdin (with `--username`).
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
+}
+
+/// Docker's credential file: `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`.
+pub(crate) fn docker_config() -> Option<PathBuf> {
+    var("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".docker")))
+        .map(|d| d.join("config.json"))
+}
+
+/// Read a password from stdin: its first line, without the line ending.
+pub(crate) fn read_password_stdin() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\n', '\r']).to_string();
+    if password.is_empty() {
+        anyhow::bail!("`--password-stdin` read an empty password");
+    }
+    Ok(password)
+}
+
+/// The connection for `host`: flags first, else the Docker credential file, else anonymous.
+pub(crate) fn connection(
+    args: &RemoteArgs,
+    host: &str,
+) -> anyhow::Result<lgreg::registry::Connection> {
+    use lgreg::registry::Credentials;
+    let credentials = match &args.username {
+        Some(username) => Credentials::Basic {
+            username: username.clone(),
+            password: read_password_stdin()?,
+        },
+        None => docker_config()
+            .and_then(|path| lgreg::registry::remote::auth::docker_credentials(&path, host))
+            .unwrap_or_default(),
+    };
+    Ok(lgreg::registry::Connection {
+        insecure: args.insecure,
+        credentials,
     })
 }

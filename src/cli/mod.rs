@@ -9,10 +9,12 @@ mod gc;
 pub(crate) use env::registry_root;
 mod inspect;
 mod lineage;
+mod login;
 mod ls;
 mod progress;
 mod publish;
 mod pull;
+mod push;
 mod render;
 mod show;
 mod size;
@@ -77,8 +79,12 @@ enum Command {
     Verify(verify::Args),
     /// Show where a gene comes from and what derives from it.
     Lineage(lineage::Args),
-    /// Download a model from the Hugging Face Hub into the cache shared with Python.
+    /// Download a model from the Hugging Face Hub, or a gene from an OCI registry (`oci://...`).
     Pull(pull::Args),
+    /// Push a gene to an OCI registry (`oci://HOST[:PORT]/REPO[:TAG]`).
+    Push(push::Args),
+    /// Check and save credentials for an OCI registry in Docker's `config.json`.
+    Login(login::Args),
 }
 
 /// Parse the command line, run the command, render its result, and pick the exit code.
@@ -98,6 +104,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args, &cli.global),
         Command::Lineage(args) => lineage::run(args, &cli.global),
         Command::Pull(args) => pull::run(args, &cli.global),
+        Command::Push(args) => push::run(args, &cli.global),
+        Command::Login(args) => login::run(args, &cli.global),
     };
     match result {
         Ok(output) => renderer.result(output.as_ref()),

@@ -1,18 +1,23 @@
-//! `lgreg pull ORG/NAME[@REVISION]`.
+//! `lgreg pull ORG/NAME[@REVISION]` (Hugging Face Hub) and `lgreg pull oci://HOST/REPO:TAG`
+//! (a gene from an OCI registry into the local registry).
 
 use std::fmt::Write;
 
 use lgreg::hub::{PullOptions, PullReport, Selection, pull};
 
-use super::GlobalArgs;
-use super::env::{HubArgs, hub_config};
+use lgreg::registry::remote::{PullRemoteOptions, PulledGene};
+use lgreg::registry::{Registry, RemoteRef};
+
+use super::env::{HubArgs, RemoteArgs, connection, hub_config};
 use super::progress::Bars;
 use super::render::Output;
+use super::{GlobalArgs, registry_root};
 
-/// Download a model from the Hugging Face Hub into the cache shared with Python.
+/// Download a model from the Hugging Face Hub into the cache shared with Python, or a gene from
+/// an OCI registry into the local registry.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// `org/name[@revision]` on the Hub (`oci://` references are not supported yet).
+    /// `org/name[@revision]` on the Hub, or `oci://HOST[:PORT]/REPO(:TAG|@sha256:...)`.
     reference: String,
     /// Branch, tag or commit (overrides `@revision`; default `main`).
     #[arg(long)]
@@ -28,9 +33,18 @@ pub(crate) struct Args {
     all: bool,
     #[command(flatten)]
     hub: HubArgs,
+    #[command(flatten)]
+    remote: RemoteArgs,
+    /// With `oci://`: the local tag `NAME:VERSION` (default: the repository's last path
+    /// segment and the remote tag).
+    #[arg(long = "as", value_name = "NAME:VERSION")]
+    as_tag: Option<String>,
 }
 
 pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Output>> {
+    if RemoteRef::looks_like(&args.reference) {
+        return run_oci(args, global);
+    }
     let cfg = hub_config(&args.hub);
     let opts = PullOptions {
         revision: args.revision.clone(),
@@ -42,6 +56,40 @@ pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Ou
     };
     let report = pull(&args.reference, &opts, &cfg, &Bars::new(global))?;
     Ok(Box::new(Pulled(report)))
+}
+
+fn run_oci(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Output>> {
+    let src = RemoteRef::parse(&args.reference)?;
+    let opts = PullRemoteOptions {
+        connection: connection(&args.remote, &src.host)?,
+        as_tag: args.as_tag.clone(),
+    };
+    let registry = Registry::open_or_init(&registry_root(global)?)?;
+    let pulled = registry.pull_remote(&src, &opts, &Bars::new(global))?;
+    Ok(Box::new(PulledOci(pulled)))
+}
+
+#[derive(serde::Serialize)]
+#[serde(transparent)]
+struct PulledOci(PulledGene);
+
+impl Output for PulledOci {
+    fn command(&self) -> &'static str {
+        "pull"
+    }
+
+    fn text(&self) -> String {
+        let p = &self.0;
+        format!(
+            "{} {}\n  tagged {}\n  {} blobs downloaded ({} bytes), {} already present\n",
+            p.reference,
+            p.digest,
+            p.tag.as_deref().unwrap_or("(untagged)"),
+            p.blobs_downloaded,
+            p.bytes_downloaded,
+            p.blobs_skipped
+        )
+    }
 }
 
 #[derive(serde::Serialize)]

@@ -10,7 +10,8 @@
 //! through a second lock, so a sweep never removes a blob that a publish is about to tag.
 //!
 //! - [`layout`] builds every path; [`digest`] hashes; [`store`] reads and writes blobs;
-//!   [`index`] changes tags; [`manifest`] holds the serde types; [`reference`] parses refs.
+//!   [`index`] changes tags; [`manifest`] holds the serde types; [`reference`] parses refs;
+//!   [`remote`] pushes to and pulls from OCI distribution registries.
 
 pub mod digest;
 pub mod error;
@@ -18,6 +19,7 @@ pub mod index;
 pub mod layout;
 pub mod manifest;
 pub mod reference;
+pub mod remote;
 pub mod store;
 
 mod export;
@@ -38,6 +40,7 @@ pub use layout::Layout;
 pub use publish::Published;
 pub use query::{GeneInfo, Lineage, LineageNode, Resolved, TagEntry, TensorSummary, UnitInfo};
 pub use reference::Reference;
+pub use remote::{Connection, Credentials, RemoteRef};
 pub use verify::{Problem, VerifyReport};
 
 use crate::fsutil::write_atomic;

@@ -13,4 +13,5 @@ mod pull_python;
 mod registry;
 mod registry_crash;
 mod registry_format;
+mod share;
 mod support;

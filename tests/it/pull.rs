@@ -487,13 +487,15 @@ fn offline_with_nothing_cached_is_a_clear_error() {
 }
 
 #[test]
-fn oci_references_are_not_supported_yet() {
+fn oci_references_go_to_the_registry_client() {
+    // `oci://` is dispatched to the OCI client (see `share.rs`); plain HTTP is refused for a
+    // host that is not loopback, before any connection is made.
     let (hub, _) = tiny_hub(1024);
     let sb = Sandbox::new(hub);
-    let r = sb.run(&["pull", "oci://registry.example/genes/x:0.1.0"]);
+    let r = sb.run(&["pull", "oci://registry.example/genes/x:0.1.0", "--insecure"]);
     assert_eq!(r.code, 1, "{r:?}");
     assert!(
-        r.stderr.contains("`oci://` is not supported yet"),
+        r.stderr.contains("only allowed for loopback"),
         "{}",
         r.stderr
     );

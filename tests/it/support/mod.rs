@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 pub mod hub;
+pub mod oci;
 
 /// Root of the fetched fixtures (`scripts/fetch-fixtures.sh`), overridable with `LGREG_FIXTURES`.
 pub fn fixtures() -> PathBuf {

@@ -1,0 +1,496 @@
+//! `lgreg push` / `lgreg pull oci://...` / `lgreg login` against a real distribution registry
+//! (`docker-registry`), with faults injected by killing it and by a corrupting proxy, and
+//! interop with oras-py. See `support/oci.rs` for when these skip.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::support::gene::{gene_dir, json, lgreg};
+use crate::support::oci::{FlipProxy, OciRegistry, http};
+
+/// A local registry with `tiny:1.0.0` (three small units) published; returns the digest.
+fn publish_tiny(reg: &Path, work: &Path, name: &str, units: &[(&str, u64, usize)]) -> String {
+    let dir = gene_dir(&work.join(name), "heur", units);
+    let out = json(
+        reg,
+        &[
+            "publish",
+            dir.to_str().unwrap(),
+            "--name",
+            name,
+            "--version",
+            "1.0.0",
+        ],
+    );
+    out["digest"].as_str().unwrap().to_string()
+}
+
+fn run_stdin(
+    reg: &Path,
+    args: &[&str],
+    stdin: &str,
+    env: &[(&str, &Path)],
+) -> std::process::Output {
+    let mut cmd = lgreg(reg);
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("DOCKER_CONFIG", reg.join("no-docker"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Every blob file of a local registry, by name, with its bytes.
+fn blobs(reg: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    for e in fs_err::read_dir(reg.join("blobs/sha256")).unwrap() {
+        let e = e.unwrap();
+        out.insert(
+            e.file_name().to_string_lossy().into_owned(),
+            fs_err::read(e.path()).unwrap(),
+        );
+    }
+    out
+}
+
+const UNITS: &[(&str, u64, usize)] = &[
+    ("embeddings", 1, 4096),
+    ("block0", 2, 2048),
+    ("head", 3, 1024),
+];
+
+#[test]
+fn round_trip_is_byte_identical_and_second_push_sends_nothing() {
+    let Some(server) = OciRegistry::start(None) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let a = work.path().join("a");
+    let digest = publish_tiny(&a, work.path(), "tiny", UNITS);
+    let dest = format!("oci://{}/genes/tiny", server.host());
+
+    let pushed = json(&a, &["push", "tiny:1.0.0", &dest, "--insecure"]);
+    assert_eq!(pushed["digest"], digest.as_str());
+    assert_eq!(pushed["reference"], format!("{dest}:1.0.0"));
+    assert_eq!(pushed["blobs_uploaded"], 4);
+    let uploads = server.upload_starts();
+    assert_eq!(uploads, 4, "{}", server.log_text());
+
+    // Again: every blob is already there, so no upload starts.
+    let again = json(&a, &["push", "tiny:1.0.0", &dest, "--insecure"]);
+    assert_eq!(again["blobs_uploaded"], 0);
+    assert_eq!(again["blobs_skipped"], 4);
+    assert_eq!(server.upload_starts(), uploads);
+
+    // Chunked push of the same gene under another tag and repository.
+    let chunked = json(
+        &a,
+        &[
+            "push",
+            "tiny:1.0.0",
+            &format!("oci://{}/other/tiny:c1", server.host()),
+            "--insecure",
+            "--chunk-size",
+            "1k",
+        ],
+    );
+    assert_eq!(chunked["digest"], digest.as_str());
+
+    // Tags as the registry lists them.
+    let (status, body) = http(server.port, "GET", "/v2/genes/tiny/tags/list").unwrap();
+    assert_eq!(status, 200);
+    let tags: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(tags["tags"], serde_json::json!(["1.0.0"]));
+
+    // Pull into a fresh registry: same manifest digest, same blobs, byte for byte.
+    let b = work.path().join("b");
+    let pulled = json(&b, &["pull", &format!("{dest}:1.0.0"), "--insecure"]);
+    assert_eq!(pulled["digest"], digest.as_str());
+    assert_eq!(pulled["tag"], "tiny:1.0.0");
+    assert_eq!(pulled["blobs_downloaded"], 4);
+    assert_eq!(blobs(&a), blobs(&b));
+    json(&b, &["verify"]);
+    let shown = json(&b, &["show", "tiny:1.0.0"]);
+    assert_eq!(shown["digest"], digest.as_str());
+
+    // By digest, under another local name; then again: nothing to download.
+    let c = work.path().join("c");
+    let by_digest = format!("oci://{}/other/tiny@{digest}", server.host());
+    let p = json(
+        &c,
+        &["pull", &by_digest, "--insecure", "--as", "mine:2.0.0"],
+    );
+    assert_eq!(p["tag"], "mine:2.0.0");
+    assert_eq!(blobs(&a), blobs(&c));
+    let p = json(
+        &c,
+        &["pull", &by_digest, "--insecure", "--as", "mine:2.0.0"],
+    );
+    assert_eq!(p["blobs_downloaded"], 0);
+    assert_eq!(p["blobs_skipped"], 4);
+
+    // Cross-repository mount: a third repository gets the blobs without uploads.
+    let before = server.upload_starts();
+    let m = json(
+        &a,
+        &[
+            "push",
+            "tiny:1.0.0",
+            &format!("oci://{}/third/tiny", server.host()),
+            "--insecure",
+            "--mount-from",
+            "genes/tiny",
+        ],
+    );
+    assert_eq!(m["blobs_mounted"], 4, "{m}");
+    assert_eq!(m["blobs_uploaded"], 0);
+    // A mount is a POST to the upload endpoint answered 201; no PATCH/PUT of data follows.
+    assert!(server.upload_starts() >= before);
+    assert!(
+        !server
+            .log_text()
+            .contains("\"PUT /v2/third/tiny/blobs/uploads")
+    );
+}
+
+#[test]
+fn push_with_lineage_tags_descendants() {
+    let Some(server) = OciRegistry::start(None) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let a = work.path().join("a");
+    let digest = publish_tiny(&a, work.path(), "base", UNITS);
+    let child = crate::support::gene::gene_dir_with(
+        &work.path().join("kid"),
+        "tleg",
+        &[("grown", 9, 512)],
+        Some(&digest),
+    );
+    json(
+        &a,
+        &[
+            "publish",
+            child.to_str().unwrap(),
+            "--name",
+            "kid",
+            "--version",
+            "0.1.0",
+        ],
+    );
+    let dest = format!("oci://{}/genes/base:1.0.0", server.host());
+    let out = json(
+        &a,
+        &["push", "base:1.0.0", &dest, "--insecure", "--with-lineage"],
+    );
+    assert_eq!(out["lineage"].as_array().unwrap().len(), 1, "{out}");
+    let (_, body) = http(server.port, "GET", "/v2/genes/base/tags/list").unwrap();
+    let tags: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(tags["tags"], serde_json::json!(["1.0.0", "kid-0.1.0"]));
+}
+
+#[test]
+fn killed_registry_mid_push_then_rerun_completes() {
+    let Some(mut server) = OciRegistry::start(None) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let a = work.path().join("a");
+    // ~24 MB in 4 KiB chunks: thousands of PATCH requests, slow enough to interrupt.
+    let big: &[(&str, u64, usize)] = &[
+        ("u0", 1, 2_000_000),
+        ("u1", 2, 2_000_000),
+        ("u2", 3, 2_000_000),
+    ];
+    let digest = publish_tiny(&a, work.path(), "big", big);
+    let dest = format!("oci://{}/genes/big:1.0.0", server.host());
+    let push = lgreg(&a)
+        .args([
+            "push",
+            "big:1.0.0",
+            &dest,
+            "--insecure",
+            "--chunk-size",
+            "4k",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !server
+        .log_text()
+        .contains("PATCH /v2/genes/big/blobs/uploads")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    server.kill();
+    let out = push.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "the push should fail while the registry is down"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("error:"), "{stderr}");
+    server.restart();
+    let done = json(&a, &["push", "big:1.0.0", &dest, "--insecure"]);
+    assert_eq!(done["digest"], digest.as_str());
+    let b = work.path().join("b");
+    json(&b, &["pull", &dest, "--insecure"]);
+    assert_eq!(blobs(&a), blobs(&b));
+}
+
+#[test]
+fn corrupted_blob_fails_pull_and_stores_nothing() {
+    let Some(server) = OciRegistry::start(None) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let a = work.path().join("a");
+    publish_tiny(&a, work.path(), "tiny", UNITS);
+    json(
+        &a,
+        &[
+            "push",
+            "tiny:1.0.0",
+            &format!("oci://{}/genes/tiny", server.host()),
+            "--insecure",
+        ],
+    );
+    // Corrupt the largest unit on its way down.
+    let m = json(&a, &["show", "tiny:1.0.0"]);
+    let victim = m["units"][0]["digest"].as_str().unwrap().to_string();
+    let proxy = FlipProxy::start(server.port, victim.clone());
+    let b = work.path().join("b");
+    let out = crate::support::gene::run(
+        &b,
+        &[
+            "pull",
+            &format!("oci://127.0.0.1:{}/genes/tiny:1.0.0", proxy.port),
+            "--insecure",
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("digest") && stderr.contains(&victim),
+        "{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // Nothing tagged, the bad blob absent, every stored blob intact, no temp files left.
+    let ls = json(&b, &["ls"]);
+    assert!(
+        ls.to_string().contains("[]") || !ls.to_string().contains("tiny"),
+        "{ls}"
+    );
+    let stored = blobs(&b);
+    assert!(!stored.contains_key(victim.trim_start_matches("sha256:")));
+    for (name, bytes) in &stored {
+        assert_eq!(&lgreg::registry::Digest::of(bytes).hex(), name);
+    }
+    let tmp: Vec<_> = fs_err::read_dir(b.join(".lgreg/tmp")).unwrap().collect();
+    assert!(tmp.is_empty());
+}
+
+#[test]
+fn basic_auth_wrong_password_is_a_clear_401_without_the_secret() {
+    let Some(server) = OciRegistry::start(Some(("alice", "correct-horse"))) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let a = work.path().join("a");
+    let digest = publish_tiny(&a, work.path(), "tiny", UNITS);
+    let dest = format!("oci://{}/genes/tiny", server.host());
+    let secret = "wrong-s3cret-value";
+    let out = run_stdin(
+        &a,
+        &[
+            "push",
+            "tiny:1.0.0",
+            &dest,
+            "--insecure",
+            "--username",
+            "alice",
+            "--password-stdin",
+        ],
+        &format!("{secret}\n"),
+        &[],
+    );
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("401"), "{all}");
+    assert!(all.contains("refused"), "{all}");
+    assert!(!all.contains(secret), "{all}");
+
+    // Anonymous: refused too, and says no credentials were sent.
+    let anon = crate::support::gene::fails(&a, &["push", "tiny:1.0.0", &dest, "--insecure"]);
+    assert!(anon.contains("no credentials"), "{anon}");
+
+    // The right password works; `login` saves it in Docker's file, which later runs read.
+    let out = run_stdin(
+        &a,
+        &[
+            "push",
+            "tiny:1.0.0",
+            &dest,
+            "--insecure",
+            "-u",
+            "alice",
+            "--password-stdin",
+        ],
+        "correct-horse\n",
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docker = work.path().join("docker");
+    let bad_login = run_stdin(
+        &a,
+        &[
+            "login",
+            &server.host(),
+            "-u",
+            "alice",
+            "--password-stdin",
+            "--insecure",
+        ],
+        &format!("{secret}\n"),
+        &[("DOCKER_CONFIG", &docker)],
+    );
+    assert!(!bad_login.status.success());
+    assert!(!String::from_utf8_lossy(&bad_login.stderr).contains(secret));
+    assert!(!docker.join("config.json").exists());
+    let login = run_stdin(
+        &a,
+        &[
+            "login",
+            &server.host(),
+            "-u",
+            "alice",
+            "--password-stdin",
+            "--insecure",
+        ],
+        "correct-horse\n",
+        &[("DOCKER_CONFIG", &docker)],
+    );
+    assert!(
+        login.status.success(),
+        "{}",
+        String::from_utf8_lossy(&login.stderr)
+    );
+    let b = work.path().join("b");
+    let out = lgreg(&b)
+        .args(["--json", "pull", &format!("{dest}:1.0.0"), "--insecure"])
+        .env("DOCKER_CONFIG", &docker)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&digest));
+}
+
+/// A Python with oras-py, or `None` to skip (fails under `LGREG_REQUIRE_ORAS=1`).
+#[allow(clippy::print_stderr)]
+fn oras_python() -> Option<String> {
+    let py = std::env::var("LGREG_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&py)
+        .args(["-c", "import oras.client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(py);
+    }
+    assert!(
+        std::env::var("LGREG_REQUIRE_ORAS").as_deref() != Ok("1"),
+        "LGREG_REQUIRE_ORAS=1 but `{py} -c 'import oras.client'` fails: `pip install oras==0.2.43`"
+    );
+    eprintln!("skipped: `{py}` cannot import oras (pip install oras==0.2.43)");
+    None
+}
+
+#[test]
+fn oras_py_interop_both_ways() {
+    let Some(server) = OciRegistry::start(None) else {
+        return;
+    };
+    let Some(py) = oras_python() else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let a = work.path().join("a");
+    publish_tiny(&a, work.path(), "tiny", UNITS);
+    json(
+        &a,
+        &[
+            "push",
+            "tiny:1.0.0",
+            &format!("oci://{}/genes/tiny", server.host()),
+            "--insecure",
+        ],
+    );
+
+    // oras-py pulls what lgreg pushed: the units come out under their titles.
+    let out_dir = work.path().join("oras-out");
+    let script = format!(
+        "import oras.client\nc = oras.client.OrasClient(hostname='{h}', insecure=True)\nprint(c.pull(target='{h}/genes/tiny:1.0.0', outdir='{o}'))\n",
+        h = server.host(),
+        o = out_dir.display()
+    );
+    let o = Command::new(&py).args(["-c", &script]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let unit = fs_err::read(out_dir.join("embeddings.safetensors")).unwrap();
+    assert_eq!(
+        unit,
+        fs_err::read(work.path().join("tiny/embeddings.safetensors")).unwrap()
+    );
+
+    // lgreg pulls what oras-py pushed.
+    let src = work.path().join("src");
+    fs_err::create_dir_all(&src).unwrap();
+    fs_err::write(src.join("hello.txt"), b"hello from oras\n").unwrap();
+    let script = format!(
+        "import oras.client\nc = oras.client.OrasClient(hostname='{h}', insecure=True)\nc.push(files=['hello.txt'], target='{h}/art/hello:1.0.0')\n",
+        h = server.host()
+    );
+    let o = Command::new(&py)
+        .args(["-c", &script])
+        .current_dir(&src)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let b = work.path().join("b");
+    let pulled = json(
+        &b,
+        &[
+            "pull",
+            &format!("oci://{}/art/hello:1.0.0", server.host()),
+            "--insecure",
+        ],
+    );
+    assert_eq!(pulled["tag"], "hello:1.0.0");
+    let stored = blobs(&b);
+    assert!(stored.values().any(|v| v == b"hello from oras\n"));
+}
