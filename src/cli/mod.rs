@@ -1,7 +1,9 @@
 //! Command-line interface: one file per subcommand, each with `Args` and a `run` that calls
 //! one library function and returns a value for [`render`] to print.
 
+mod adapt;
 mod convert;
+mod eval;
 mod inspect;
 mod progress;
 mod render;
@@ -41,6 +43,10 @@ pub(crate) struct GlobalArgs {
 enum Command {
     /// Convert a checkpoint (safetensors, PyTorch, GGUF) into a Hugging Face model directory.
     Convert(convert::Args),
+    /// Measure a model: perplexity (llama), accuracy (vit) or pair similarity (bert).
+    Eval(eval::Args),
+    /// Fine-tune a model on a dataset and write a Hugging Face directory.
+    Adapt(adapt::Args),
     /// Show a checkpoint's family, sizes, parameter count and layers.
     Inspect(inspect::Args),
 }
@@ -52,6 +58,8 @@ pub(crate) fn main() -> ExitCode {
     let result: anyhow::Result<Box<dyn Output>> = match &cli.command {
         Command::Convert(args) => convert::run(args, &cli.global),
         Command::Inspect(args) => inspect::run(args),
+        Command::Eval(args) => eval::run(args, &cli.global),
+        Command::Adapt(args) => adapt::run(args, &cli.global),
     };
     match result {
         Ok(output) => renderer.result(output.as_ref()),

@@ -2,8 +2,10 @@
 
 #![allow(clippy::disallowed_methods, clippy::unwrap_used)]
 
+mod adapt;
 mod anatomy;
 mod convert;
+mod engine;
 mod gguf_cli;
 mod malformed;
 mod support;
