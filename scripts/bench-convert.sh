@@ -58,7 +58,6 @@ best() { sort -n | head -n1; }
 measure() { # label cmd... -> "seconds maxrss_kb"
   local best_s="" best_rss=""
   for _ in $(seq "$runs"); do
-    rm -rf "$work/out" "$work/peer.safetensors" "$work/copy"
     sync
     /usr/bin/time -f "%e %M" -o "$work/time.txt" "$@" >/dev/null 2>&1
     read -r s rss < "$work/time.txt"
@@ -68,13 +67,10 @@ measure() { # label cmd... -> "seconds maxrss_kb"
 }
 
 read -r l_s l_rss < <(measure target/release/lgreg convert "$gguf" "$work/out" --dtype f32 --force)
-out_bytes=$(stat -c %s "$work/out/model.safetensors" 2>/dev/null || echo 0)
-target/release/lgreg convert "$gguf" "$work/out" --dtype f32 --force >/dev/null
 out_bytes=$(stat -c %s "$work/out/model.safetensors")
 cp "$work/out/model.safetensors" "$work/copy-src"
 read -r c_s c_rss < <(measure cp "$work/copy-src" "$work/copy")
 read -r p_s p_rss < <(measure "$venv/bin/python" "$work/peer.py" "$gguf" "$work/peer.safetensors")
-"$venv/bin/python" "$work/peer.py" "$gguf" "$work/peer.safetensors"
 
 # The peer's output must hold the same values as lgreg's (bitwise).
 "$venv/bin/python" - "$work/out/model.safetensors" "$work/peer.safetensors" <<'PY'

@@ -6,7 +6,10 @@ use crate::support::{json_result, listing, run_str, smollm2_gguf};
 #[test]
 fn inspect_smollm2_reports_llama() {
     let home = tempfile::tempdir().unwrap();
-    let r = run_str(home.path(), &["inspect", "--json", smollm2_gguf().to_str().unwrap()]);
+    let r = run_str(
+        home.path(),
+        &["inspect", "--json", smollm2_gguf().to_str().unwrap()],
+    );
     assert_eq!(r.code, 0, "{r:?}");
     let j = json_result(&r);
     assert_eq!(j["family"], "llama");
@@ -40,7 +43,7 @@ fn tiny_gguf(ty: u32, data: &[u8]) -> Vec<u8> {
     b.extend_from_slice(&2u64.to_le_bytes());
     b.extend_from_slice(&ty.to_le_bytes());
     b.extend_from_slice(&0u64.to_le_bytes());
-    while b.len() % 32 != 0 {
+    while !b.len().is_multiple_of(32) {
         b.push(0);
     }
     b.extend_from_slice(data);
@@ -59,9 +62,17 @@ fn assert_refused(bytes: &[u8], needles: &[&str]) {
     ] {
         let r = run_str(root.path(), &args);
         assert_eq!(r.code, 1, "{r:?}");
-        assert!(r.stderr.contains("bad.gguf"), "the message names the file: {}", r.stderr);
+        assert!(
+            r.stderr.contains("bad.gguf"),
+            "the message names the file: {}",
+            r.stderr
+        );
         for needle in needles {
-            assert!(r.stderr.contains(needle), "expected `{needle}` in: {}", r.stderr);
+            assert!(
+                r.stderr.contains(needle),
+                "expected `{needle}` in: {}",
+                r.stderr
+            );
         }
     }
     assert!(!out.exists(), "output left behind");
@@ -76,7 +87,10 @@ fn unknown_quant_type_is_refused() {
 #[test]
 fn truncated_tensor_data_is_refused() {
     // 64 f32 values need 256 bytes; only 100 are there.
-    assert_refused(&tiny_gguf(0, &[0u8; 100]), &["token_embd.weight", "truncated"]);
+    assert_refused(
+        &tiny_gguf(0, &[0u8; 100]),
+        &["token_embd.weight", "truncated"],
+    );
 }
 
 #[test]

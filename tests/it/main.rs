@@ -6,6 +6,8 @@ mod adapt;
 mod anatomy;
 mod convert;
 mod engine;
+mod gguf;
 mod gguf_cli;
 mod malformed;
+mod pickle;
 mod support;
