@@ -345,3 +345,67 @@ fn plain_weights_round_trip_through_safetensors() {
     let b = back.forward(&inp, Mode::Infer, false).unwrap().output;
     assert_eq!(max_rel(&a, &b), 0.0);
 }
+
+/// SmolLM2 converted to an F32 Hugging Face directory once per test binary.
+pub fn smollm2_f32() -> std::path::PathBuf {
+    static DIR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = DIR.lock().unwrap();
+    let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("smollm2-f32");
+    if !out.join("model.safetensors").is_file() {
+        let opts = lgreg::convert::ConvertOptions {
+            dtype: Some(lgreg::checkpoint::DType::F32),
+            force: true,
+            ..Default::default()
+        };
+        lgreg::convert::convert(
+            &crate::support::smollm2_gguf(),
+            &out,
+            &opts,
+            &lgreg::progress::Silent,
+        )
+        .unwrap();
+    }
+    out
+}
+
+#[test]
+fn smollm2_logits_match_candle_transformers_and_transformers_top5() {
+    let dir = smollm2_f32();
+    let (last, rel) = llama_parity(&dir, &[504, 3575, 282, 4649, 314]);
+    eprintln!("smollm2 last-position logits max relative error vs candle-transformers: {rel:e}");
+    assert!(rel < 1e-4, "relative error {rel}");
+    let v: Vec<f32> = last.to_vec1().unwrap();
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|a, b| v[*b].total_cmp(&v[*a]));
+    let top: Vec<usize> = idx[..5].to_vec();
+    let vals: Vec<f32> = top.iter().map(|&i| v[i]).collect();
+    eprintln!("smollm2 top-5 {top:?} {vals:?}");
+    assert_eq!(top, [7042, 260, 4528, 2250, 1315]);
+    for (got, want) in vals.iter().zip([17.3713f32, 14.8886, 13.2450, 13.0095, 12.9515]) {
+        assert!((got - want).abs() < 2e-3, "{got} vs {want}");
+    }
+}
+
+#[test]
+fn smollm2_perplexity_on_held_out_shakespeare_is_plausible() {
+    let dir = smollm2_f32();
+    let text = std::fs::read_to_string(crate::support::fixture(
+        "shakespeare/shksprdata/texts/hamlet_gut.txt",
+    ))
+    .unwrap();
+    // A passage from the middle of the play, away from the Gutenberg header.
+    let start = text.char_indices().nth(text.chars().count() / 2).unwrap().0;
+    let passage: String = text[start..].chars().take(2500).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("passage.txt");
+    std::fs::write(&file, passage).unwrap();
+    let r = crate::support::run_str(
+        tmp.path(),
+        &["eval", dir.to_str().unwrap(), "--data", file.to_str().unwrap(), "--seq-len", "256", "--json"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let j = crate::support::json_result(&r);
+    let ppl = j["perplexity"].as_f64().unwrap();
+    eprintln!("smollm2 perplexity on a held-out Hamlet passage: {ppl:.2}");
+    assert!(ppl.is_finite() && (2.0..300.0).contains(&ppl), "{j}");
+}
