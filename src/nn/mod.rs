@@ -4,9 +4,9 @@
 //!
 //! - [`Model::load`] builds a model from a [`crate::checkpoint::Checkpoint`] by mapping each
 //!   tensor's [`crate::anatomy::Role`] to its place in the model.
-//! - [`Model::forward`] runs a batch; the returned [`Forward`] holds the per-layer hidden states
-//!   and the effective per-layer weights it used, so [`Forward::layer_grads`] gives per-layer
-//!   weight gradients for any parametrisation.
+//! - [`Model::forward_with`] runs a batch with [`Hooks`]; the returned [`Forward`] holds the
+//!   per-layer hidden states, and [`Forward::layer_grads`] gives per-layer weight gradients for
+//!   any parametrisation.
 //! - [`Mode::Train`] uses differentiable, hand-written norms, softmax and RoPE; [`Mode::Infer`]
 //!   uses candle's fused kernels, which carry no gradient.
 
@@ -20,7 +20,7 @@ pub mod param;
 mod vit;
 
 pub use config::{ModelConfig, Pooling};
-pub use model::{Forward, Input, Model, device, mean_pool};
+pub use model::{Forward, Hooks, Input, Model, device, mean_pool};
 pub use param::{LinearExpanded, Parametrisation, Plain, StageShared, Stitched, Store};
 
 /// Which implementation of the non-linear ops a forward pass uses.

@@ -40,15 +40,26 @@ pub struct Forward {
     /// Hidden states when asked for: entry 0 is the embedding output, entry `l + 1` the output of
     /// block `l`.
     pub hidden: Vec<Tensor>,
-    /// The effective per-layer tensors the pass used, in the order it used them.
+    /// With [`Hooks::weight_grads`]: for each per-layer tensor the pass used, a zero probe
+    /// added to it, whose gradient is the gradient of that tensor as the layer saw it.
     pub layer_weights: Vec<(Slot, Tensor)>,
+}
+
+/// What a forward pass should expose besides its output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hooks {
+    /// Keep the hidden states after the embeddings and after every block.
+    pub hidden: bool,
+    /// Make per-layer weight gradients available through [`Forward::layer_grads`].
+    pub weight_grads: bool,
 }
 
 impl Forward {
     /// The gradient of each per-layer tensor, after `loss.backward()` gave `grads`.
     ///
-    /// For TLEG or SWS weights these are the gradients with respect to the expanded or shared
-    /// tensor as layer `l` saw it, not with respect to the underlying variables.
+    /// The pass must have run with [`Hooks::weight_grads`]. For TLEG or SWS weights these are
+    /// the gradients with respect to the expanded or shared tensor as layer `l` saw it, not with
+    /// respect to the underlying variables.
     pub fn layer_grads(&self, grads: &GradStore) -> BTreeMap<Slot, Tensor> {
         let mut out: BTreeMap<Slot, Tensor> = BTreeMap::new();
         for (slot, t) in &self.layer_weights {
@@ -64,6 +75,7 @@ impl Forward {
 pub(crate) struct Ctx<'a> {
     params: &'a dyn Parametrisation,
     pub mode: Mode,
+    probes: bool,
     used: RefCell<Vec<(Slot, Tensor)>>,
 }
 
@@ -71,10 +83,19 @@ impl Ctx<'_> {
     /// The tensor of a slot, if the model has it.
     pub fn get(&self, slot: &Slot) -> Result<Option<Tensor>> {
         let t = self.params.get(slot)?;
-        if let (Some(t), Some(_)) = (&t, slot.layer) {
-            self.used.borrow_mut().push((slot.clone(), t.clone()));
+        match (t, slot.layer) {
+            (Some(t), Some(_)) if self.probes => {
+                // candle keeps gradients only for variables: a zero variable added to the
+                // tensor receives exactly the tensor's gradient.
+                let probe = Var::zeros(t.shape(), t.dtype(), t.device())?;
+                let probed = (t + probe.as_tensor())?;
+                self.used
+                    .borrow_mut()
+                    .push((slot.clone(), probe.as_tensor().clone()));
+                Ok(Some(probed))
+            }
+            (t, _) => Ok(t),
         }
-        Ok(t)
     }
 
     /// The tensor of a slot the model cannot run without.
@@ -222,13 +243,23 @@ impl Model {
 
     /// Run a forward pass; `hidden` asks for per-layer hidden states.
     pub fn forward(&self, input: &Input, mode: Mode, hidden: bool) -> Result<Forward> {
+        let hooks = Hooks {
+            hidden,
+            weight_grads: false,
+        };
+        self.forward_with(input, mode, hooks)
+    }
+
+    /// Run a forward pass with the given hooks.
+    pub fn forward_with(&self, input: &Input, mode: Mode, hooks: Hooks) -> Result<Forward> {
         let ctx = Ctx {
             params: self.params.as_ref(),
             mode,
+            probes: hooks.weight_grads,
             used: RefCell::new(Vec::new()),
         };
         let mut states = Vec::new();
-        let keep = if hidden { Some(&mut states) } else { None };
+        let keep = if hooks.hidden { Some(&mut states) } else { None };
         let output = match (self.config.family, input) {
             (Family::Llama, Input::Tokens { ids, .. }) => llama::forward(&ctx, &self.config, ids, keep)?,
             (Family::Bert, Input::Tokens { ids, mask }) => {

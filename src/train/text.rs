@@ -34,7 +34,14 @@ impl Tokenizer {
             path: file.clone(),
             reason: e.to_string(),
         })?;
-        Ok(Tokenizer { path: file, inner })
+        Ok(Tokenizer::unpadded(file, inner))
+    }
+
+    /// Padding is lgreg's job (with a mask): a `tokenizer.json` that pads to a fixed length
+    /// (sentence-transformers ship `Fixed(128)`) would otherwise count pads as tokens.
+    fn unpadded(path: PathBuf, mut inner: tokenizers::Tokenizer) -> Tokenizer {
+        inner.with_padding(None);
+        Tokenizer { path, inner }
     }
 
     /// A tokenizer from the bytes of a `tokenizer.json`; `origin` names it in errors.
@@ -43,10 +50,7 @@ impl Tokenizer {
             path: origin.to_path_buf(),
             reason: e.to_string(),
         })?;
-        Ok(Tokenizer {
-            path: origin.to_path_buf(),
-            inner,
-        })
+        Ok(Tokenizer::unpadded(origin.to_path_buf(), inner))
     }
 
     /// Token ids of `text`, with or without the tokenizer's special tokens.

@@ -151,7 +151,9 @@ fn layer_gradient_hook_covers_every_layer_tensor() {
         device: Device::Cpu,
     };
     let inp = input(&c);
-    let fwd = model.forward(&inp, Mode::Train, false).unwrap();
+    let hooks = lgreg::nn::Hooks { hidden: true, weight_grads: true };
+    let fwd = model.forward_with(&inp, Mode::Train, hooks).unwrap();
+    assert_eq!(fwd.hidden.len(), c.layers + 1);
     let mut rng = Rng::new(5);
     let r: Vec<f32> = (0..fwd.output.elem_count()).map(|_| rng.normal() as f32).collect();
     let r = Tensor::from_vec(r, fwd.output.shape(), &Device::Cpu).unwrap();
