@@ -44,7 +44,9 @@ fn main() -> lgreg::Result<()> {
     let c = model.config.clone();
     let step = |rng: &mut Rng| -> lgreg::Result<()> {
         let loss = if what == "llama" {
-            let ids: Vec<u32> = (0..batch * 257).map(|_| rng.below(c.vocab) as u32).collect();
+            let ids: Vec<u32> = (0..batch * 257)
+                .map(|_| rng.below(c.vocab) as u32)
+                .collect();
             let t = Tensor::from_vec(ids, (batch, 257), &dev)?;
             let x = t.narrow(1, 0, 256)?;
             let y = t.narrow(1, 1, 256)?.contiguous()?;

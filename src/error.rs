@@ -153,7 +153,9 @@ pub enum Error {
     },
 
     /// A label is not below the number of classes the model has.
-    #[error("`{path}`: label {label} is out of range: the model has {classes} classes (0..{classes})")]
+    #[error(
+        "`{path}`: label {label} is out of range: the model has {classes} classes (0..{classes})"
+    )]
     LabelOutOfRange {
         /// The dataset.
         path: PathBuf,
@@ -164,7 +166,9 @@ pub enum Error {
     },
 
     /// A text is shorter than one training or evaluation block.
-    #[error("`{path}` has {tokens} tokens, fewer than one block of {block} (+1 for the shifted target)")]
+    #[error(
+        "`{path}` has {tokens} tokens, fewer than one block of {block} (+1 for the shifted target)"
+    )]
     TextTooShort {
         /// The text file.
         path: PathBuf,

@@ -28,7 +28,7 @@ pub(crate) struct Args {
     #[arg(long)]
     epochs: Option<usize>,
     /// Peak learning rate (cosine schedule with warm-up).
-    #[arg(long, default_value_t = 1e-3, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1e-3, allow_hyphen_values = true)]
     lr: f64,
     /// Examples per step.
     #[arg(long, default_value_t = 32)]
@@ -87,7 +87,13 @@ pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Ou
         force: args.force,
         cuda: args.cuda,
     };
-    let report = adapt(&args.model, &args.data, &args.output, &opts, &Bars::new(global))?;
+    let report = adapt(
+        &args.model,
+        &args.data,
+        &args.output,
+        &opts,
+        &Bars::new(global),
+    )?;
     Ok(Box::new(Adapted(report)))
 }
 

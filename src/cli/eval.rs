@@ -73,7 +73,10 @@ pub(crate) fn metrics_text(m: &Metrics) -> String {
             mean_similarity,
         } => {
             let each: Vec<String> = similarities.iter().map(|s| format!("{s:.4}")).collect();
-            format!("similarity {mean_similarity:.4} (pairs: {})", each.join(", "))
+            format!(
+                "similarity {mean_similarity:.4} (pairs: {})",
+                each.join(", ")
+            )
         }
     }
 }

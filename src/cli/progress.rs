@@ -35,8 +35,8 @@ fn style(task: &str) -> ProgressStyle {
         _ => "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {prefix}",
     };
     ProgressStyle::with_template(template)
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
 }
 
 impl Reporter for Bars {

@@ -24,7 +24,10 @@ pub(crate) fn forward(
         .reshape((b, t, c.hidden))?;
     let positions = g(Role::PositionEmbedding)?.narrow(0, 0, t)?;
     let mut e = words.broadcast_add(&positions)?;
-    if let Some(types) = ctx.get(&super::param::global(Role::TokenTypeEmbedding, Param::Weight))? {
+    if let Some(types) = ctx.get(&super::param::global(
+        Role::TokenTypeEmbedding,
+        Param::Weight,
+    ))? {
         e = e.broadcast_add(&types.narrow(0, 0, 1)?)?;
     }
     let (w, bias) = ctx.global_wb(Role::EmbeddingNorm)?;
@@ -46,12 +49,24 @@ pub(crate) fn forward(
         let att = merge_heads(&attention(&q, &k, &v, additive.as_ref(), ctx.mode)?)?;
         let (wo, bo) = ctx.wb(l, Role::AttnO)?;
         let (wn, bn) = ctx.wb(l, Role::AttnNorm)?;
-        h = layer_norm(&(h + linear(&att, &wo, bo.as_ref())?)?, &wn, bn.as_ref(), c.norm_eps, ctx.mode)?;
+        h = layer_norm(
+            &(h + linear(&att, &wo, bo.as_ref())?)?,
+            &wn,
+            bn.as_ref(),
+            c.norm_eps,
+            ctx.mode,
+        )?;
         let (wu, bu) = ctx.wb(l, Role::MlpUp)?;
         let (wd, bd) = ctx.wb(l, Role::MlpDown)?;
         let (wn, bn) = ctx.wb(l, Role::MlpNorm)?;
         let inner = linear(&h, &wu, bu.as_ref())?.gelu_erf()?;
-        h = layer_norm(&(h + linear(&inner, &wd, bd.as_ref())?)?, &wn, bn.as_ref(), c.norm_eps, ctx.mode)?;
+        h = layer_norm(
+            &(h + linear(&inner, &wd, bd.as_ref())?)?,
+            &wn,
+            bn.as_ref(),
+            c.norm_eps,
+            ctx.mode,
+        )?;
         h = ctx.stitch(l, h)?;
         if let Some(states) = hidden.as_deref_mut() {
             states.push(h.clone());

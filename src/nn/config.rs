@@ -65,10 +65,12 @@ fn num(config: Option<&Value>, keys: &[&str]) -> Option<f64> {
 }
 
 fn need(what: &str, value: Option<usize>) -> Result<usize> {
-    value.filter(|v| *v > 0).ok_or_else(|| Error::ModelMismatch {
-        name: what.to_string(),
-        reason: "config.json does not give it and the tensors do not show it".into(),
-    })
+    value
+        .filter(|v| *v > 0)
+        .ok_or_else(|| Error::ModelMismatch {
+            name: what.to_string(),
+            reason: "config.json does not give it and the tensors do not show it".into(),
+        })
 }
 
 impl ModelConfig {
@@ -87,7 +89,10 @@ impl ModelConfig {
             Family::Bert => 1e-12,
         };
         let class_token = has(crate::anatomy::Role::ClassToken);
-        let pooling = match config.and_then(|c| c.get("global_pool")).and_then(Value::as_str) {
+        let pooling = match config
+            .and_then(|c| c.get("global_pool"))
+            .and_then(Value::as_str)
+        {
             Some("token") => Pooling::Cls,
             Some(_) => Pooling::Mean,
             None if class_token => Pooling::Cls,

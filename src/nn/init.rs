@@ -85,7 +85,11 @@ pub fn layout(c: &ModelConfig) -> Vec<(Slot, String, Vec<usize>)> {
     };
     match c.family {
         Family::Llama => {
-            globals.push((global(Role::TokenEmbedding, w), "model.embed_tokens.weight", vec![c.vocab, d]));
+            globals.push((
+                global(Role::TokenEmbedding, w),
+                "model.embed_tokens.weight",
+                vec![c.vocab, d],
+            ));
             globals.push((global(Role::FinalNorm, w), "model.norm.weight", vec![d]));
             if !c.tied_head {
                 globals.push((global(Role::Head, w), "lm_head.weight", vec![c.vocab, d]));
@@ -104,11 +108,31 @@ pub fn layout(c: &ModelConfig) -> Vec<(Slot, String, Vec<usize>)> {
         }
         Family::Bert => {
             globals.extend([
-                (global(Role::TokenEmbedding, w), "embeddings.word_embeddings.weight", vec![c.vocab, d]),
-                (global(Role::PositionEmbedding, w), "embeddings.position_embeddings.weight", vec![BERT_POSITIONS, d]),
-                (global(Role::TokenTypeEmbedding, w), "embeddings.token_type_embeddings.weight", vec![2, d]),
-                (global(Role::EmbeddingNorm, w), "embeddings.LayerNorm.weight", vec![d]),
-                (global(Role::EmbeddingNorm, b), "embeddings.LayerNorm.bias", vec![d]),
+                (
+                    global(Role::TokenEmbedding, w),
+                    "embeddings.word_embeddings.weight",
+                    vec![c.vocab, d],
+                ),
+                (
+                    global(Role::PositionEmbedding, w),
+                    "embeddings.position_embeddings.weight",
+                    vec![BERT_POSITIONS, d],
+                ),
+                (
+                    global(Role::TokenTypeEmbedding, w),
+                    "embeddings.token_type_embeddings.weight",
+                    vec![2, d],
+                ),
+                (
+                    global(Role::EmbeddingNorm, w),
+                    "embeddings.LayerNorm.weight",
+                    vec![d],
+                ),
+                (
+                    global(Role::EmbeddingNorm, b),
+                    "embeddings.LayerNorm.bias",
+                    vec![d],
+                ),
             ]);
             for (role, rows, cols) in [
                 (Role::AttnQ, d, d),
@@ -131,9 +155,21 @@ pub fn layout(c: &ModelConfig) -> Vec<(Slot, String, Vec<usize>)> {
             let tokens = side * side + usize::from(c.class_token);
             let norm = if c.norm_after_pool { "fc_norm" } else { "norm" };
             globals.extend([
-                (global(Role::PatchEmbedding, w), "patch_embed.proj.weight", vec![d, c.channels, c.patch_size, c.patch_size]),
-                (global(Role::PatchEmbedding, b), "patch_embed.proj.bias", vec![d]),
-                (global(Role::PositionEmbedding, w), "pos_embed", vec![1, tokens, d]),
+                (
+                    global(Role::PatchEmbedding, w),
+                    "patch_embed.proj.weight",
+                    vec![d, c.channels, c.patch_size, c.patch_size],
+                ),
+                (
+                    global(Role::PatchEmbedding, b),
+                    "patch_embed.proj.bias",
+                    vec![d],
+                ),
+                (
+                    global(Role::PositionEmbedding, w),
+                    "pos_embed",
+                    vec![1, tokens, d],
+                ),
                 (global(Role::Head, w), "head.weight", vec![c.classes, d]),
                 (global(Role::Head, b), "head.bias", vec![c.classes]),
             ]);

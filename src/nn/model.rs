@@ -146,7 +146,9 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("config", &self.config).finish()
+        f.debug_struct("Model")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -259,9 +261,15 @@ impl Model {
             used: RefCell::new(Vec::new()),
         };
         let mut states = Vec::new();
-        let keep = if hooks.hidden { Some(&mut states) } else { None };
+        let keep = if hooks.hidden {
+            Some(&mut states)
+        } else {
+            None
+        };
         let output = match (self.config.family, input) {
-            (Family::Llama, Input::Tokens { ids, .. }) => llama::forward(&ctx, &self.config, ids, keep)?,
+            (Family::Llama, Input::Tokens { ids, .. }) => {
+                llama::forward(&ctx, &self.config, ids, keep)?
+            }
             (Family::Bert, Input::Tokens { ids, mask }) => {
                 bert::forward(&ctx, &self.config, ids, mask.as_ref(), keep)?
             }
@@ -295,7 +303,11 @@ impl Model {
     pub fn write_weights(&self, dir: &Path) -> Result<()> {
         let mut mem = MemorySource::new();
         for (name, var) in self.vars() {
-            let values: Vec<f32> = var.as_tensor().to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+            let values: Vec<f32> = var
+                .as_tensor()
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1()?;
             mem.insert_f32(&name, var.dims(), &values)?;
         }
         let opts = WriteOptions::default();

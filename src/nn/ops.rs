@@ -31,7 +31,12 @@ pub(crate) fn layer_norm(
     mode: Mode,
 ) -> Result<Tensor> {
     match (mode, b) {
-        (Mode::Infer, Some(b)) => Ok(candle_nn::ops::layer_norm(&x.contiguous()?, w, b, eps as f32)?),
+        (Mode::Infer, Some(b)) => Ok(candle_nn::ops::layer_norm(
+            &x.contiguous()?,
+            w,
+            b,
+            eps as f32,
+        )?),
         _ => {
             let mean = x.mean_keepdim(D::Minus1)?;
             let centred = x.broadcast_sub(&mean)?;

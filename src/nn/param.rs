@@ -137,12 +137,17 @@ impl LinearExpanded {
                         layer: Some(last),
                         ..slot.clone()
                     };
-                    let end = plain.store.tensor(&end_slot).ok_or_else(|| {
-                        Error::ModelMismatch {
-                            name: name.to_string(),
-                            reason: format!("layer {last} has no {:?} {:?}", slot.role, slot.param),
-                        }
-                    })?;
+                    let end =
+                        plain
+                            .store
+                            .tensor(&end_slot)
+                            .ok_or_else(|| Error::ModelMismatch {
+                                name: name.to_string(),
+                                reason: format!(
+                                    "layer {last} has no {:?} {:?}",
+                                    slot.role, slot.param
+                                ),
+                            })?;
                     let a = if last == 0 {
                         end.zeros_like()?
                     } else {

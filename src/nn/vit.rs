@@ -36,7 +36,10 @@ pub(crate) fn forward(
         let cls = ctx.need(&super::param::global(Role::ClassToken, Param::Weight))?;
         h = Tensor::cat(&[&cls.broadcast_as((b, 1, c.hidden))?, &h], 1)?;
     }
-    let pos = ctx.need(&super::param::global(Role::PositionEmbedding, Param::Weight))?;
+    let pos = ctx.need(&super::param::global(
+        Role::PositionEmbedding,
+        Param::Weight,
+    ))?;
     h = h.broadcast_add(&pos)?;
     if let Some(states) = hidden.as_deref_mut() {
         states.push(h.clone());
@@ -88,7 +91,11 @@ fn qkv(ctx: &Ctx<'_>, l: usize, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> 
         let b = ctx.get(&super::param::slot(l, Role::AttnQkv, Param::Bias))?;
         let y = linear(x, &w, b.as_ref())?;
         let d = y.dim(D::Minus1)? / 3;
-        return Ok((y.narrow(D::Minus1, 0, d)?, y.narrow(D::Minus1, d, d)?, y.narrow(D::Minus1, 2 * d, d)?));
+        return Ok((
+            y.narrow(D::Minus1, 0, d)?,
+            y.narrow(D::Minus1, d, d)?,
+            y.narrow(D::Minus1, 2 * d, d)?,
+        ));
     }
     let mut out = Vec::with_capacity(3);
     for role in [Role::AttnQ, Role::AttnK, Role::AttnV] {

@@ -254,7 +254,8 @@ pub fn adapt(
             }
             Data::Text(t) => {
                 let (x, y) = t.batch(&batch, &model.device)?;
-                let out = model.forward(&Input::Tokens { ids: x, mask: None }, Mode::Train, false)?;
+                let out =
+                    model.forward(&Input::Tokens { ids: x, mask: None }, Mode::Train, false)?;
                 lm_loss(&out.output, &y)?
             }
         };
@@ -267,7 +268,9 @@ pub fn adapt(
             return Err(Error::InvalidValue {
                 what: "`--lr`".into(),
                 value: opts.lr.to_string(),
-                reason: format!("the loss became {last_loss} at step {step}; lower the learning rate"),
+                reason: format!(
+                    "the loss became {last_loss} at step {step}; lower the learning rate"
+                ),
             });
         }
         seen += batch.len();
@@ -375,7 +378,10 @@ fn write_output(
     }
     let card = format!(
         "# {name}\n\nFine-tuned by `lgreg adapt` from `{from}`.\n\n| | |\n| --- | --- |\n| family | {family} |\n| steps | {steps} |\n| peak learning rate | {lr} |\n| batch size | {batch} |\n| seed | {seed} |\n| final training loss | {loss:.4} |\n| validation | `{metrics}` |\n",
-        name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        name = out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         from = ckpt.path.display(),
         family = model.config.family,
         lr = opts.lr,

@@ -76,7 +76,11 @@ impl ImageSet {
         let mut xs = Vec::with_capacity(indices.len() * size);
         let mut ys = Vec::with_capacity(indices.len());
         for &i in indices {
-            xs.extend(self.pixels[i * size..(i + 1) * size].iter().map(|p| (p - 0.5) / 0.5));
+            xs.extend(
+                self.pixels[i * size..(i + 1) * size]
+                    .iter()
+                    .map(|p| (p - 0.5) / 0.5),
+            );
             ys.push(self.labels[i]);
         }
         let n = indices.len();
@@ -143,10 +147,13 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
 
 /// Parse an IDX file: magic `0 0 8 n`, `n` big-endian u32 dims, then u8 data.
 fn parse_idx(path: &Path, bytes: &[u8], dims_wanted: u8) -> Result<(Vec<usize>, Vec<u8>)> {
-    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 8 || bytes[3] != dims_wanted {
+    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 8 || bytes[3] != dims_wanted
+    {
         return Err(bad(
             path,
-            format!("not an IDX file of unsigned bytes with {dims_wanted} dimension(s) (bad magic)"),
+            format!(
+                "not an IDX file of unsigned bytes with {dims_wanted} dimension(s) (bad magic)"
+            ),
         ));
     }
     let head = 4 + 4 * dims_wanted as usize;
@@ -162,7 +169,10 @@ fn parse_idx(path: &Path, bytes: &[u8], dims_wanted: u8) -> Result<(Vec<usize>, 
     if data.len() != want {
         return Err(bad(
             path,
-            format!("IDX dims {dims:?} need {want} bytes of data, found {}", data.len()),
+            format!(
+                "IDX dims {dims:?} need {want} bytes of data, found {}",
+                data.len()
+            ),
         ));
     }
     Ok((dims, data.to_vec()))
@@ -221,7 +231,10 @@ fn read_mnist_json(dir: &Path) -> Result<ImageSet> {
         if data.len() % 784 != 0 {
             return Err(bad(
                 &file,
-                format!("`data` holds {} values, not a multiple of 784 (28x28)", data.len()),
+                format!(
+                    "`data` holds {} values, not a multiple of 784 (28x28)",
+                    data.len()
+                ),
             ));
         }
         for v in data {
@@ -230,7 +243,8 @@ fn read_mnist_json(dir: &Path) -> Result<ImageSet> {
                 .ok_or_else(|| bad(&file, format!("`data` holds a non-number `{v}`")))?;
             set.pixels.push(p as f32);
         }
-        set.labels.extend(std::iter::repeat_n(digit, data.len() / 784));
+        set.labels
+            .extend(std::iter::repeat_n(digit, data.len() / 784));
     }
     Ok(set)
 }

@@ -228,7 +228,12 @@ pub fn embed(model: &Model, tok: &Tokenizer, texts: &[&str]) -> Result<Tensor> {
     Ok(pooled.broadcast_div(&norm)?)
 }
 
-fn similarity(model: &Model, tok: &Tokenizer, data: &Path, limit: Option<usize>) -> Result<Metrics> {
+fn similarity(
+    model: &Model,
+    tok: &Tokenizer,
+    data: &Path,
+    limit: Option<usize>,
+) -> Result<Metrics> {
     let text = fs_err::read_to_string(data)?;
     let mut pairs = Vec::new();
     for (i, line) in text.lines().enumerate() {

@@ -29,6 +29,9 @@ pub fn kl_distill(student: &Tensor, teacher: &Tensor, temperature: f64) -> Resul
 /// Count of rows where the arg-max of `logits [n, classes]` equals `targets [n]`.
 pub fn correct(logits: &Tensor, targets: &Tensor) -> Result<usize> {
     let pred = logits.argmax(D::Minus1)?;
-    let hits = pred.eq(targets)?.to_dtype(candle_core::DType::U32)?.sum_all()?;
+    let hits = pred
+        .eq(targets)?
+        .to_dtype(candle_core::DType::U32)?
+        .sum_all()?;
     Ok(hits.to_scalar::<u32>()? as usize)
 }

@@ -55,12 +55,11 @@ pub fn load(dir: &Path, model: &Model, opt: &mut AdamW) -> Result<StateMeta> {
     if !meta_path.is_file() {
         return Err(Error::NotFound { path: meta_path });
     }
-    let meta: StateMeta = serde_json::from_slice(&fs_err::read(&meta_path)?).map_err(|e| {
-        Error::Config {
+    let meta: StateMeta =
+        serde_json::from_slice(&fs_err::read(&meta_path)?).map_err(|e| Error::Config {
             path: meta_path.clone(),
             reason: format!("not a training state: {e}"),
-        }
-    })?;
+        })?;
     let tensors = candle_core::safetensors::load(dir.join(TENSORS), &Device::Cpu)?;
     let take = |key: String| -> Result<Tensor> {
         let t = tensors.get(&key).ok_or_else(|| Error::ModelMismatch {

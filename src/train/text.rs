@@ -15,7 +15,9 @@ pub struct Tokenizer {
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokenizer").field("path", &self.path).finish()
+        f.debug_struct("Tokenizer")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
@@ -75,7 +77,11 @@ impl Tokenizer {
         let mut ids = Vec::with_capacity(texts.len() * len);
         let mut mask = Vec::with_capacity(texts.len() * len);
         for e in &encoded {
-            ids.extend(e.iter().copied().chain(std::iter::repeat_n(0, len - e.len())));
+            ids.extend(
+                e.iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(0, len - e.len())),
+            );
             mask.extend((0..len).map(|i| u32::from(i < e.len())));
         }
         let n = texts.len();

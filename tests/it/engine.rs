@@ -91,7 +91,8 @@ fn parametrisations(c: &ModelConfig) -> Vec<(&'static str, Box<dyn Parametrisati
     let tleg = LinearExpanded::from_plain(&plain(2), c.layers).unwrap();
     // Perturb the slopes so layer 1 differs from layer 0.
     for (_, _, var) in tleg.slope.iter() {
-        var.set(&(var.as_tensor().ones_like().unwrap() * 0.01).unwrap()).unwrap();
+        var.set(&(var.as_tensor().ones_like().unwrap() * 0.01).unwrap())
+            .unwrap();
     }
     let sws = StageShared::from_plain(&plain(3), vec![0, 1, 1]).unwrap();
     let stitched = Stitched::identity(Box::new(plain(4)), 0, c.hidden, &dev).unwrap();
@@ -130,7 +131,13 @@ fn every_parameter_receives_a_gradient_for_every_family_and_parametrisation() {
                 let g = grads
                     .get(var.as_tensor())
                     .unwrap_or_else(|| panic!("{:?}/{what}: `{name}` got no gradient", c.family));
-                let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+                let norm = g
+                    .sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
                 assert!(
                     norm.is_finite() && norm > 0.0,
                     "{:?}/{what}: `{name}` gradient norm {norm}",
@@ -151,13 +158,23 @@ fn layer_gradient_hook_covers_every_layer_tensor() {
         device: Device::Cpu,
     };
     let inp = input(&c);
-    let hooks = lgreg::nn::Hooks { hidden: true, weight_grads: true };
+    let hooks = lgreg::nn::Hooks {
+        hidden: true,
+        weight_grads: true,
+    };
     let fwd = model.forward_with(&inp, Mode::Train, hooks).unwrap();
     assert_eq!(fwd.hidden.len(), c.layers + 1);
     let mut rng = Rng::new(5);
-    let r: Vec<f32> = (0..fwd.output.elem_count()).map(|_| rng.normal() as f32).collect();
+    let r: Vec<f32> = (0..fwd.output.elem_count())
+        .map(|_| rng.normal() as f32)
+        .collect();
     let r = Tensor::from_vec(r, fwd.output.shape(), &Device::Cpu).unwrap();
-    let grads = (&fwd.output * r).unwrap().sum_all().unwrap().backward().unwrap();
+    let grads = (&fwd.output * r)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
     let per_layer = fwd.layer_grads(&grads);
     // 12 tensors per vit block (norm1, qkv, proj, norm2, fc1, fc2; weight and bias).
     assert_eq!(per_layer.len(), 12 * c.layers);
@@ -219,7 +236,11 @@ fn fused_inference_matches_differentiable_training_ops() {
         let a = model.forward(&inp, Mode::Train, false).unwrap().output;
         let b = model.forward(&inp, Mode::Infer, false).unwrap().output;
         let rel = max_rel(&a, &b);
-        assert!(rel < 1e-4, "{:?}: train vs infer relative error {rel}", c.family);
+        assert!(
+            rel < 1e-4,
+            "{:?}: train vs infer relative error {rel}",
+            c.family
+        );
     }
 }
 
@@ -231,7 +252,14 @@ pub fn llama_parity(dir: &std::path::Path, ids: &[u32]) -> (Tensor, f32) {
     let ours = Model::load(&ckpt, &dev).unwrap();
     let x = Tensor::new(ids, &dev).unwrap().unsqueeze(0).unwrap();
     let logits = ours
-        .forward(&Input::Tokens { ids: x.clone(), mask: None }, Mode::Infer, false)
+        .forward(
+            &Input::Tokens {
+                ids: x.clone(),
+                mask: None,
+            },
+            Mode::Infer,
+            false,
+        )
         .unwrap()
         .output;
     let last = logits.get(0).unwrap().get(ids.len() - 1).unwrap();
@@ -259,7 +287,11 @@ fn tiny_llama_matches_candle_transformers() {
     };
     model.write_weights(dir.path()).unwrap();
     let cfg = lgreg::nn::init::config_json(&c);
-    std::fs::write(dir.path().join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        serde_json::to_vec(&cfg).unwrap(),
+    )
+    .unwrap();
     let (_, rel) = llama_parity(dir.path(), &[3, 1, 4, 1, 5, 9, 2, 6]);
     assert!(rel < 1e-4, "relative error {rel}");
 }
@@ -284,7 +316,14 @@ fn minilm_hidden_states_match_candle_transformers() {
     let (model, tok) = minilm();
     let (ids, mask) = tok.encode_batch(&SENTENCES, &dev).unwrap();
     let ours = model
-        .forward(&Input::Tokens { ids: ids.clone(), mask: Some(mask.clone()) }, Mode::Infer, false)
+        .forward(
+            &Input::Tokens {
+                ids: ids.clone(),
+                mask: Some(mask.clone()),
+            },
+            Mode::Infer,
+            false,
+        )
         .unwrap()
         .output;
     let dir = minilm_dir();
@@ -306,10 +345,20 @@ fn minilm_hidden_states_match_candle_transformers() {
     assert!(rel < 1e-4, "relative error {rel}");
     // The training path agrees too.
     let train = model
-        .forward(&Input::Tokens { ids, mask: Some(mask) }, Mode::Train, false)
+        .forward(
+            &Input::Tokens {
+                ids,
+                mask: Some(mask),
+            },
+            Mode::Train,
+            false,
+        )
         .unwrap()
         .output;
-    let rel = max_rel(&train.broadcast_mul(&m).unwrap(), &want.broadcast_mul(&m).unwrap());
+    let rel = max_rel(
+        &train.broadcast_mul(&m).unwrap(),
+        &want.broadcast_mul(&m).unwrap(),
+    );
     assert!(rel < 1e-4, "train-mode relative error {rel}");
 }
 
@@ -335,11 +384,19 @@ fn minilm_cosines_match_fixtures() {
 fn plain_weights_round_trip_through_safetensors() {
     let c = vit_config(true);
     let plain: Plain = random_plain(&c, 8, &Device::Cpu).unwrap();
-    let model = Model { config: c.clone(), params: Box::new(plain), device: Device::Cpu };
+    let model = Model {
+        config: c.clone(),
+        params: Box::new(plain),
+        device: Device::Cpu,
+    };
     let dir = tempfile::tempdir().unwrap();
     model.write_weights(dir.path()).unwrap();
     let cfg = lgreg::nn::init::config_json(&c);
-    std::fs::write(dir.path().join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        serde_json::to_vec(&cfg).unwrap(),
+    )
+    .unwrap();
     let back = Model::load(&open(dir.path()).unwrap(), &Device::Cpu).unwrap();
     assert_eq!(back.config, c);
     let inp = input(&c);
@@ -383,7 +440,10 @@ fn smollm2_logits_match_candle_transformers_and_transformers_top5() {
     let vals: Vec<f32> = top.iter().map(|&i| v[i]).collect();
     eprintln!("smollm2 top-5 {top:?} {vals:?}");
     assert_eq!(top, [7042, 260, 4528, 2250, 1315]);
-    for (got, want) in vals.iter().zip([17.3713f32, 14.8886, 13.2450, 13.0095, 12.9515]) {
+    for (got, want) in vals
+        .iter()
+        .zip([17.3713f32, 14.8886, 13.2450, 13.0095, 12.9515])
+    {
         assert!((got - want).abs() < 2e-3, "{got} vs {want}");
     }
 }
@@ -403,7 +463,15 @@ fn smollm2_perplexity_on_held_out_shakespeare_is_plausible() {
     std::fs::write(&file, passage).unwrap();
     let r = crate::support::run_str(
         tmp.path(),
-        &["eval", dir.to_str().unwrap(), "--data", file.to_str().unwrap(), "--seq-len", "256", "--json"],
+        &[
+            "eval",
+            dir.to_str().unwrap(),
+            "--data",
+            file.to_str().unwrap(),
+            "--seq-len",
+            "256",
+            "--json",
+        ],
     );
     assert_eq!(r.code, 0, "{r:?}");
     let j = crate::support::json_result(&r);
