@@ -216,21 +216,21 @@ impl Model {
             let Some(slot) = self.slot_of(&name) else {
                 continue;
             };
-            if let Some(want) = expected_shape(&self.config, &slot) {
-                if var.dims() != want.as_slice() {
-                    return Err(Error::ModelMismatch {
-                        name,
-                        reason: format!(
-                            "shape {:?}, but config (hidden {}, heads {}, kv heads {}, intermediate {}) needs {:?}",
-                            var.dims(),
-                            self.config.hidden,
-                            self.config.heads,
-                            self.config.kv_heads,
-                            self.config.intermediate,
-                            want
-                        ),
-                    });
-                }
+            if let Some(want) = expected_shape(&self.config, &slot)
+                && var.dims() != want.as_slice()
+            {
+                return Err(Error::ModelMismatch {
+                    name,
+                    reason: format!(
+                        "shape {:?}, but config (hidden {}, heads {}, kv heads {}, intermediate {}) needs {:?}",
+                        var.dims(),
+                        self.config.hidden,
+                        self.config.heads,
+                        self.config.kv_heads,
+                        self.config.intermediate,
+                        want
+                    ),
+                });
             }
         }
         Ok(())

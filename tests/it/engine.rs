@@ -179,6 +179,22 @@ fn layer_gradient_hook_covers_every_layer_tensor() {
     // 12 tensors per vit block (norm1, qkv, proj, norm2, fc1, fc2; weight and bias).
     assert_eq!(per_layer.len(), 12 * c.layers);
     assert!(per_layer.keys().all(|s: &Slot| s.layer.is_some()));
+    // TLEG: dL/dB = Σ_l dL/dW_l and dL/dA = Σ_l (l/L)·dL/dW_l.
+    let vars = model.vars();
+    let find = |prefix: &str| {
+        vars.iter()
+            .find(|(n, _)| n.starts_with(prefix) && n.ends_with("blocks.0.attn.proj.weight"))
+            .map(|(_, v)| grads.get(v.as_tensor()).unwrap().clone())
+            .unwrap()
+    };
+    let slot = |l| Slot {
+        layer: Some(l),
+        role: lgreg::anatomy::Role::AttnO,
+        param: lgreg::anatomy::Param::Weight,
+    };
+    let (g0, g1) = (&per_layer[&slot(0)], &per_layer[&slot(1)]);
+    assert!(max_rel(&(g0 + g1).unwrap(), &find("tleg.base.")) < 1e-5);
+    assert!(max_rel(&(g1 * 0.5).unwrap(), &find("tleg.slope.")) < 1e-5);
 }
 
 #[test]
