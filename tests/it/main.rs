@@ -11,3 +11,4 @@ mod gguf_cli;
 mod malformed;
 mod pickle;
 mod support;
+mod train;
