@@ -313,6 +313,63 @@ pub enum Error {
         tag: String,
     },
 
+    /// A tensor computation failed inside candle.
+    #[error("tensor computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+
+    /// A model's tensors do not agree with its config.
+    #[error("tensor `{name}` does not match the model config: {reason}")]
+    ModelMismatch {
+        /// The tensor (or config field).
+        name: String,
+        /// What was expected and what was found.
+        reason: String,
+    },
+
+    /// A dataset file or folder is malformed.
+    #[error("`{path}`: invalid dataset: {reason}")]
+    Dataset {
+        /// The offending file or folder.
+        path: PathBuf,
+        /// What is wrong, with the value and the limit.
+        reason: String,
+    },
+
+    /// A label is not below the number of classes the model has.
+    #[error(
+        "`{path}`: label {label} is out of range: the model has {classes} classes (0..{classes})"
+    )]
+    LabelOutOfRange {
+        /// The dataset.
+        path: PathBuf,
+        /// The offending label.
+        label: usize,
+        /// The number of classes.
+        classes: usize,
+    },
+
+    /// A text is shorter than one training or evaluation block.
+    #[error(
+        "`{path}` has {tokens} tokens, fewer than one block of {block} (+1 for the shifted target)"
+    )]
+    TextTooShort {
+        /// The text file.
+        path: PathBuf,
+        /// Its token count.
+        tokens: usize,
+        /// The block length.
+        block: usize,
+    },
+
+    /// A tokenizer could not be loaded or run.
+    #[error("`{path}`: tokenizer failed: {reason}")]
+    Tokenizer {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// The tokenizers crate's message.
+        reason: String,
+    },
+
     /// A serialization failure of our own data (a bug if it ever happens).
     #[error("could not encode JSON: {0}")]
     Json(#[from] serde_json::Error),
@@ -386,6 +443,21 @@ impl Error {
             Error::InvalidLocalTag { .. } => {
                 Some("pass the local tag with `--as NAME:VERSION`".into())
             }
+            Error::ModelMismatch { .. } => Some(
+                "the weights and config.json disagree: fix config.json or use the weights it was written for"
+                    .into(),
+            ),
+            Error::LabelOutOfRange { .. } => Some(
+                "relabel the data from 0, or use a model whose `num_classes` covers every label"
+                    .into(),
+            ),
+            Error::TextTooShort { .. } => {
+                Some("pass a longer text or a smaller `--seq-len`".into())
+            }
+            Error::Candle(e) if e.to_string().contains("cuda") => Some(
+                "lgreg was built without cuda; rebuild with `--features cuda` (see `scripts/build-cuda.sh`)"
+                    .into(),
+            ),
             _ => None,
         }
     }
@@ -394,6 +466,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Io(_)
+            | Error::Candle(_)
             | Error::HubTransfer { .. }
             | Error::HubProtocol { .. }
             | Error::DiskFull { .. }

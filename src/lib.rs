@@ -6,6 +6,10 @@
 //! - [`anatomy`]: architecture families (llama, vit, bert): layers, tensor roles, `config.json`.
 //! - [`convert`] and [`inspect`]: the first verbs, over the two modules above.
 //! - [`hub`]: Hugging Face Hub downloads (`lgreg pull`) into the cache shared with Python.
+//! - [`nn`]: llama, vit and bert models on candle, with pluggable weight parametrisations
+//!   (plain, TLEG, SWS, Pool stitches), hidden-state and weight-gradient hooks.
+//! - [`train`]: datasets, AdamW, schedules, resumable training state, losses; the `adapt` and
+//!   `eval` verbs.
 //! - [`progress`]: events the library reports instead of printing.
 //! - [`error`]: typed errors with hints.
 //! - [`fsutil`]: temp-file + fsync + rename writes.
@@ -31,7 +35,9 @@ pub mod fsutil;
 pub mod gene;
 pub mod hub;
 pub mod inspect;
+pub mod nn;
 pub mod progress;
 pub mod registry;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -107,7 +107,7 @@ pub enum Param {
 }
 
 /// The classification of one tensor name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Slot {
     /// The layer index for per-layer tensors.
     pub layer: Option<usize>,

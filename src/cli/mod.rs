@@ -1,12 +1,12 @@
 //! Command-line interface: one file per subcommand, each with `Args` and a `run` that calls
 //! one library function and returns a value for [`render`] to print.
 
+mod adapt;
 mod convert;
 mod env;
+mod eval;
 mod export;
 mod gc;
-
-pub(crate) use env::registry_root;
 mod inspect;
 mod lineage;
 mod login;
@@ -20,6 +20,8 @@ mod show;
 mod size;
 mod tag;
 mod verify;
+
+pub(crate) use env::registry_root;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +61,10 @@ pub(crate) struct GlobalArgs {
 enum Command {
     /// Convert a checkpoint (safetensors, PyTorch, GGUF) into a Hugging Face model directory.
     Convert(convert::Args),
+    /// Measure a model: perplexity (llama), accuracy (vit) or pair similarity (bert).
+    Eval(eval::Args),
+    /// Fine-tune a model on a dataset and write a Hugging Face directory.
+    Adapt(adapt::Args),
     /// Show a checkpoint's family, sizes, parameter count and layers.
     Inspect(inspect::Args),
     /// Publish a gene directory into the local registry as `name:version`.
@@ -106,6 +112,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Pull(args) => pull::run(args, &cli.global),
         Command::Push(args) => push::run(args, &cli.global),
         Command::Login(args) => login::run(args, &cli.global),
+        Command::Eval(args) => eval::run(args, &cli.global),
+        Command::Adapt(args) => adapt::run(args, &cli.global),
     };
     match result {
         Ok(output) => renderer.result(output.as_ref()),

@@ -43,12 +43,15 @@ impl Bars {
     }
 }
 
-fn style() -> ProgressStyle {
-    ProgressStyle::with_template(
-        "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {prefix}",
-    )
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ")
+fn style(task: &str) -> ProgressStyle {
+    // Training and evaluation count steps or examples; everything else counts bytes.
+    let template = match task {
+        "adapt" | "eval" => "{msg:>10} [{bar:30}] {pos}/{len} eta {eta} {prefix}",
+        _ => "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {prefix}",
+    };
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
 }
 
 fn item_style() -> ProgressStyle {
@@ -68,7 +71,7 @@ impl Reporter for Bars {
         match event {
             Event::Start { task, total } => {
                 let bar = st.multi.add(ProgressBar::new(total));
-                bar.set_style(style());
+                bar.set_style(style(&task));
                 bar.set_message(task);
                 st.main = Some(bar);
             }

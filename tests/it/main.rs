@@ -2,8 +2,10 @@
 
 #![allow(clippy::disallowed_methods, clippy::unwrap_used)]
 
+mod adapt;
 mod anatomy;
 mod convert;
+mod engine;
 mod gguf;
 mod gguf_cli;
 mod malformed;
@@ -15,3 +17,4 @@ mod registry_crash;
 mod registry_format;
 mod share;
 mod support;
+mod train;

@@ -1,0 +1,125 @@
+//! `lgreg adapt MODEL --data PATH -o OUT`.
+
+use std::path::PathBuf;
+
+use lgreg::train::{AdaptOptions, AdaptReport, adapt};
+
+use super::GlobalArgs;
+use super::eval::metrics_text;
+use super::progress::Bars;
+use super::render::Output;
+
+/// Fine-tune a model (vit on labelled images, llama on text) and write a Hugging Face
+/// directory whose model card holds the metrics.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// A model directory or checkpoint file.
+    model: PathBuf,
+    /// Training data: an image dataset (vit) or a text file (llama).
+    #[arg(long)]
+    data: PathBuf,
+    /// The directory to create.
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Optimiser steps.
+    #[arg(long, conflicts_with = "epochs")]
+    steps: Option<usize>,
+    /// Passes over the training split (default 1 when `--steps` is not given).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Peak learning rate (cosine schedule with warm-up).
+    #[arg(long, default_value_t = 1e-3, allow_hyphen_values = true)]
+    lr: f64,
+    /// Examples per step.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Linear warm-up steps.
+    #[arg(long, default_value_t = 0)]
+    warmup: usize,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 0.05)]
+    weight_decay: f64,
+    /// Fraction of the data held out for validation.
+    #[arg(long, default_value_t = 0.1)]
+    val_fraction: f64,
+    /// Use only the first N examples.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Tokens per block (llama).
+    #[arg(long, default_value_t = 256)]
+    seq_len: usize,
+    /// Seed for the split and the batch order.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Save the training state every N steps.
+    #[arg(long, default_value_t = 50)]
+    save_every: usize,
+    /// Continue an interrupted run from its saved state (same options).
+    #[arg(long)]
+    resume: bool,
+    /// Stop after N steps as if interrupted, keeping the state (for testing resume).
+    #[arg(long, hide = true)]
+    stop_after: Option<usize>,
+    /// Replace OUTPUT if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Run on the first CUDA GPU.
+    #[arg(long)]
+    cuda: bool,
+}
+
+pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Output>> {
+    let opts = AdaptOptions {
+        steps: args.steps,
+        epochs: args.epochs,
+        lr: args.lr,
+        batch_size: args.batch_size,
+        warmup: args.warmup,
+        weight_decay: args.weight_decay,
+        max_grad_norm: 1.0,
+        val_fraction: args.val_fraction,
+        limit: args.limit,
+        seq_len: args.seq_len,
+        seed: args.seed,
+        save_every: args.save_every,
+        resume: args.resume,
+        stop_after: args.stop_after,
+        force: args.force,
+        cuda: args.cuda,
+    };
+    let report = adapt(
+        &args.model,
+        &args.data,
+        &args.output,
+        &opts,
+        &Bars::new(global),
+    )?;
+    Ok(Box::new(Adapted(report)))
+}
+
+#[derive(serde::Serialize)]
+#[serde(transparent)]
+struct Adapted(AdaptReport);
+
+impl Output for Adapted {
+    fn command(&self) -> &'static str {
+        "adapt"
+    }
+
+    fn text(&self) -> String {
+        let r = &self.0;
+        match (&r.output, &r.metrics) {
+            (Some(out), Some(m)) => format!(
+                "{out}\n  {} steps, final loss {:.4}, {:.0} samples/s\n  validation: {}",
+                r.steps,
+                r.final_loss,
+                r.samples_per_sec,
+                metrics_text(m)
+            ),
+            _ => format!(
+                "stopped after step {} of {} (loss {:.4}); continue with `--resume`",
+                r.steps, r.total_steps, r.final_loss
+            ),
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! The bert family: post-norm encoder; the output is the last hidden states, which
+//! [`super::mean_pool`] turns into sentence embeddings.
+
+use candle_core::{DType, Tensor};
+
+use super::config::ModelConfig;
+use super::model::Ctx;
+use super::ops::{attention, layer_norm, linear, merge_heads, padding_mask, split_heads};
+use crate::anatomy::{Param, Role};
+use crate::error::Result;
+
+/// Last hidden states `[batch, seq, hidden]` for token ids `[batch, seq]`.
+pub(crate) fn forward(
+    ctx: &Ctx<'_>,
+    c: &ModelConfig,
+    ids: &Tensor,
+    mask: Option<&Tensor>,
+    mut hidden: Option<&mut Vec<Tensor>>,
+) -> Result<Tensor> {
+    let (b, t) = ids.dims2()?;
+    let g = |role| ctx.need(&super::param::global(role, Param::Weight));
+    let words = g(Role::TokenEmbedding)?
+        .index_select(&ids.flatten_all()?, 0)?
+        .reshape((b, t, c.hidden))?;
+    let positions = g(Role::PositionEmbedding)?.narrow(0, 0, t)?;
+    let mut e = words.broadcast_add(&positions)?;
+    if let Some(types) = ctx.get(&super::param::global(
+        Role::TokenTypeEmbedding,
+        Param::Weight,
+    ))? {
+        e = e.broadcast_add(&types.narrow(0, 0, 1)?)?;
+    }
+    let (w, bias) = ctx.global_wb(Role::EmbeddingNorm)?;
+    let mut h = layer_norm(&e, &w, bias.as_ref(), c.norm_eps, ctx.mode)?;
+    if let Some(states) = hidden.as_deref_mut() {
+        states.push(h.clone());
+    }
+    let additive = match mask {
+        Some(m) => Some(padding_mask(m)?),
+        None => None,
+    };
+    for l in 0..ctx.depth() {
+        let (wq, bq) = ctx.wb(l, Role::AttnQ)?;
+        let (wk, bk) = ctx.wb(l, Role::AttnK)?;
+        let (wv, bv) = ctx.wb(l, Role::AttnV)?;
+        let q = split_heads(&linear(&h, &wq, bq.as_ref())?, c.heads)?;
+        let k = split_heads(&linear(&h, &wk, bk.as_ref())?, c.heads)?;
+        let v = split_heads(&linear(&h, &wv, bv.as_ref())?, c.heads)?;
+        let att = merge_heads(&attention(&q, &k, &v, additive.as_ref(), ctx.mode)?)?;
+        let (wo, bo) = ctx.wb(l, Role::AttnO)?;
+        let (wn, bn) = ctx.wb(l, Role::AttnNorm)?;
+        h = layer_norm(
+            &(h + linear(&att, &wo, bo.as_ref())?)?,
+            &wn,
+            bn.as_ref(),
+            c.norm_eps,
+            ctx.mode,
+        )?;
+        let (wu, bu) = ctx.wb(l, Role::MlpUp)?;
+        let (wd, bd) = ctx.wb(l, Role::MlpDown)?;
+        let (wn, bn) = ctx.wb(l, Role::MlpNorm)?;
+        let inner = linear(&h, &wu, bu.as_ref())?.gelu_erf()?;
+        h = layer_norm(
+            &(h + linear(&inner, &wd, bd.as_ref())?)?,
+            &wn,
+            bn.as_ref(),
+            c.norm_eps,
+            ctx.mode,
+        )?;
+        h = ctx.stitch(l, h)?;
+        if let Some(states) = hidden.as_deref_mut() {
+            states.push(h.clone());
+        }
+    }
+    Ok(h.to_dtype(DType::F32)?)
+}

@@ -1,0 +1,130 @@
+//! The sizes and options a forward pass needs, resolved from `config.json` and the tensors.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::anatomy::{Anatomy, Family};
+use crate::error::{Error, Result};
+
+/// How a vision model reduces its tokens to one vector before the head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// The class token's output.
+    Cls,
+    /// The mean over the patch tokens.
+    Mean,
+}
+
+/// Everything the model code needs besides the weights.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelConfig {
+    /// The family.
+    pub family: Family,
+    /// Number of blocks.
+    pub layers: usize,
+    /// Model width.
+    pub hidden: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Key/value heads (GQA; equal to `heads` without it).
+    pub kv_heads: usize,
+    /// MLP width.
+    pub intermediate: usize,
+    /// Norm epsilon.
+    pub norm_eps: f64,
+    /// Vocabulary size (text models; 0 for vision).
+    pub vocab: usize,
+    /// RoPE base (llama).
+    pub rope_theta: f64,
+    /// Whether the LM head reuses the token embedding (llama).
+    pub tied_head: bool,
+    /// Image side in pixels (vit).
+    pub image_size: usize,
+    /// Patch side in pixels (vit).
+    pub patch_size: usize,
+    /// Input channels (vit).
+    pub channels: usize,
+    /// Output classes (vit).
+    pub classes: usize,
+    /// Whether a class token is prepended (vit).
+    pub class_token: bool,
+    /// Pooling before the head (vit).
+    pub pooling: Pooling,
+    /// Whether the final norm comes after pooling (timm `fc_norm`) rather than before (vit).
+    pub norm_after_pool: bool,
+}
+
+fn num(config: Option<&Value>, keys: &[&str]) -> Option<f64> {
+    let cfg = config?;
+    keys.iter().find_map(|k| {
+        cfg.get(*k)
+            .or_else(|| cfg.get("model_args").and_then(|a| a.get(*k)))
+            .and_then(Value::as_f64)
+    })
+}
+
+fn need(what: &str, value: Option<usize>) -> Result<usize> {
+    value
+        .filter(|v| *v > 0)
+        .ok_or_else(|| Error::ModelMismatch {
+            name: what.to_string(),
+            reason: "config.json does not give it and the tensors do not show it".into(),
+        })
+}
+
+impl ModelConfig {
+    /// Resolve the config of a checkpoint with `anatomy` and `config.json` contents `config`.
+    pub fn resolve(anatomy: &Anatomy, config: Option<&Value>) -> Result<ModelConfig> {
+        let h = &anatomy.hyper;
+        let as_usize = |keys: &[&str]| num(config, keys).map(|v| v as usize);
+        let hidden = need("hidden_size", h.hidden_size.or(as_usize(&["embed_dim"])))?;
+        let heads = need("num_attention_heads", h.heads.or(as_usize(&["num_heads"])))?;
+        let family = anatomy.family;
+        let has = |role| anatomy.slots.values().any(|s| s.role == role);
+        let names = |frag: &str| anatomy.slots.keys().any(|n| n.contains(frag));
+        let default_eps = match family {
+            Family::Llama => 1e-5,
+            Family::Vit => 1e-6,
+            Family::Bert => 1e-12,
+        };
+        let class_token = has(crate::anatomy::Role::ClassToken);
+        let pooling = match config
+            .and_then(|c| c.get("global_pool"))
+            .and_then(Value::as_str)
+        {
+            Some("token") => Pooling::Cls,
+            Some(_) => Pooling::Mean,
+            None if class_token => Pooling::Cls,
+            None => Pooling::Mean,
+        };
+        let mlp_ratio = num(config, &["mlp_ratio"]).unwrap_or(4.0);
+        Ok(ModelConfig {
+            family,
+            layers: anatomy.hyper.layers,
+            hidden,
+            heads,
+            kv_heads: h.kv_heads.unwrap_or(heads),
+            intermediate: h
+                .intermediate_size
+                .unwrap_or((hidden as f64 * mlp_ratio) as usize),
+            norm_eps: num(config, &["rms_norm_eps", "layer_norm_eps", "norm_eps"])
+                .unwrap_or(default_eps),
+            vocab: h.vocab_size.unwrap_or(0),
+            rope_theta: num(config, &["rope_theta"]).unwrap_or(10_000.0),
+            tied_head: family == Family::Llama && !has(crate::anatomy::Role::Head),
+            image_size: h.image_size.unwrap_or(224),
+            patch_size: h.patch_size.unwrap_or(16),
+            channels: as_usize(&["num_channels", "in_chans"]).unwrap_or(3),
+            classes: h.num_classes.unwrap_or(0),
+            class_token,
+            pooling,
+            norm_after_pool: names("fc_norm"),
+        })
+    }
+
+    /// Width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.hidden / self.heads.max(1)
+    }
+}

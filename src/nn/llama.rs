@@ -1,0 +1,67 @@
+//! The llama family: RMSNorm, RoPE, grouped-query attention, SwiGLU, tied or untied head.
+
+use candle_core::Tensor;
+
+use super::config::ModelConfig;
+use super::model::Ctx;
+use super::ops::{
+    attention, causal_mask, linear, merge_heads, repeat_kv, rms_norm, rope, rope_tables,
+    split_heads,
+};
+use crate::anatomy::{Param, Role};
+use crate::error::Result;
+
+/// Logits `[batch, seq, vocab]` for token ids `[batch, seq]`.
+pub(crate) fn forward(
+    ctx: &Ctx<'_>,
+    c: &ModelConfig,
+    ids: &Tensor,
+    mut hidden: Option<&mut Vec<Tensor>>,
+) -> Result<Tensor> {
+    let (b, t) = ids.dims2()?;
+    let embed = ctx.need(&super::param::global(Role::TokenEmbedding, Param::Weight))?;
+    let mut h = embed
+        .index_select(&ids.flatten_all()?, 0)?
+        .reshape((b, t, c.hidden))?;
+    if let Some(states) = hidden.as_deref_mut() {
+        states.push(h.clone());
+    }
+    let hd = c.head_dim();
+    let (cos, sin) = rope_tables(t, hd, c.rope_theta, ids.device())?;
+    let mask = causal_mask(t, ids.device())?;
+    let rep = c.heads / c.kv_heads.max(1);
+    for l in 0..ctx.depth() {
+        let (w, _) = ctx.wb(l, Role::AttnNorm)?;
+        let x = rms_norm(&h, &w, c.norm_eps, ctx.mode)?;
+        let (wq, bq) = ctx.wb(l, Role::AttnQ)?;
+        let (wk, bk) = ctx.wb(l, Role::AttnK)?;
+        let (wv, bv) = ctx.wb(l, Role::AttnV)?;
+        let q = split_heads(&linear(&x, &wq, bq.as_ref())?, c.heads)?;
+        let k = split_heads(&linear(&x, &wk, bk.as_ref())?, c.kv_heads)?;
+        let v = split_heads(&linear(&x, &wv, bv.as_ref())?, c.kv_heads)?;
+        let q = rope(&q, &cos, &sin, ctx.mode)?;
+        let k = repeat_kv(&rope(&k, &cos, &sin, ctx.mode)?, rep)?;
+        let v = repeat_kv(&v, rep)?;
+        let att = merge_heads(&attention(&q, &k, &v, Some(&mask), ctx.mode)?)?;
+        let (wo, bo) = ctx.wb(l, Role::AttnO)?;
+        h = (h + linear(&att, &wo, bo.as_ref())?)?;
+        let (w, _) = ctx.wb(l, Role::MlpNorm)?;
+        let x = rms_norm(&h, &w, c.norm_eps, ctx.mode)?;
+        let (wg, _) = ctx.wb(l, Role::MlpGate)?;
+        let (wu, _) = ctx.wb(l, Role::MlpUp)?;
+        let (wd, _) = ctx.wb(l, Role::MlpDown)?;
+        let gated = (linear(&x, &wg, None)?.silu()? * linear(&x, &wu, None)?)?;
+        h = (h + linear(&gated, &wd, None)?)?;
+        h = ctx.stitch(l, h)?;
+        if let Some(states) = hidden.as_deref_mut() {
+            states.push(h.clone());
+        }
+    }
+    let (w, _) = ctx.global_wb(Role::FinalNorm)?;
+    let h = rms_norm(&h, &w, c.norm_eps, ctx.mode)?;
+    let head = match ctx.get(&super::param::global(Role::Head, Param::Weight))? {
+        Some(w) => w,
+        None => embed,
+    };
+    linear(&h, &head, None)
+}

@@ -1,0 +1,358 @@
+//! [`Model`]: a family's forward pass over a [`Parametrisation`], loaded from a checkpoint.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Device, Tensor, Var};
+
+use super::config::ModelConfig;
+use super::param::{Parametrisation, Plain, Store};
+use super::{Mode, bert, llama, vit};
+use crate::anatomy::{Family, Param, Role, Slot, analyze};
+use crate::checkpoint::Checkpoint;
+use crate::checkpoint::memory::MemorySource;
+use crate::checkpoint::write::{WriteOptions, plan_all, write_model};
+use crate::error::{Error, Result};
+use crate::progress::Silent;
+
+/// What a model reads.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// Token ids `[batch, seq]` (u32), with an optional 0/1 attention mask `[batch, seq]`.
+    Tokens {
+        /// The ids.
+        ids: Tensor,
+        /// 1 for real tokens, 0 for padding (bert).
+        mask: Option<Tensor>,
+    },
+    /// Images `[batch, channels, height, width]` (f32, normalised).
+    Images(Tensor),
+}
+
+/// The result of a forward pass.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    /// llama: logits `[batch, seq, vocab]`; vit: logits `[batch, classes]`; bert: the last
+    /// hidden states `[batch, seq, hidden]`.
+    pub output: Tensor,
+    /// Hidden states when asked for: entry 0 is the embedding output, entry `l + 1` the output of
+    /// block `l`.
+    pub hidden: Vec<Tensor>,
+    /// With [`Hooks::weight_grads`]: for each per-layer tensor the pass used, a zero probe
+    /// added to it, whose gradient is the gradient of that tensor as the layer saw it.
+    pub layer_weights: Vec<(Slot, Tensor)>,
+}
+
+/// What a forward pass should expose besides its output.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hooks {
+    /// Keep the hidden states after the embeddings and after every block.
+    pub hidden: bool,
+    /// Make per-layer weight gradients available through [`Forward::layer_grads`].
+    pub weight_grads: bool,
+}
+
+impl Forward {
+    /// The gradient of each per-layer tensor, after `loss.backward()` gave `grads`.
+    ///
+    /// The pass must have run with [`Hooks::weight_grads`]. For TLEG or SWS weights these are
+    /// the gradients with respect to the expanded or shared tensor as layer `l` saw it, not with
+    /// respect to the underlying variables.
+    pub fn layer_grads(&self, grads: &GradStore) -> BTreeMap<Slot, Tensor> {
+        let mut out: BTreeMap<Slot, Tensor> = BTreeMap::new();
+        for (slot, t) in &self.layer_weights {
+            if let Some(g) = grads.get(t) {
+                out.insert(slot.clone(), g.clone());
+            }
+        }
+        out
+    }
+}
+
+/// The per-pass view of the weights that the family code reads through.
+pub(crate) struct Ctx<'a> {
+    params: &'a dyn Parametrisation,
+    pub mode: Mode,
+    probes: bool,
+    used: RefCell<Vec<(Slot, Tensor)>>,
+}
+
+impl Ctx<'_> {
+    /// The tensor of a slot, if the model has it.
+    pub fn get(&self, slot: &Slot) -> Result<Option<Tensor>> {
+        let t = self.params.get(slot)?;
+        match (t, slot.layer) {
+            (Some(t), Some(_)) if self.probes => {
+                // candle keeps gradients only for variables: a zero variable added to the
+                // tensor receives exactly the tensor's gradient.
+                let probe = Var::zeros(t.shape(), t.dtype(), t.device())?;
+                let probed = (t + probe.as_tensor())?;
+                self.used
+                    .borrow_mut()
+                    .push((slot.clone(), probe.as_tensor().clone()));
+                Ok(Some(probed))
+            }
+            (t, _) => Ok(t),
+        }
+    }
+
+    /// The tensor of a slot the model cannot run without.
+    pub fn need(&self, slot: &Slot) -> Result<Tensor> {
+        self.get(slot)?.ok_or_else(|| Error::ModelMismatch {
+            name: format!("{:?} {:?} of layer {:?}", slot.role, slot.param, slot.layer),
+            reason: "the model needs it, but the weights do not have it".into(),
+        })
+    }
+
+    /// Weight and optional bias of a layer role.
+    pub fn wb(&self, layer: usize, role: Role) -> Result<(Tensor, Option<Tensor>)> {
+        let w = self.need(&super::param::slot(layer, role, Param::Weight))?;
+        let b = self.get(&super::param::slot(layer, role, Param::Bias))?;
+        Ok((w, b))
+    }
+
+    /// Weight and optional bias of a global role.
+    pub fn global_wb(&self, role: Role) -> Result<(Tensor, Option<Tensor>)> {
+        let w = self.need(&super::param::global(role, Param::Weight))?;
+        let b = self.get(&super::param::global(role, Param::Bias))?;
+        Ok((w, b))
+    }
+
+    /// Apply the stitch after block `layer`, if the parametrisation has one.
+    pub fn stitch(&self, layer: usize, h: Tensor) -> Result<Tensor> {
+        match self.params.stitch(layer) {
+            Some((w, b)) => super::ops::linear(&h, &w, b.as_ref()),
+            None => Ok(h),
+        }
+    }
+
+    /// Number of blocks.
+    pub fn depth(&self) -> usize {
+        self.params.depth()
+    }
+}
+
+/// A model: its config, its weights and the device they live on.
+pub struct Model {
+    /// Sizes and options.
+    pub config: ModelConfig,
+    /// The weights.
+    pub params: Box<dyn Parametrisation>,
+    /// Where the weights live.
+    pub device: Device,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+/// The device to run on: the first CUDA GPU when `cuda` is true, else the CPU.
+pub fn device(cuda: bool) -> Result<Device> {
+    if cuda {
+        Ok(Device::new_cuda(0)?)
+    } else {
+        Ok(Device::Cpu)
+    }
+}
+
+fn skip(family: Family, name: &str, slot: &Slot) -> bool {
+    match family {
+        // The encoder's output is the embedding; heads and pooler are task-specific.
+        Family::Bert => matches!(slot.role, Role::Head | Role::Pooler | Role::Buffer),
+        Family::Vit => {
+            slot.role == Role::Buffer || slot.role == Role::Pooler || name.contains("dist")
+        }
+        Family::Llama => slot.role == Role::Buffer,
+    }
+}
+
+impl Model {
+    /// Load a model with plain weights from a checkpoint, checking every tensor's shape
+    /// against the config.
+    pub fn load(ckpt: &Checkpoint, device: &Device) -> Result<Model> {
+        let anatomy = analyze(ckpt.config.as_ref(), ckpt.source.tensors())?;
+        let mut config = ModelConfig::resolve(&anatomy, ckpt.config.as_ref())?;
+        let mut store = Store::new();
+        for (name, slot) in &anatomy.slots {
+            if skip(anatomy.family, name, slot) {
+                continue;
+            }
+            let info = ckpt.source.require(name)?;
+            let values = ckpt.source.read_f32(name)?;
+            let t = Tensor::from_vec(values, info.shape.clone(), device)?;
+            if store.var(slot).is_some() {
+                return Err(Error::ModelMismatch {
+                    name: name.clone(),
+                    reason: format!(
+                        "a second tensor for {:?} {:?} (layer {:?})",
+                        slot.role, slot.param, slot.layer
+                    ),
+                });
+            }
+            store.insert(slot.clone(), name, &t)?;
+        }
+        if config.family == Family::Vit && config.classes == 0 {
+            let head = super::param::global(Role::Head, Param::Weight);
+            config.classes = store.var(&head).map_or(0, |v| v.dims()[0]);
+        }
+        let model = Model {
+            config,
+            params: Box::new(Plain { store }),
+            device: device.clone(),
+        };
+        model.check_shapes()?;
+        Ok(model)
+    }
+
+    /// Check every plain tensor against the shape the config implies.
+    pub fn check_shapes(&self) -> Result<()> {
+        for (name, var) in self.params.vars() {
+            let Some(slot) = self.slot_of(&name) else {
+                continue;
+            };
+            if let Some(want) = expected_shape(&self.config, &slot)
+                && var.dims() != want.as_slice()
+            {
+                return Err(Error::ModelMismatch {
+                    name,
+                    reason: format!(
+                        "shape {:?}, but config (hidden {}, heads {}, kv heads {}, intermediate {}) needs {:?}",
+                        var.dims(),
+                        self.config.hidden,
+                        self.config.heads,
+                        self.config.kv_heads,
+                        self.config.intermediate,
+                        want
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn slot_of(&self, name: &str) -> Option<Slot> {
+        let rules = crate::anatomy::rules(self.config.family);
+        [crate::anatomy::Naming::Hf, crate::anatomy::Naming::Timm]
+            .into_iter()
+            .find_map(|n| rules.classify(name, n))
+    }
+
+    /// Run a forward pass; `hidden` asks for per-layer hidden states.
+    pub fn forward(&self, input: &Input, mode: Mode, hidden: bool) -> Result<Forward> {
+        let hooks = Hooks {
+            hidden,
+            weight_grads: false,
+        };
+        self.forward_with(input, mode, hooks)
+    }
+
+    /// Run a forward pass with the given hooks.
+    pub fn forward_with(&self, input: &Input, mode: Mode, hooks: Hooks) -> Result<Forward> {
+        let ctx = Ctx {
+            params: self.params.as_ref(),
+            mode,
+            probes: hooks.weight_grads,
+            used: RefCell::new(Vec::new()),
+        };
+        let mut states = Vec::new();
+        let keep = if hooks.hidden {
+            Some(&mut states)
+        } else {
+            None
+        };
+        let output = match (self.config.family, input) {
+            (Family::Llama, Input::Tokens { ids, .. }) => {
+                llama::forward(&ctx, &self.config, ids, keep)?
+            }
+            (Family::Bert, Input::Tokens { ids, mask }) => {
+                bert::forward(&ctx, &self.config, ids, mask.as_ref(), keep)?
+            }
+            (Family::Vit, Input::Images(x)) => vit::forward(&ctx, &self.config, x, keep)?,
+            (family, _) => {
+                return Err(Error::InvalidValue {
+                    what: "model input".into(),
+                    value: family.to_string(),
+                    reason: "llama and bert read token ids, vit reads images".into(),
+                });
+            }
+        };
+        Ok(Forward {
+            output,
+            hidden: states,
+            layer_weights: ctx.used.into_inner(),
+        })
+    }
+
+    /// Every learnable variable with its name.
+    pub fn vars(&self) -> Vec<(String, Var)> {
+        self.params.vars()
+    }
+
+    /// Number of learnable scalars.
+    pub fn param_count(&self) -> usize {
+        self.vars().iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// Write the variables as `model.safetensors` (f32) into `dir`, under their names.
+    pub fn write_weights(&self, dir: &Path) -> Result<()> {
+        let mut mem = MemorySource::new();
+        for (name, var) in self.vars() {
+            let values: Vec<f32> = var
+                .as_tensor()
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1()?;
+            mem.insert_f32(&name, var.dims(), &values)?;
+        }
+        let opts = WriteOptions::default();
+        let plan = plan_all(&mem, &opts);
+        write_model(dir, &mem, plan, &opts, &Silent)?;
+        Ok(())
+    }
+}
+
+/// The shape a slot must have under `c`, where it is fixed by the config.
+fn expected_shape(c: &ModelConfig, slot: &Slot) -> Option<Vec<usize>> {
+    let d = c.hidden;
+    let hd = c.head_dim();
+    let i = c.intermediate;
+    let bias = slot.param == Param::Bias;
+    let wb = |rows: usize, cols: usize| if bias { vec![rows] } else { vec![rows, cols] };
+    Some(match (c.family, slot.role) {
+        (_, Role::AttnNorm | Role::MlpNorm | Role::FinalNorm | Role::EmbeddingNorm) => vec![d],
+        (Family::Llama, Role::AttnQ) => wb(c.heads * hd, d),
+        (Family::Llama, Role::AttnK | Role::AttnV) => wb(c.kv_heads * hd, d),
+        (Family::Llama, Role::AttnO) => wb(d, c.heads * hd),
+        (Family::Llama, Role::TokenEmbedding | Role::Head) => vec![c.vocab, d],
+        (_, Role::AttnQ | Role::AttnK | Role::AttnV | Role::AttnO) => wb(d, d),
+        (_, Role::AttnQkv) => wb(3 * d, d),
+        (_, Role::MlpGate | Role::MlpUp) => wb(i, d),
+        (_, Role::MlpDown) => wb(d, i),
+        (Family::Bert, Role::TokenEmbedding) => vec![c.vocab, d],
+        (Family::Vit, Role::PatchEmbedding) if !bias => {
+            vec![d, c.channels, c.patch_size, c.patch_size]
+        }
+        (Family::Vit, Role::PatchEmbedding) => vec![d],
+        (Family::Vit, Role::ClassToken) => vec![1, 1, d],
+        (Family::Vit, Role::PositionEmbedding) => {
+            let side = c.image_size / c.patch_size.max(1);
+            vec![1, side * side + usize::from(c.class_token), d]
+        }
+        (Family::Vit, Role::Head) => wb(c.classes, d),
+        _ => return None,
+    })
+}
+
+/// Mean of `hidden [batch, seq, dim]` over the positions where `mask [batch, seq]` is 1.
+pub fn mean_pool(hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+    let sum = hidden.broadcast_mul(&m)?.sum(1)?;
+    let count = m.sum(1)?.clamp(1e-9, f64::MAX)?;
+    Ok(sum.broadcast_div(&count)?)
+}

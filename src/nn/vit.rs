@@ -1,0 +1,112 @@
+//! The vit family in timm's DeiT layout: patch embedding, optional class token, position
+//! embedding, pre-norm blocks, and a head on the class token or the mean of the patch tokens.
+
+use candle_core::{D, Tensor};
+
+use super::config::{ModelConfig, Pooling};
+use super::model::Ctx;
+use super::ops::{attention, layer_norm, linear, merge_heads, split_heads};
+use crate::anatomy::{Param, Role};
+use crate::error::Result;
+
+/// Cut `[batch, channels, h, w]` into flattened patches `[batch, patches, channels·p·p]`, in
+/// the element order of a conv kernel `[out, channels, p, p]`.
+pub(crate) fn patchify(x: &Tensor, p: usize) -> Result<Tensor> {
+    let (b, ch, hgt, wid) = x.dims4()?;
+    let (gh, gw) = (hgt / p, wid / p);
+    Ok(x.reshape((b, ch, gh, p, gw, p))?
+        .permute((0, 2, 4, 1, 3, 5))?
+        .contiguous()?
+        .reshape((b, gh * gw, ch * p * p))?)
+}
+
+/// Logits `[batch, classes]` for images `[batch, channels, size, size]`.
+pub(crate) fn forward(
+    ctx: &Ctx<'_>,
+    c: &ModelConfig,
+    x: &Tensor,
+    mut hidden: Option<&mut Vec<Tensor>>,
+) -> Result<Tensor> {
+    let b = x.dim(0)?;
+    let (pw, pb) = ctx.global_wb(Role::PatchEmbedding)?;
+    let kernel = pw.reshape((c.hidden, ()))?;
+    let mut h = linear(&patchify(x, c.patch_size)?, &kernel, pb.as_ref())?;
+    let prefix = usize::from(c.class_token);
+    if c.class_token {
+        let cls = ctx.need(&super::param::global(Role::ClassToken, Param::Weight))?;
+        h = Tensor::cat(&[&cls.broadcast_as((b, 1, c.hidden))?, &h], 1)?;
+    }
+    let pos = ctx.need(&super::param::global(
+        Role::PositionEmbedding,
+        Param::Weight,
+    ))?;
+    h = h.broadcast_add(&pos)?;
+    if let Some(states) = hidden.as_deref_mut() {
+        states.push(h.clone());
+    }
+    for l in 0..ctx.depth() {
+        let (wn, bn) = ctx.wb(l, Role::AttnNorm)?;
+        let x = layer_norm(&h, &wn, bn.as_ref(), c.norm_eps, ctx.mode)?;
+        let (q, k, v) = qkv(ctx, l, &x)?;
+        let att = merge_heads(&attention(
+            &split_heads(&q, c.heads)?,
+            &split_heads(&k, c.heads)?,
+            &split_heads(&v, c.heads)?,
+            None,
+            ctx.mode,
+        )?)?;
+        let (wo, bo) = ctx.wb(l, Role::AttnO)?;
+        h = (h + linear(&att, &wo, bo.as_ref())?)?;
+        let (wn, bn) = ctx.wb(l, Role::MlpNorm)?;
+        let x = layer_norm(&h, &wn, bn.as_ref(), c.norm_eps, ctx.mode)?;
+        let (wu, bu) = ctx.wb(l, Role::MlpUp)?;
+        let (wd, bd) = ctx.wb(l, Role::MlpDown)?;
+        let inner = linear(&x, &wu, bu.as_ref())?.gelu_erf()?;
+        h = (h + linear(&inner, &wd, bd.as_ref())?)?;
+        h = ctx.stitch(l, h)?;
+        if let Some(states) = hidden.as_deref_mut() {
+            states.push(h.clone());
+        }
+    }
+    let norm = ctx.get(&super::param::global(Role::FinalNorm, Param::Weight))?;
+    let norm_bias = ctx.get(&super::param::global(Role::FinalNorm, Param::Bias))?;
+    if let (Some(w), false) = (&norm, c.norm_after_pool) {
+        h = layer_norm(&h, w, norm_bias.as_ref(), c.norm_eps, ctx.mode)?;
+    }
+    let tokens = h.dim(1)?;
+    let mut pooled = match c.pooling {
+        Pooling::Cls => h.narrow(1, 0, 1)?.squeeze(1)?,
+        Pooling::Mean => h.narrow(1, prefix, tokens - prefix)?.mean(1)?,
+    };
+    if let (Some(w), true) = (&norm, c.norm_after_pool) {
+        pooled = layer_norm(&pooled, w, norm_bias.as_ref(), c.norm_eps, ctx.mode)?;
+    }
+    let (hw, hb) = ctx.global_wb(Role::Head)?;
+    linear(&pooled, &hw, hb.as_ref())
+}
+
+fn qkv(ctx: &Ctx<'_>, l: usize, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    let fused = super::param::slot(l, Role::AttnQkv, Param::Weight);
+    if let Some(w) = ctx.get(&fused)? {
+        let b = ctx.get(&super::param::slot(l, Role::AttnQkv, Param::Bias))?;
+        let y = linear(x, &w, b.as_ref())?;
+        let d = y.dim(D::Minus1)? / 3;
+        return Ok((
+            y.narrow(D::Minus1, 0, d)?,
+            y.narrow(D::Minus1, d, d)?,
+            y.narrow(D::Minus1, 2 * d, d)?,
+        ));
+    }
+    let mut out = Vec::with_capacity(3);
+    for role in [Role::AttnQ, Role::AttnK, Role::AttnV] {
+        let (w, b) = ctx.wb(l, role)?;
+        out.push(linear(x, &w, b.as_ref())?);
+    }
+    let v = out.pop();
+    let k = out.pop();
+    let q = out.pop();
+    match (q, k, v) {
+        (Some(q), Some(k), Some(v)) => Ok((q, k, v)),
+        _ => unreachable!("three projections were pushed"),
+    }
+}

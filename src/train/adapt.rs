@@ -1,0 +1,394 @@
+//! `adapt`: fine-tune a model on a dataset and write it as a Hugging Face directory whose
+//! model card holds the metrics. Training state is saved beside the output every few steps, so
+//! an interrupted run resumes with `resume`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::data::{ImageSet, read_images, split};
+use super::eval::{Metrics, accuracy, checkpoint_tokenizer, perplexity};
+use super::loss::{cross_entropy, lm_loss};
+use super::optim::{AdamW, AdamWConfig, clip_grad_norm, cosine_lr};
+use super::state::{self, StateMeta};
+use super::text::TextBlocks;
+use crate::anatomy::Family;
+use crate::checkpoint::{SideFile, open};
+use crate::error::{Error, Result};
+use crate::fsutil::StagedDir;
+use crate::nn::init::Rng;
+use crate::nn::{Input, Mode, Model, device};
+use crate::progress::{Event, Reporter};
+
+/// Options of [`adapt`].
+#[derive(Debug, Clone)]
+pub struct AdaptOptions {
+    /// Optimiser steps; overrides `epochs`.
+    pub steps: Option<usize>,
+    /// Passes over the training split when `steps` is not given.
+    pub epochs: Option<usize>,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Examples per step.
+    pub batch_size: usize,
+    /// Warm-up steps.
+    pub warmup: usize,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this.
+    pub max_grad_norm: f64,
+    /// Fraction of the data held out for validation.
+    pub val_fraction: f64,
+    /// Use only the first `limit` examples of the data.
+    pub limit: Option<usize>,
+    /// Tokens per block (llama).
+    pub seq_len: usize,
+    /// Seed for the split and the batch order.
+    pub seed: u64,
+    /// Save the training state every this many steps.
+    pub save_every: usize,
+    /// Continue from the saved training state.
+    pub resume: bool,
+    /// Stop (as if interrupted) after this many steps, leaving the state to resume from.
+    pub stop_after: Option<usize>,
+    /// Replace an existing output.
+    pub force: bool,
+    /// Run on the first CUDA GPU.
+    pub cuda: bool,
+}
+
+impl Default for AdaptOptions {
+    fn default() -> Self {
+        AdaptOptions {
+            steps: None,
+            epochs: None,
+            lr: 1e-3,
+            batch_size: 32,
+            warmup: 0,
+            weight_decay: 0.05,
+            max_grad_norm: 1.0,
+            val_fraction: 0.1,
+            limit: None,
+            seq_len: 256,
+            seed: 0,
+            save_every: 50,
+            resume: false,
+            stop_after: None,
+            force: false,
+            cuda: false,
+        }
+    }
+}
+
+/// What [`adapt`] did.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdaptReport {
+    /// The output directory (absent when the run stopped early).
+    pub output: Option<String>,
+    /// Steps completed.
+    pub steps: usize,
+    /// Steps planned.
+    pub total_steps: usize,
+    /// The step the run resumed from, if it did.
+    pub resumed_from: Option<usize>,
+    /// Loss of the last step.
+    pub final_loss: f32,
+    /// Training throughput of this run.
+    pub samples_per_sec: f64,
+    /// Validation metrics (absent when the run stopped early).
+    pub metrics: Option<Metrics>,
+}
+
+/// The directory that holds the resumable training state for output `out`.
+pub fn state_dir(out: &Path) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    out.with_file_name(format!(".{name}.adapt-state"))
+}
+
+enum Data {
+    Images(ImageSet),
+    Text(TextBlocks),
+}
+
+impl Data {
+    fn len(&self) -> usize {
+        match self {
+            Data::Images(s) => s.len(),
+            Data::Text(t) => t.len(),
+        }
+    }
+}
+
+fn check_options(opts: &AdaptOptions) -> Result<()> {
+    if !(opts.lr > 0.0 && opts.lr.is_finite()) {
+        return Err(Error::InvalidValue {
+            what: "`--lr`".into(),
+            value: opts.lr.to_string(),
+            reason: "the learning rate must be a positive number, e.g. `1e-3`".into(),
+        });
+    }
+    if opts.batch_size == 0 {
+        return Err(Error::InvalidValue {
+            what: "`--batch-size`".into(),
+            value: "0".into(),
+            reason: "a step needs at least one example".into(),
+        });
+    }
+    if matches!(opts.steps, Some(0)) || matches!(opts.epochs, Some(0)) {
+        return Err(Error::InvalidValue {
+            what: "`--steps`/`--epochs`".into(),
+            value: "0".into(),
+            reason: "train for at least one step".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Fine-tune the model at `model_path` on `data` and write it to `out`.
+pub fn adapt(
+    model_path: &Path,
+    data: &Path,
+    out: &Path,
+    opts: &AdaptOptions,
+    reporter: &dyn Reporter,
+) -> Result<AdaptReport> {
+    check_options(opts)?;
+    if out.exists() && !opts.force {
+        return Err(Error::OutputExists {
+            path: out.to_path_buf(),
+        });
+    }
+    let ckpt = open(model_path)?;
+    let mut model = Model::load(&ckpt, &device(opts.cuda)?)?;
+    let c = model.config.clone();
+    let mut set = match c.family {
+        Family::Vit => {
+            let set = read_images(data)?;
+            set.check_shape(c.channels, c.image_size)?;
+            set.check_labels(c.classes)?;
+            Data::Images(set)
+        }
+        Family::Llama => {
+            let tok = checkpoint_tokenizer(&ckpt)?;
+            Data::Text(TextBlocks::read(data, &tok, opts.seq_len)?)
+        }
+        Family::Bert => {
+            return Err(Error::InvalidValue {
+                what: "model family".into(),
+                value: "bert".into(),
+                reason: "`adapt` trains llama (next token) and vit (labels) models; bert has no task head to train".into(),
+            });
+        }
+    };
+    if let (Some(l), Data::Images(s)) = (opts.limit, &mut set) {
+        s.truncate(l);
+    }
+    let n = match (opts.limit, &set) {
+        (Some(l), Data::Text(t)) => l.min(t.len()),
+        _ => set.len(),
+    };
+    let (train, val) = split(n, opts.val_fraction, opts.seed);
+    if train.is_empty() {
+        return Err(Error::Dataset {
+            path: data.to_path_buf(),
+            reason: format!("{n} example(s) leave none for training after the validation split"),
+        });
+    }
+    let per_epoch = train.len().div_ceil(opts.batch_size);
+    let total = opts
+        .steps
+        .unwrap_or_else(|| opts.epochs.unwrap_or(1) * per_epoch);
+    let vars = model.vars();
+    let mut opt = AdamW::new(
+        vars.clone(),
+        AdamWConfig {
+            weight_decay: opts.weight_decay,
+            ..AdamWConfig::default()
+        },
+    )?;
+    let state_path = state_dir(out);
+    let mut start = 0;
+    let mut resumed_from = None;
+    let mut last_loss = f32::NAN;
+    if opts.resume {
+        let meta = state::load(&state_path, &model, &mut opt)?;
+        if meta.total != total || meta.seed != opts.seed {
+            return Err(Error::InvalidValue {
+                what: "`--resume`".into(),
+                value: state_path.display().to_string(),
+                reason: format!(
+                    "the saved run planned {} steps with seed {}, this one {total} with seed {}; pass the same options",
+                    meta.total, meta.seed, opts.seed
+                ),
+            });
+        }
+        start = meta.step;
+        resumed_from = Some(meta.step);
+        last_loss = meta.last_loss;
+    }
+    reporter.report(Event::Start {
+        task: "adapt".into(),
+        total: total as u64,
+    });
+    if start > 0 {
+        reporter.report(Event::Advance {
+            amount: start as u64,
+            item: Some(format!("resumed at step {start}")),
+        });
+    }
+    let began = Instant::now();
+    let mut seen = 0usize;
+    let mut order = EpochOrder::new(train.clone(), opts.seed);
+    let stop = opts.stop_after.unwrap_or(total).min(total);
+    for step in start..stop {
+        let batch = order.batch(step, opts.batch_size);
+        let loss = match &set {
+            Data::Images(s) => {
+                let (x, y) = s.batch(&batch, &model.device)?;
+                let out = model.forward(&Input::Images(x), Mode::Train, false)?;
+                cross_entropy(&out.output, &y)?
+            }
+            Data::Text(t) => {
+                let (x, y) = t.batch(&batch, &model.device)?;
+                let out =
+                    model.forward(&Input::Tokens { ids: x, mask: None }, Mode::Train, false)?;
+                lm_loss(&out.output, &y)?
+            }
+        };
+        let mut grads = loss.backward()?;
+        clip_grad_norm(&mut grads, &vars, opts.max_grad_norm)?;
+        let lr = cosine_lr(step, total, opts.warmup, opts.lr, opts.lr * 0.01);
+        opt.step(&grads, lr)?;
+        last_loss = loss.to_scalar::<f32>()?;
+        if !last_loss.is_finite() {
+            return Err(Error::InvalidValue {
+                what: "`--lr`".into(),
+                value: opts.lr.to_string(),
+                reason: format!(
+                    "the loss became {last_loss} at step {step}; lower the learning rate"
+                ),
+            });
+        }
+        seen += batch.len();
+        let rate = seen as f64 / began.elapsed().as_secs_f64().max(1e-9);
+        reporter.report(Event::Advance {
+            amount: 1,
+            item: Some(format!("loss {last_loss:.4} · {rate:.0} samples/s")),
+        });
+        let done = step + 1;
+        if done % opts.save_every.max(1) == 0 || done == stop {
+            let meta = StateMeta {
+                step: done,
+                total,
+                seed: opts.seed,
+                last_loss,
+            };
+            state::save(&state_path, &model, &opt, &meta)?;
+        }
+    }
+    let samples_per_sec = seen as f64 / began.elapsed().as_secs_f64().max(1e-9);
+    if stop < total {
+        return Ok(AdaptReport {
+            output: None,
+            steps: stop,
+            total_steps: total,
+            resumed_from,
+            final_loss: last_loss,
+            samples_per_sec,
+            metrics: None,
+        });
+    }
+    reporter.report(Event::Finish);
+    let eval_idx = if val.is_empty() { train.clone() } else { val };
+    let metrics = match &set {
+        Data::Images(s) => accuracy(&model, s, &eval_idx, 256, &crate::progress::Silent)?,
+        Data::Text(t) => perplexity(&model, t, &eval_idx, 1, &crate::progress::Silent)?,
+    };
+    let written = write_output(&mut model, &ckpt, out, opts, &metrics, total, last_loss)?;
+    let _ = fs_err::remove_dir_all(&state_path);
+    Ok(AdaptReport {
+        output: Some(written.display().to_string()),
+        steps: total,
+        total_steps: total,
+        resumed_from,
+        final_loss: last_loss,
+        samples_per_sec,
+        metrics: Some(metrics),
+    })
+}
+
+/// The batch order: epoch `e` visits the training indices in a shuffle seeded by
+/// `seed + e`, so any step's batch depends only on the seed and the step.
+struct EpochOrder {
+    train: Vec<usize>,
+    seed: u64,
+    epoch: Option<(usize, Vec<usize>)>,
+}
+
+impl EpochOrder {
+    fn new(train: Vec<usize>, seed: u64) -> EpochOrder {
+        EpochOrder {
+            train,
+            seed,
+            epoch: None,
+        }
+    }
+
+    fn batch(&mut self, step: usize, size: usize) -> Vec<usize> {
+        let n = self.train.len();
+        (step * size..(step + 1) * size)
+            .map(|p| {
+                let (e, i) = (p / n, p % n);
+                if self.epoch.as_ref().is_none_or(|(cur, _)| *cur != e) {
+                    let mut perm = self.train.clone();
+                    Rng::new(self.seed.wrapping_add(1000 + e as u64)).shuffle(&mut perm);
+                    self.epoch = Some((e, perm));
+                }
+                self.epoch.as_ref().map_or(0, |(_, perm)| perm[i])
+            })
+            .collect()
+    }
+}
+
+fn write_output(
+    model: &mut Model,
+    ckpt: &crate::checkpoint::Checkpoint,
+    out: &Path,
+    opts: &AdaptOptions,
+    metrics: &Metrics,
+    steps: usize,
+    loss: f32,
+) -> Result<PathBuf> {
+    let staged = StagedDir::new(out, opts.force)?;
+    let config = ckpt
+        .config
+        .clone()
+        .unwrap_or_else(|| crate::nn::init::config_json(&model.config));
+    staged.write_file("config.json", &serde_json::to_vec_pretty(&config)?)?;
+    model.write_weights(staged.path())?;
+    for side in &ckpt.side_files {
+        match side {
+            SideFile::Copy { name, path } => staged.copy_file(name, path)?,
+            SideFile::Bytes { name, bytes } => staged.write_file(name, bytes)?,
+        }
+    }
+    let card = format!(
+        "# {name}\n\nFine-tuned by `lgreg adapt` from `{from}`.\n\n| | |\n| --- | --- |\n| family | {family} |\n| steps | {steps} |\n| peak learning rate | {lr} |\n| batch size | {batch} |\n| seed | {seed} |\n| final training loss | {loss:.4} |\n| validation | `{metrics}` |\n",
+        name = out
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        from = ckpt.path.display(),
+        family = model.config.family,
+        lr = opts.lr,
+        batch = opts.batch_size,
+        seed = opts.seed,
+        metrics = serde_json::to_string(metrics)?,
+    );
+    staged.write_file("README.md", card.as_bytes())?;
+    staged.commit()
+}

@@ -1,0 +1,271 @@
+//! Evaluation: perplexity for llama on text, accuracy for vit on images, cosine similarity of
+//! sentence pairs for bert.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{D, Tensor};
+use serde::Serialize;
+
+use super::data::read_images;
+use super::loss::{correct, lm_loss};
+use super::text::{TextBlocks, Tokenizer};
+use crate::anatomy::Family;
+use crate::checkpoint::{Checkpoint, SideFile, open};
+use crate::error::{Error, Result};
+use crate::nn::{Input, Mode, Model, device, mean_pool};
+use crate::progress::{Event, Reporter};
+
+/// Options of [`evaluate`].
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// Tokens per block for perplexity.
+    pub seq_len: usize,
+    /// Examples per forward pass.
+    pub batch_size: usize,
+    /// Evaluate at most this many examples (blocks, images or pairs).
+    pub limit: Option<usize>,
+    /// Run on the first CUDA GPU.
+    pub cuda: bool,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions {
+            seq_len: 256,
+            batch_size: 64,
+            limit: None,
+            cuda: false,
+        }
+    }
+}
+
+/// A model's quality on some data.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Metrics {
+    /// Language models.
+    Perplexity {
+        /// `exp` of the mean next-token loss.
+        perplexity: f64,
+        /// The mean next-token loss (nats).
+        loss: f64,
+        /// Tokens scored.
+        tokens: usize,
+    },
+    /// Classifiers.
+    Accuracy {
+        /// Fraction correct.
+        accuracy: f64,
+        /// Images scored.
+        examples: usize,
+    },
+    /// Encoders on sentence pairs.
+    Similarity {
+        /// Cosine similarity of each pair's mean-pooled embeddings.
+        similarities: Vec<f64>,
+        /// Their mean.
+        mean_similarity: f64,
+    },
+}
+
+/// The result of [`evaluate`].
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    /// The model evaluated.
+    pub model: String,
+    /// The data.
+    pub data: String,
+    /// Its family.
+    pub family: Family,
+    /// The metrics.
+    #[serde(flatten)]
+    pub metrics: Metrics,
+}
+
+/// The tokenizer that travels with a checkpoint (`tokenizer.json`, or the one a GGUF carries).
+pub fn checkpoint_tokenizer(ckpt: &Checkpoint) -> Result<Tokenizer> {
+    for side in &ckpt.side_files {
+        match side {
+            SideFile::Copy { name, path } if name == "tokenizer.json" => {
+                return Tokenizer::load(path);
+            }
+            SideFile::Bytes { name, bytes } if name == "tokenizer.json" => {
+                return Tokenizer::from_bytes(bytes, &ckpt.path);
+            }
+            _ => {}
+        }
+    }
+    Err(Error::NotFound {
+        path: ckpt.path.join("tokenizer.json"),
+    })
+}
+
+/// Evaluate the model at `model_path` on `data`.
+pub fn evaluate(
+    model_path: &Path,
+    data: &Path,
+    opts: &EvalOptions,
+    reporter: &dyn Reporter,
+) -> Result<EvalReport> {
+    let ckpt = open(model_path)?;
+    let model = Model::load(&ckpt, &device(opts.cuda)?)?;
+    let metrics = evaluate_model(&model, &ckpt, data, opts, reporter)?;
+    Ok(EvalReport {
+        model: model_path.display().to_string(),
+        data: data.display().to_string(),
+        family: model.config.family,
+        metrics,
+    })
+}
+
+/// Evaluate a loaded `model` (whose checkpoint `ckpt` gives the tokenizer) on `data`.
+pub fn evaluate_model(
+    model: &Model,
+    ckpt: &Checkpoint,
+    data: &Path,
+    opts: &EvalOptions,
+    reporter: &dyn Reporter,
+) -> Result<Metrics> {
+    match model.config.family {
+        Family::Llama => {
+            let tok = checkpoint_tokenizer(ckpt)?;
+            let blocks = TextBlocks::read(data, &tok, opts.seq_len)?;
+            let n = opts.limit.map_or(blocks.len(), |l| l.min(blocks.len()));
+            let idx: Vec<usize> = (0..n).collect();
+            perplexity(model, &blocks, &idx, 1, reporter)
+        }
+        Family::Vit => {
+            let mut set = read_images(data)?;
+            set.check_shape(model.config.channels, model.config.image_size)?;
+            set.check_labels(model.config.classes)?;
+            if let Some(l) = opts.limit {
+                set.truncate(l);
+            }
+            let idx: Vec<usize> = (0..set.len()).collect();
+            accuracy(model, &set, &idx, opts.batch_size, reporter)
+        }
+        Family::Bert => {
+            let tok = checkpoint_tokenizer(ckpt)?;
+            similarity(model, &tok, data, opts.limit)
+        }
+    }
+}
+
+/// Perplexity of `model` over the blocks `idx`, `batch` blocks per pass.
+pub(crate) fn perplexity(
+    model: &Model,
+    blocks: &TextBlocks,
+    idx: &[usize],
+    batch: usize,
+    reporter: &dyn Reporter,
+) -> Result<Metrics> {
+    reporter.report(Event::Start {
+        task: "eval".into(),
+        total: idx.len() as u64,
+    });
+    let mut total = 0.0f64;
+    for chunk in idx.chunks(batch.max(1)) {
+        let (x, y) = blocks.batch(chunk, &model.device)?;
+        let out = model.forward(&Input::Tokens { ids: x, mask: None }, Mode::Infer, false)?;
+        let loss = lm_loss(&out.output, &y)?.to_scalar::<f32>()?;
+        total += f64::from(loss) * chunk.len() as f64;
+        reporter.report(Event::Advance {
+            amount: chunk.len() as u64,
+            item: None,
+        });
+    }
+    reporter.report(Event::Finish);
+    let loss = total / idx.len().max(1) as f64;
+    Ok(Metrics::Perplexity {
+        perplexity: loss.exp(),
+        loss,
+        tokens: idx.len() * blocks.block,
+    })
+}
+
+/// Accuracy of `model` on the images `idx` of `set`.
+pub(crate) fn accuracy(
+    model: &Model,
+    set: &super::data::ImageSet,
+    idx: &[usize],
+    batch: usize,
+    reporter: &dyn Reporter,
+) -> Result<Metrics> {
+    reporter.report(Event::Start {
+        task: "eval".into(),
+        total: idx.len() as u64,
+    });
+    let mut hits = 0;
+    for chunk in idx.chunks(batch.max(1)) {
+        let (x, y) = set.batch(chunk, &model.device)?;
+        let out = model.forward(&Input::Images(x), Mode::Infer, false)?;
+        hits += correct(&out.output, &y)?;
+        reporter.report(Event::Advance {
+            amount: chunk.len() as u64,
+            item: None,
+        });
+    }
+    reporter.report(Event::Finish);
+    Ok(Metrics::Accuracy {
+        accuracy: hits as f64 / idx.len().max(1) as f64,
+        examples: idx.len(),
+    })
+}
+
+/// L2-normalised mean-pooled sentence embeddings `[n, hidden]` of `texts`.
+pub fn embed(model: &Model, tok: &Tokenizer, texts: &[&str]) -> Result<Tensor> {
+    let (ids, mask) = tok.encode_batch(texts, &model.device)?;
+    let out = model.forward(
+        &Input::Tokens {
+            ids,
+            mask: Some(mask.clone()),
+        },
+        Mode::Infer,
+        false,
+    )?;
+    let pooled = mean_pool(&out.output, &mask)?;
+    let norm = pooled.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
+    Ok(pooled.broadcast_div(&norm)?)
+}
+
+fn similarity(
+    model: &Model,
+    tok: &Tokenizer,
+    data: &Path,
+    limit: Option<usize>,
+) -> Result<Metrics> {
+    let text = fs_err::read_to_string(data)?;
+    let mut pairs = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let Some((a, b)) = line.split_once('\t') else {
+            return Err(Error::Dataset {
+                path: PathBuf::from(data),
+                reason: format!("line {} has no tab between the two sentences", i + 1),
+            });
+        };
+        pairs.push((a.to_string(), b.to_string()));
+    }
+    if let Some(l) = limit {
+        pairs.truncate(l);
+    }
+    if pairs.is_empty() {
+        return Err(Error::Dataset {
+            path: PathBuf::from(data),
+            reason: "no sentence pairs (one `first<TAB>second` pair per line)".into(),
+        });
+    }
+    let mut sims = Vec::with_capacity(pairs.len());
+    for (a, b) in &pairs {
+        let e = embed(model, tok, &[a, b])?;
+        let cos = (e.get(0)? * e.get(1)?)?.sum_all()?.to_scalar::<f32>()?;
+        sims.push(f64::from(cos));
+    }
+    let mean = sims.iter().sum::<f64>() / sims.len() as f64;
+    Ok(Metrics::Similarity {
+        similarities: sims,
+        mean_similarity: mean,
+    })
+}

@@ -1,0 +1,16 @@
+//! Training and evaluation: datasets, AdamW with a cosine schedule, gradient clipping,
+//! resumable training state, losses (cross-entropy, KL distillation), and the two verbs built on
+//! them, [`adapt`] and [`evaluate`].
+
+mod adapt;
+pub mod data;
+mod eval;
+pub mod loss;
+pub mod optim;
+pub mod state;
+pub mod text;
+
+pub use adapt::{AdaptOptions, AdaptReport, adapt, state_dir};
+pub use eval::{
+    EvalOptions, EvalReport, Metrics, checkpoint_tokenizer, embed, evaluate, evaluate_model,
+};

@@ -1,0 +1,152 @@
+//! Text for language models: a `tokenizer.json` through the `tokenizers` crate, and a text
+//! file cut into non-overlapping fixed-length blocks.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+
+use crate::error::{Error, Result};
+
+/// A tokenizer loaded from a `tokenizer.json`.
+pub struct Tokenizer {
+    path: PathBuf,
+    inner: tokenizers::Tokenizer,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl Tokenizer {
+    /// Load `tokenizer.json` from a file, or from inside a model directory.
+    pub fn load(path: &Path) -> Result<Tokenizer> {
+        let file = if path.is_dir() {
+            path.join("tokenizer.json")
+        } else {
+            path.to_path_buf()
+        };
+        if !file.is_file() {
+            return Err(Error::NotFound { path: file });
+        }
+        let inner = tokenizers::Tokenizer::from_file(&file).map_err(|e| Error::Tokenizer {
+            path: file.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(Tokenizer::unpadded(file, inner))
+    }
+
+    /// Padding is lgreg's job (with a mask): a `tokenizer.json` that pads to a fixed length
+    /// (sentence-transformers ship `Fixed(128)`) would otherwise count pads as tokens.
+    fn unpadded(path: PathBuf, mut inner: tokenizers::Tokenizer) -> Tokenizer {
+        inner.with_padding(None);
+        Tokenizer { path, inner }
+    }
+
+    /// A tokenizer from the bytes of a `tokenizer.json`; `origin` names it in errors.
+    pub fn from_bytes(bytes: &[u8], origin: &Path) -> Result<Tokenizer> {
+        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer {
+            path: origin.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Ok(Tokenizer::unpadded(origin.to_path_buf(), inner))
+    }
+
+    /// Token ids of `text`, with or without the tokenizer's special tokens.
+    pub fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, special)
+            .map_err(|e| Error::Tokenizer {
+                path: self.path.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Ids `[n, max_len]` padded with 0 and the mask `[n, max_len]` for a batch of texts.
+    pub fn encode_batch(&self, texts: &[&str], device: &Device) -> Result<(Tensor, Tensor)> {
+        let encoded: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| self.encode(t, true))
+            .collect::<Result<_>>()?;
+        let len = encoded.iter().map(Vec::len).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(texts.len() * len);
+        let mut mask = Vec::with_capacity(texts.len() * len);
+        for e in &encoded {
+            ids.extend(
+                e.iter()
+                    .copied()
+                    .chain(std::iter::repeat_n(0, len - e.len())),
+            );
+            mask.extend((0..len).map(|i| u32::from(i < e.len())));
+        }
+        let n = texts.len();
+        Ok((
+            Tensor::from_vec(ids, (n, len), device)?,
+            Tensor::from_vec(mask, (n, len), device)?,
+        ))
+    }
+}
+
+/// A token stream cut into blocks of `block + 1` tokens (inputs and shifted targets).
+#[derive(Debug, Clone)]
+pub struct TextBlocks {
+    /// The token ids, `blocks · (block + 1)` long… stored as one stream.
+    pub tokens: Vec<u32>,
+    /// Tokens per block (input length).
+    pub block: usize,
+}
+
+impl TextBlocks {
+    /// Tokenise the text file `path` and cut it into non-overlapping blocks.
+    pub fn read(path: &Path, tokenizer: &Tokenizer, block: usize) -> Result<TextBlocks> {
+        if block == 0 {
+            return Err(Error::InvalidValue {
+                what: "`--seq-len`".into(),
+                value: "0".into(),
+                reason: "a block needs at least one token".into(),
+            });
+        }
+        let bytes = fs_err::read(path)?;
+        let text = String::from_utf8_lossy(&bytes);
+        let tokens = tokenizer.encode(&text, false)?;
+        if tokens.len() < block + 1 {
+            return Err(Error::TextTooShort {
+                path: path.to_path_buf(),
+                tokens: tokens.len(),
+                block,
+            });
+        }
+        Ok(TextBlocks { tokens, block })
+    }
+
+    /// Number of whole blocks (each `block` inputs plus one target beyond).
+    pub fn len(&self) -> usize {
+        (self.tokens.len() - 1) / self.block
+    }
+
+    /// Whether there is no whole block.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Inputs `[n, block]` and targets `[n, block]` for the given block indices.
+    pub fn batch(&self, indices: &[usize], device: &Device) -> Result<(Tensor, Tensor)> {
+        let mut xs = Vec::with_capacity(indices.len() * self.block);
+        let mut ys = Vec::with_capacity(indices.len() * self.block);
+        for &i in indices {
+            let start = i * self.block;
+            xs.extend_from_slice(&self.tokens[start..start + self.block]);
+            ys.extend_from_slice(&self.tokens[start + 1..start + self.block + 1]);
+        }
+        let n = indices.len();
+        Ok((
+            Tensor::from_vec(xs, (n, self.block), device)?,
+            Tensor::from_vec(ys, (n, self.block), device)?,
+        ))
+    }
+}

