@@ -55,9 +55,11 @@ save_file(out, dst, metadata={"format": "pt"})
 PY
 
 best() { sort -n | head -n1; }
-measure() { # label cmd... -> "seconds maxrss_kb"
+measure() { # OUTPUT cmd... -> "seconds maxrss_kb"; OUTPUT is removed before each run
+  local output="$1"; shift
   local best_s="" best_rss=""
   for _ in $(seq "$runs"); do
+    rm -rf "$output"
     sync
     /usr/bin/time -f "%e %M" -o "$work/time.txt" "$@" >/dev/null 2>&1
     read -r s rss < "$work/time.txt"
@@ -66,11 +68,11 @@ measure() { # label cmd... -> "seconds maxrss_kb"
   echo "$best_s $best_rss"
 }
 
-read -r l_s l_rss < <(measure target/release/lgreg convert "$gguf" "$work/out" --dtype f32 --force)
+read -r l_s l_rss < <(measure "$work/out" target/release/lgreg convert "$gguf" "$work/out" --dtype f32)
 out_bytes=$(stat -c %s "$work/out/model.safetensors")
 cp "$work/out/model.safetensors" "$work/copy-src"
-read -r c_s c_rss < <(measure cp "$work/copy-src" "$work/copy")
-read -r p_s p_rss < <(measure "$venv/bin/python" "$work/peer.py" "$gguf" "$work/peer.safetensors")
+read -r c_s c_rss < <(measure "$work/copy" cp "$work/copy-src" "$work/copy")
+read -r p_s p_rss < <(measure "$work/peer.safetensors" "$venv/bin/python" "$work/peer.py" "$gguf" "$work/peer.safetensors")
 
 # The peer's output must hold the same values as lgreg's (bitwise).
 "$venv/bin/python" - "$work/out/model.safetensors" "$work/peer.safetensors" <<'PY'

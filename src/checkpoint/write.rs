@@ -5,6 +5,7 @@
 //! order and the header is serialised with sorted keys, so the same input always gives
 //! byte-identical files.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -189,33 +190,59 @@ fn write_file(
     let mut out = BufWriter::with_capacity(8 << 20, file);
     out.write_all(&(header.len() as u64).to_le_bytes())?;
     out.write_all(&header)?;
-    for t in tensors {
-        let info = source.require(&t.source_name)?;
-        let raw = source.read(&t.source_name)?;
-        let bytes = cast_bytes(&info.name, info.dtype, t.dtype, &raw)?;
-        if bytes.len() as u64 != t.nbytes() {
-            return Err(Error::InvalidValue {
-                what: "tensor data".into(),
-                value: t.source_name.clone(),
-                reason: format!(
-                    "the source gave {} bytes, expected {}",
-                    bytes.len(),
-                    t.nbytes()
-                ),
+    // One thread reads (and dequantises or casts) the next tensor while this one writes the
+    // current one, so at most two tensors are in memory at once.
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Cow<'_, [u8]>>>(1);
+        scope.spawn(move || {
+            for t in tensors {
+                let produced = produce(source, t);
+                let failed = produced.is_err();
+                if tx.send(produced).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        for t in tensors {
+            let bytes = rx.recv().map_err(|_| Error::MissingTensor {
+                name: t.source_name.clone(),
+            })??;
+            out.write_all(&bytes)?;
+            drop(bytes);
+            source.release(&t.source_name);
+            reporter.report(Event::Advance {
+                amount: t.nbytes(),
+                item: Some(t.name.clone()),
             });
         }
-        out.write_all(&bytes)?;
-        drop(bytes);
-        drop(raw);
-        source.release(&t.source_name);
-        reporter.report(Event::Advance {
-            amount: t.nbytes(),
-            item: Some(t.name.clone()),
-        });
-    }
+        Ok(())
+    })?;
     let file = out.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     Ok(())
+}
+
+/// The bytes of one planned tensor in its output dtype, checked against the planned size.
+fn produce<'a>(source: &'a dyn TensorSource, t: &Planned) -> Result<Cow<'a, [u8]>> {
+    let info = source.require(&t.source_name)?;
+    let raw = source.read(&t.source_name)?;
+    let bytes = if info.dtype == t.dtype {
+        raw
+    } else {
+        Cow::Owned(cast_bytes(&info.name, info.dtype, t.dtype, &raw)?.into_owned())
+    };
+    if bytes.len() as u64 != t.nbytes() {
+        return Err(Error::InvalidValue {
+            what: "tensor data".into(),
+            value: t.source_name.clone(),
+            reason: format!(
+                "the source gave {} bytes, expected {}",
+                bytes.len(),
+                t.nbytes()
+            ),
+        });
+    }
+    Ok(bytes)
 }
 
 /// Re-open a written file and check that its header lists exactly the planned tensors.
