@@ -10,7 +10,7 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
+use ring::digest::{Context as Sha256, SHA256};
 
 use super::api::{Body, Client, FileMeta, Target};
 use super::cache::RepoCache;
@@ -109,7 +109,7 @@ impl BlobJob<'_> {
             .read(true)
             .open(&partial)?;
         let mut offset = out.metadata()?.len();
-        let mut prefix = Sha256::new();
+        let mut prefix = Sha256::new(&SHA256);
         if offset > self.meta.size {
             out.file().set_len(0)?;
             offset = 0;
@@ -296,7 +296,7 @@ impl PipeHasher {
             for msg in rx {
                 match msg {
                     Msg::Data(bytes) => h.update(&bytes),
-                    Msg::Reset => h = Sha256::new(),
+                    Msg::Reset => h = Sha256::new(&SHA256),
                 }
             }
             h
@@ -317,7 +317,7 @@ impl PipeHasher {
     fn finish(&mut self) -> Option<String> {
         drop(self.tx.take());
         let h = self.handle.take()?.join().ok()?;
-        Some(hex(&h.finalize()))
+        Some(hex(h.finish().as_ref()))
     }
 }
 
