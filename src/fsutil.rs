@@ -106,7 +106,10 @@ impl StagedDir {
 
     /// Move the staged directory into place, replacing an old one when `force` was given.
     pub fn commit(mut self) -> Result<PathBuf> {
-        let staging = self.staging.take().expect("commit runs once").keep();
+        let Some(staging) = self.staging.take() else {
+            return Ok(self.target.clone());
+        };
+        let staging = staging.keep();
         sync_dir(&staging)?;
         let parent = parent_of(&self.target).to_path_buf();
         let mut old: Option<PathBuf> = None;
