@@ -133,6 +133,37 @@ pub enum Error {
     /// A registry failure.
     #[error(transparent)]
     Registry(#[from] crate::registry::Error),
+
+    /// An algorithm name lgreg does not know.
+    #[error("unknown algorithm `{name}`{}; known algorithms: {known}", suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default())]
+    UnknownAlgorithm {
+        /// The name given.
+        name: String,
+        /// The nearest known name.
+        suggestion: Option<String>,
+        /// Every known name.
+        known: String,
+    },
+
+    /// A recipe that cannot be used.
+    #[error("recipe `{origin}`: {reason}")]
+    Recipe {
+        /// `embedded:<file>` or the recipe path.
+        origin: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// An ancestor or gene an algorithm cannot work with.
+    #[error("{algorithm}: {reason}")]
+    Algorithm {
+        /// The algorithm.
+        algorithm: String,
+        /// What is wrong, naming the tensor, layer or value.
+        reason: String,
+        /// What to do about it.
+        fix: String,
+    },
     /// The Hub refused access (401/403): a gated or private repo, or a bad token.
     #[error("access to `{repo}` was refused by the Hub (HTTP {status}){detail}")]
     HubAccessDenied {
@@ -443,6 +474,13 @@ impl Error {
             Error::InvalidLocalTag { .. } => {
                 Some("pass the local tag with `--as NAME:VERSION`".into())
             }
+            Error::UnknownAlgorithm { .. } => {
+                Some("pick one with `--algo`; `lgreg extract --help` lists them".into())
+            }
+            Error::Recipe { .. } => Some(
+                "compare it with the embedded recipes in `recipes/` of the lgreg source; only the fields they use are allowed".into(),
+            ),
+            Error::Algorithm { fix, .. } => Some(fix.clone()),
             Error::ModelMismatch { .. } => Some(
                 "the weights and config.json disagree: fix config.json or use the weights it was written for"
                     .into(),

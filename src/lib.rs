@@ -14,6 +14,8 @@
 //! - [`error`]: typed errors with hints.
 //! - [`fsutil`]: temp-file + fsync + rename writes.
 //! - [`registry`]: the local gene registry, an OCI image layout; [`gene`]: a gene as plain files.
+//! - [`algorithm`]: the five learngene algorithms (extract and grow); [`recipe`]: their
+//!   embedded defaults; [`descendant`]: `lgreg spawn`, a gene grown into a model directory.
 //!
 //! # Files lgreg touches
 //! - Input checkpoints: read only, memory-mapped ([`checkpoint::mmap`]).
@@ -27,9 +29,11 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+pub mod algorithm;
 pub mod anatomy;
 pub mod checkpoint;
 pub mod convert;
+pub mod descendant;
 pub mod error;
 pub mod fsutil;
 pub mod gene;
@@ -37,6 +41,7 @@ pub mod hub;
 pub mod inspect;
 pub mod nn;
 pub mod progress;
+pub mod recipe;
 pub mod registry;
 pub mod train;
 

@@ -39,7 +39,7 @@ impl std::fmt::Display for Family {
 }
 
 /// Tensor naming scheme inside a family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Naming {
     /// Hugging Face `transformers` names.
@@ -94,6 +94,9 @@ pub enum Role {
     Pooler,
     /// A buffer (e.g. BERT `position_ids`), not a parameter to learn.
     Buffer,
+    /// A linear stitch layer applied to the hidden states after a block (Learngene Pool
+    /// descendants), named `lgreg_stitch.N.{weight,bias}` in every family.
+    Stitch,
 }
 
 /// Whether a tensor is a weight or a bias.
@@ -193,7 +196,7 @@ pub fn analyze(config: Option<&serde_json::Value>, tensors: &[TensorInfo]) -> Re
     let mut slots = BTreeMap::new();
     let mut unknown = Vec::new();
     for name in &names {
-        match rules.classify(name, naming) {
+        match stitch_slot(name).or_else(|| rules.classify(name, naming)) {
             Some(slot) => {
                 slots.insert(name.to_string(), slot);
             }
@@ -257,6 +260,38 @@ fn detect(
         ),
         known: known_families(),
     })
+}
+
+/// The prefix of stitch-layer tensors, the same in every family and naming.
+pub const STITCH_PREFIX: &str = "lgreg_stitch";
+
+/// The slot of a stitch-layer tensor name (`lgreg_stitch.N.weight`), if it is one.
+pub fn stitch_slot(name: &str) -> Option<Slot> {
+    let rest = name.strip_prefix(STITCH_PREFIX)?.strip_prefix('.')?;
+    let (index, tail) = rest.split_once('.')?;
+    let param = match tail {
+        "weight" => Param::Weight,
+        "bias" => Param::Bias,
+        _ => return None,
+    };
+    Some(Slot {
+        layer: Some(index.parse().ok()?),
+        role: Role::Stitch,
+        param,
+    })
+}
+
+/// The name of a slot in a family's naming: stitch layers get [`STITCH_PREFIX`] names, every
+/// other per-layer slot the family's own name.
+pub fn slot_name(family: Family, slot: &Slot, naming: Naming) -> Option<String> {
+    if slot.role == Role::Stitch {
+        let layer = slot.layer?;
+        return Some(format!(
+            "{STITCH_PREFIX}.{layer}.{}",
+            param_suffix(slot.param)
+        ));
+    }
+    rules(family).tensor_name(slot, naming)
 }
 
 /// Split `prefix.N.rest` into `(N, rest)` when `name` starts with `prefix.`.

@@ -115,6 +115,20 @@ pub fn write_model(
     })
 }
 
+/// Write `plan` as one safetensors file at `path` (sorted, deterministic, fsynced, verified).
+pub fn write_file_at(
+    path: &Path,
+    source: &dyn TensorSource,
+    mut plan: Vec<Planned>,
+    reporter: &dyn Reporter,
+) -> Result<u64> {
+    plan.sort_by(|a, b| a.name.cmp(&b.name));
+    check_unique(&plan)?;
+    write_file(path, source, &plan, reporter)?;
+    verify_file(path, &plan)?;
+    Ok(plan.iter().map(Planned::nbytes).sum())
+}
+
 fn check_unique(plan: &[Planned]) -> Result<()> {
     for pair in plan.windows(2) {
         if pair[0].name == pair[1].name {

@@ -6,6 +6,7 @@ mod convert;
 mod env;
 mod eval;
 mod export;
+mod extract;
 mod gc;
 mod inspect;
 mod lineage;
@@ -18,6 +19,7 @@ mod push;
 mod render;
 mod show;
 mod size;
+mod spawn;
 mod tag;
 mod verify;
 
@@ -65,6 +67,10 @@ enum Command {
     Eval(eval::Args),
     /// Fine-tune a model on a dataset and write a Hugging Face directory.
     Adapt(adapt::Args),
+    /// Extract a learngene from an ancestor with one of five algorithms and publish it.
+    Extract(extract::Args),
+    /// Build a descendant of any size from a gene, as a Hugging Face model directory.
+    Spawn(spawn::Args),
     /// Show a checkpoint's family, sizes, parameter count and layers.
     Inspect(inspect::Args),
     /// Publish a gene directory into the local registry as `name:version`.
@@ -100,6 +106,8 @@ pub(crate) fn main() -> ExitCode {
     let result: anyhow::Result<Box<dyn Output>> = match &cli.command {
         Command::Convert(args) => convert::run(args, &cli.global),
         Command::Inspect(args) => inspect::run(args, &cli.global),
+        Command::Extract(args) => extract::run(args, &cli.global),
+        Command::Spawn(args) => spawn::run(args, &cli.global),
         Command::Publish(args) => publish::run(args, &cli.global),
         Command::Ls(args) => ls::run(args, &cli.global),
         Command::Show(args) => show::run(args, &cli.global),

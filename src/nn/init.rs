@@ -232,21 +232,27 @@ pub fn random(c: &ModelConfig, seed: u64, device: &Device) -> Result<Model> {
     })
 }
 
+/// Fresh values for a tensor of `n` elements: norm scales 1, biases 0, every other weight
+/// truncated-normal with σ = 0.02 (timm's and `transformers`' default).
+pub fn init_values(role: Role, param: Param, n: usize, rng: &mut Rng) -> Vec<f32> {
+    let is_norm = matches!(
+        role,
+        Role::AttnNorm | Role::MlpNorm | Role::FinalNorm | Role::EmbeddingNorm
+    );
+    match (is_norm, param) {
+        (true, Param::Weight) => vec![1.0; n],
+        (_, Param::Bias) => vec![0.0; n],
+        _ => (0..n).map(|_| rng.trunc_normal(0.02)).collect(),
+    }
+}
+
 /// Seeded random plain weights for config `c`.
 pub fn random_plain(c: &ModelConfig, seed: u64, device: &Device) -> Result<Plain> {
     let mut rng = Rng::new(seed);
     let mut store = Store::new();
     for (s, name, shape) in layout(c) {
         let n: usize = shape.iter().product();
-        let is_norm = matches!(
-            s.role,
-            Role::AttnNorm | Role::MlpNorm | Role::FinalNorm | Role::EmbeddingNorm
-        );
-        let values: Vec<f32> = match (is_norm, s.param) {
-            (true, Param::Weight) => vec![1.0; n],
-            (_, Param::Bias) => vec![0.0; n],
-            _ => (0..n).map(|_| rng.trunc_normal(0.02)).collect(),
-        };
+        let values = init_values(s.role, s.param, n, &mut rng);
         store.insert(s, &name, &Tensor::from_vec(values, shape, device)?)?;
     }
     Ok(Plain { store })

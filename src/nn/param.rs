@@ -68,6 +68,7 @@ impl Store {
     pub fn layers(&self) -> usize {
         self.vars
             .keys()
+            .filter(|s| s.role != Role::Stitch)
             .filter_map(|s| s.layer)
             .max()
             .map_or(0, |m| m + 1)
@@ -91,6 +92,15 @@ impl Parametrisation for Plain {
     }
     fn depth(&self) -> usize {
         self.store.layers()
+    }
+    fn stitch(&self, layer: usize) -> Option<(Tensor, Option<Tensor>)> {
+        let w = self
+            .store
+            .tensor(&slot(layer, Role::Stitch, Param::Weight))?;
+        Some((
+            w,
+            self.store.tensor(&slot(layer, Role::Stitch, Param::Bias)),
+        ))
     }
     fn vars(&self) -> Vec<(String, Var)> {
         self.store.named()

@@ -152,7 +152,7 @@ pub fn evaluate_model(
 }
 
 /// Perplexity of `model` over the blocks `idx`, `batch` blocks per pass.
-pub(crate) fn perplexity(
+pub fn perplexity(
     model: &Model,
     blocks: &TextBlocks,
     idx: &[usize],
@@ -257,8 +257,17 @@ fn similarity(
             reason: "no sentence pairs (one `first<TAB>second` pair per line)".into(),
         });
     }
+    let pairs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    similarities(model, tok, &pairs)
+}
+
+/// Cosine similarity of each pair's mean-pooled embeddings, and their mean.
+pub fn similarities(model: &Model, tok: &Tokenizer, pairs: &[(&str, &str)]) -> Result<Metrics> {
     let mut sims = Vec::with_capacity(pairs.len());
-    for (a, b) in &pairs {
+    for (a, b) in pairs {
         let e = embed(model, tok, &[a, b])?;
         let cos = (e.get(0)? * e.get(1)?)?.sum_all()?.to_scalar::<f32>()?;
         sims.push(f64::from(cos));

@@ -4,7 +4,7 @@
 
 mod adapt;
 pub mod data;
-mod eval;
+pub mod eval;
 pub mod loss;
 pub mod optim;
 pub mod state;

@@ -1,0 +1,123 @@
+//! What `grow` returns: a [`Blueprint`] that says, layer by layer, where each descendant
+//! tensor comes from. [`crate::descendant`] turns it into files.
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// Options of `lgreg spawn` that only some algorithms understand.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrowOptions {
+    /// sws: descendant layers per stage.
+    pub stages: Option<Vec<usize>>,
+    /// pool: the front instance.
+    pub front: Option<String>,
+    /// pool: the end instance.
+    pub end: Option<String>,
+    /// pool: the stitch configuration `i,j` (front blocks 0..=i, end blocks j..).
+    pub stitch: Option<(usize, usize)>,
+}
+
+impl GrowOptions {
+    /// The names of the options that are set.
+    pub fn given(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.stages.is_some() {
+            v.push("stages");
+        }
+        if self.front.is_some() {
+            v.push("front");
+        }
+        if self.end.is_some() {
+            v.push("end");
+        }
+        if self.stitch.is_some() {
+            v.push("stitch");
+        }
+        v
+    }
+}
+
+/// The size and seed of a descendant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrowRequest {
+    /// Number of layers.
+    pub layers: usize,
+    /// Seed of every random part.
+    pub seed: u64,
+    /// Algorithm-specific options.
+    pub options: GrowOptions,
+}
+
+/// Where one descendant layer comes from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum LayerSource {
+    /// Every tensor copied from a block unit of the gene.
+    Copy {
+        /// The unit.
+        unit: String,
+    },
+    /// TLEG: every tensor is `base + t · slope`, from two block units.
+    Line {
+        /// The unit with the intercepts.
+        base: String,
+        /// The unit with the slopes.
+        slope: String,
+        /// The coefficient.
+        t: f64,
+    },
+    /// Seeded random values (norm scales 1, biases 0, weights truncated-normal 0.02).
+    Random,
+}
+
+/// A linear stitch applied after a descendant layer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StitchSource {
+    /// The descendant layer it follows.
+    pub after: usize,
+    /// The gene unit that holds it.
+    pub unit: String,
+    /// The weight tensor's name in that unit.
+    pub weight: String,
+    /// The bias tensor's name in that unit.
+    pub bias: String,
+}
+
+/// A descendant, described tensor-source by tensor-source.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Blueprint {
+    /// One entry per descendant layer.
+    pub layers: Vec<LayerSource>,
+    /// Stitch layers.
+    pub stitches: Vec<StitchSource>,
+    /// Facts about this layout for the model card (e.g. the sws stage of each layer).
+    pub notes: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Blueprint {
+    /// A blueprint without stitches or notes.
+    pub fn of(layers: Vec<LayerSource>) -> Blueprint {
+        Blueprint {
+            layers,
+            stitches: Vec::new(),
+            notes: serde_json::Map::new(),
+        }
+    }
+}
+
+/// Refuse a request for fewer than `min` layers, saying why.
+pub fn require_layers(algorithm: &str, request: &GrowRequest, min: usize, why: &str) -> Result<()> {
+    if request.layers >= min.max(1) {
+        return Ok(());
+    }
+    Err(Error::Algorithm {
+        algorithm: algorithm.to_string(),
+        reason: format!(
+            "a descendant of {} layer(s) was asked for, but this gene needs at least {}: {why}",
+            request.layers,
+            min.max(1)
+        ),
+        fix: format!("pass `--layers {}` or more", min.max(1)),
+    })
+}

@@ -1,0 +1,183 @@
+//! [`GeneBuilder`]: collects a gene's units in a private temp directory, with their roles and
+//! diagnostics, and writes `gene.json` so that [`crate::registry::Registry::publish`] can take it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use super::ancestor::{AncestorModel, Key};
+use crate::checkpoint::memory::MemorySource;
+use crate::checkpoint::write::{Planned, WriteOptions, plan_one, write_file_at};
+use crate::checkpoint::{DType, SideFile, TensorSource};
+use crate::error::{Error, Result};
+use crate::gene::{check_unit_name, gene_json_bytes};
+use crate::progress::Silent;
+use crate::registry::manifest::{Fidelity, GeneCard};
+
+/// The unit with the embeddings, final norm, head and buffers.
+pub const GLOBALS_UNIT: &str = "globals.safetensors";
+/// The unit with the ancestor's tokenizer and other side files, as `U8` tensors.
+pub const FILES_UNIT: &str = "files.safetensors";
+
+/// A gene under construction.
+#[derive(Debug)]
+pub struct GeneBuilder {
+    dir: tempfile::TempDir,
+    units: Vec<String>,
+    /// Tensor name → role, for the card.
+    pub roles: BTreeMap<String, String>,
+    /// Fit diagnostics and everything `grow` needs to know.
+    pub diagnostics: Map<String, Value>,
+    /// Overrides the recipe's fidelity (e.g. an imported official checkpoint is faithful).
+    pub fidelity: Option<Fidelity>,
+}
+
+fn role_name(key: Key) -> String {
+    serde_json::to_value(key.0)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+impl GeneBuilder {
+    /// An empty gene in a new temp directory.
+    pub fn new() -> Result<GeneBuilder> {
+        Ok(GeneBuilder {
+            dir: tempfile::Builder::new().prefix("lgreg-gene-").tempdir()?,
+            units: Vec::new(),
+            roles: BTreeMap::new(),
+            diagnostics: Map::new(),
+            fidelity: None,
+        })
+    }
+
+    /// The directory the gene is written to.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The units written so far.
+    pub fn units(&self) -> &[String] {
+        &self.units
+    }
+
+    /// Record a diagnostic.
+    pub fn diagnostic(&mut self, key: &str, value: impl serde::Serialize) -> Result<()> {
+        self.diagnostics
+            .insert(key.to_string(), serde_json::to_value(value)?);
+        Ok(())
+    }
+
+    fn add_unit(
+        &mut self,
+        unit: &str,
+        source: &dyn TensorSource,
+        plan: Vec<Planned>,
+    ) -> Result<()> {
+        check_unit_name(unit).map_err(|reason| Error::InvalidValue {
+            what: "gene unit name".into(),
+            value: unit.to_string(),
+            reason,
+        })?;
+        if self.units.iter().any(|u| u == unit) {
+            return Err(Error::InvalidValue {
+                what: "gene unit name".into(),
+                value: unit.to_string(),
+                reason: "the gene already has a unit of that name".into(),
+            });
+        }
+        write_file_at(&self.dir.path().join(unit), source, plan, &Silent)?;
+        self.units.push(unit.to_string());
+        Ok(())
+    }
+
+    /// Copy the ancestor's global tensors into [`GLOBALS_UNIT`], under their own names.
+    pub fn add_globals(&mut self, ancestor: &AncestorModel<'_>) -> Result<()> {
+        let source = ancestor.ckpt.source.as_ref();
+        let mut plan = Vec::new();
+        for name in ancestor.globals() {
+            let info = source.require(name)?;
+            plan.push(plan_one(info, name, &WriteOptions::default()));
+            if let Some(slot) = ancestor.anatomy.slots.get(name) {
+                self.roles
+                    .insert(name.to_string(), role_name((slot.role, slot.param)));
+            }
+        }
+        self.add_unit(GLOBALS_UNIT, source, plan)
+    }
+
+    /// Copy the ancestor's side files (tokenizer, generation config) into [`FILES_UNIT`].
+    pub fn add_side_files(&mut self, ancestor: &AncestorModel<'_>) -> Result<()> {
+        let mut mem = MemorySource::new();
+        for side in &ancestor.ckpt.side_files {
+            let bytes = match side {
+                SideFile::Copy { path, .. } => fs_err::read(path)?,
+                SideFile::Bytes { bytes, .. } => bytes.clone(),
+            };
+            mem.insert(side.name(), DType::U8, &[bytes.len()], bytes)?;
+        }
+        if mem.tensors().is_empty() {
+            return Ok(());
+        }
+        let plan = crate::checkpoint::write::plan_all(&mem, &WriteOptions::default());
+        self.add_unit(FILES_UNIT, &mem, plan)
+    }
+
+    /// Copy ancestor layer `layer` into a block unit, unchanged, its tensors named as layer 0.
+    pub fn copy_layer(
+        &mut self,
+        unit: &str,
+        ancestor: &AncestorModel<'_>,
+        layer: usize,
+    ) -> Result<()> {
+        let source = ancestor.ckpt.source.as_ref();
+        let mut plan = Vec::new();
+        for key in ancestor.keys() {
+            let info = source.require(ancestor.tensor(layer, key)?)?;
+            let name = ancestor.unit_name(key)?;
+            plan.push(plan_one(info, &name, &WriteOptions::default()));
+            self.roles.insert(name, role_name(key));
+        }
+        self.add_unit(unit, source, plan)
+    }
+
+    /// Write computed per-layer tensors (f32) into a block unit, named as layer 0.
+    pub fn put_layer(
+        &mut self,
+        unit: &str,
+        ancestor: &AncestorModel<'_>,
+        tensors: &BTreeMap<Key, Vec<f32>>,
+    ) -> Result<()> {
+        let mut mem = MemorySource::new();
+        for (key, values) in tensors {
+            let name = ancestor.unit_name(*key)?;
+            mem.insert_f32(&name, &ancestor.shape(*key)?, values)?;
+            self.roles.insert(name, role_name(*key));
+        }
+        let plan = crate::checkpoint::write::plan_all(&mem, &WriteOptions::default());
+        self.add_unit(unit, &mem, plan)
+    }
+
+    /// Write arbitrary named f32 tensors into a unit (e.g. stitch layers).
+    pub fn put_tensors(
+        &mut self,
+        unit: &str,
+        tensors: &[(String, Vec<usize>, Vec<f32>)],
+    ) -> Result<()> {
+        let mut mem = MemorySource::new();
+        for (name, shape, values) in tensors {
+            mem.insert_f32(name, shape, values)?;
+        }
+        let plan = crate::checkpoint::write::plan_all(&mem, &WriteOptions::default());
+        self.add_unit(unit, &mem, plan)
+    }
+
+    /// Write `gene.json` for `card`; the directory is then ready to publish.
+    pub fn finish(&self, card: &GeneCard) -> Result<()> {
+        let bytes = gene_json_bytes(card, &self.units)?;
+        let path = self.dir.path().join(crate::gene::GENE_JSON);
+        fs_err::write(&path, bytes)?;
+        Ok(())
+    }
+}

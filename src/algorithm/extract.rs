@@ -1,0 +1,340 @@
+//! `lgreg extract`: open the ancestor, run one algorithm, write the gene card and publish the
+//! gene. Nothing reaches the registry unless every step succeeded.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::ancestor::AncestorModel;
+use super::builder::GeneBuilder;
+use super::{Algorithm, find};
+use crate::checkpoint::{Checkpoint, open};
+use crate::error::{Error, Result};
+use crate::progress::{Event, Reporter};
+use crate::recipe::Recipe;
+use crate::registry::manifest::{
+    Ancestor, Family as CardFamily, Fidelity, GENE_SCHEMA_VERSION, GeneCard,
+};
+use crate::registry::{Digest, Registry};
+
+/// What the user asked `extract` for.
+#[derive(Debug, Clone)]
+pub struct ExtractRequest {
+    /// The ancestor: a model directory or checkpoint file (hub ids are resolved before).
+    pub ancestor: PathBuf,
+    /// The Hub id the ancestor came from, when it did (`org/name`).
+    pub hub_repo: Option<String>,
+    /// The algorithm name.
+    pub algorithm: String,
+    /// `--recipe FILE`.
+    pub recipe: Option<PathBuf>,
+    /// `--set key=value` overrides.
+    pub sets: Vec<String>,
+    /// `--data PATH`.
+    pub data: Option<PathBuf>,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Gene name (default: ancestor name + algorithm).
+    pub name: Option<String>,
+    /// Gene version (default `0.1.0`).
+    pub version: Option<String>,
+}
+
+/// Everything an algorithm's `extract` reads.
+pub struct ExtractJob<'a> {
+    /// The ancestor.
+    pub ancestor: &'a AncestorModel<'a>,
+    /// The resolved recipe.
+    pub recipe: &'a Recipe,
+    /// Data for data-driven algorithms.
+    pub data: Option<&'a Path>,
+    /// Seed.
+    pub seed: u64,
+    /// Progress.
+    pub reporter: &'a dyn Reporter,
+}
+
+impl ExtractJob<'_> {
+    /// The data path, or an error naming the algorithm that needs it.
+    pub fn require_data(&self, algorithm: &str) -> Result<&Path> {
+        self.data.ok_or_else(|| Error::Algorithm {
+            algorithm: algorithm.to_string(),
+            reason: "it computes its selection on data, and no `--data` was given".into(),
+            fix: "pass `--data PATH`: a text file for llama and bert, images (IDX, MNIST JSON or a folder) for vit".into(),
+        })
+    }
+}
+
+/// What `extract` published.
+#[derive(Debug, Clone, Serialize)]
+pub struct Extracted {
+    /// `name:version`.
+    pub reference: String,
+    /// The manifest digest.
+    pub digest: Digest,
+    /// The algorithm.
+    pub algorithm: String,
+    /// Faithful or approximate.
+    pub fidelity: Fidelity,
+    /// The recipe used (`name` and digest).
+    pub recipe: String,
+    /// Unit file names.
+    pub units: Vec<String>,
+    /// Bytes of all units.
+    pub bytes: u64,
+    /// The card's diagnostics.
+    pub diagnostics: Map<String, Value>,
+}
+
+/// Extract a gene and publish it to `registry`.
+pub fn extract(
+    request: &ExtractRequest,
+    registry: &Registry,
+    reporter: &dyn Reporter,
+) -> Result<Extracted> {
+    let algorithm = find(&request.algorithm)?;
+    let ckpt = open(&request.ancestor)?;
+    let ancestor = AncestorModel::new(&ckpt)?;
+    let family = ancestor.family().to_string();
+    let recipe = Recipe::resolve(
+        algorithm.name(),
+        &family,
+        request.recipe.as_ref(),
+        &request.sets,
+    )?;
+    let name = match &request.name {
+        Some(n) => n.clone(),
+        None => default_name(request, algorithm.name()),
+    };
+    let version = request.version.clone().unwrap_or_else(|| "0.1.0".into());
+    crate::registry::Reference::tag(&name, &version)?;
+
+    let (built, files) = std::thread::scope(|scope| {
+        let hashing = scope.spawn(|| ancestor_files(&ckpt));
+        let built = build(algorithm, &ancestor, &recipe, request, reporter);
+        let files = hashing
+            .join()
+            .unwrap_or_else(|_| Err(Error::Io(std::io::Error::other("hashing thread panicked"))));
+        (built, files)
+    });
+    let builder = built?;
+    let card = gene_card(algorithm, &ancestor, &recipe, &builder, request, files?)?;
+    builder.finish(&card)?;
+    let published = registry.publish(builder.path(), &name, &version, reporter)?;
+    Ok(Extracted {
+        reference: published.reference,
+        digest: published.digest,
+        algorithm: algorithm.name().to_string(),
+        fidelity: card.fidelity,
+        recipe: recipe.name(),
+        units: builder.units().to_vec(),
+        bytes: published.bytes,
+        diagnostics: card.diagnostics,
+    })
+}
+
+fn build(
+    algorithm: &dyn Algorithm,
+    ancestor: &AncestorModel<'_>,
+    recipe: &Recipe,
+    request: &ExtractRequest,
+    reporter: &dyn Reporter,
+) -> Result<GeneBuilder> {
+    reporter.report(Event::Start {
+        task: format!("extract {}", algorithm.name()),
+        total: 0,
+    });
+    let mut builder = GeneBuilder::new()?;
+    builder.add_globals(ancestor)?;
+    builder.add_side_files(ancestor)?;
+    let job = ExtractJob {
+        ancestor,
+        recipe,
+        data: request.data.as_deref(),
+        seed: request.seed,
+        reporter,
+    };
+    algorithm.extract(&job, &mut builder)?;
+    reporter.report(Event::Finish);
+    Ok(builder)
+}
+
+fn gene_card(
+    algorithm: &dyn Algorithm,
+    ancestor: &AncestorModel<'_>,
+    recipe: &Recipe,
+    builder: &GeneBuilder,
+    request: &ExtractRequest,
+    files: BTreeMap<String, String>,
+) -> Result<GeneCard> {
+    let mut hyper = match serde_json::to_value(&ancestor.anatomy.hyper)? {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    hyper.insert("naming".into(), serde_json::to_value(ancestor.naming())?);
+    hyper.insert(
+        "config".into(),
+        ancestor.ckpt.config.clone().unwrap_or(Value::Null),
+    );
+    let (repo, commit) = origin(&ancestor.ckpt.path, request.hub_repo.as_deref());
+    let mut params = recipe.card_entry();
+    params
+        .params
+        .insert("seed".into(), Value::from(request.seed));
+    Ok(GeneCard {
+        schema_version: GENE_SCHEMA_VERSION,
+        algorithm: algorithm.name().to_string(),
+        fidelity: builder.fidelity.unwrap_or(recipe.fidelity),
+        recipe: params,
+        ancestor: Some(Ancestor {
+            repo,
+            commit,
+            files,
+        }),
+        family: CardFamily {
+            name: ancestor.family().to_string(),
+            hyper_parameters: hyper,
+        },
+        roles: builder.roles.clone(),
+        diagnostics: builder.diagnostics.clone(),
+        metrics: Map::new(),
+        lgreg_version: env!("CARGO_PKG_VERSION").to_string(),
+        created: None,
+        derived_from: None,
+    })
+}
+
+/// `(repo, commit)` of the ancestor: from the Hub cache path when it is a snapshot, else
+/// `local:<name>` and `none`.
+fn origin(path: &Path, hub_repo: Option<&str>) -> (String, String) {
+    let parts: Vec<String> = path
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if let Some(i) = parts.iter().position(|p| p == "snapshots")
+        && let (Some(folder), Some(commit)) = (
+            i.checked_sub(1).and_then(|j| parts.get(j)),
+            parts.get(i + 1),
+        )
+        && let Some(repo) = folder.strip_prefix("models--")
+    {
+        let repo = hub_repo.map_or_else(|| repo.replacen("--", "/", 1), str::to_string);
+        return (repo, commit.clone());
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    (format!("local:{name}"), "none".into())
+}
+
+/// The sha256 of every file of the ancestor: the blob name for Hub cache LFS files, else a
+/// fresh hash.
+fn ancestor_files(ckpt: &Checkpoint) -> Result<BTreeMap<String, String>> {
+    let path = &ckpt.path;
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut v: Vec<PathBuf> = fs_err::read_dir(path)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && is_model_file(p))
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![path.clone()]
+    };
+    let mut out = BTreeMap::new();
+    for file in files {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        out.insert(name, file_sha256(&file)?);
+    }
+    Ok(out)
+}
+
+fn is_model_file(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    name.ends_with(".safetensors")
+        || name.ends_with(".bin")
+        || name.ends_with(".gguf")
+        || name.ends_with(".pth")
+        || name.ends_with(".json")
+        || name == "tokenizer.model"
+        || name == "vocab.txt"
+        || name == "merges.txt"
+}
+
+fn file_sha256(path: &Path) -> Result<String> {
+    if let Ok(target) = fs_err::read_link(path)
+        && let Some(etag) = target.file_name().and_then(|n| n.to_str())
+        && etag.len() == 64
+        && etag.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Ok(etag.to_string());
+    }
+    let (digest, _) = crate::registry::store::hash_file(path, &mut |_| {})?;
+    Ok(digest.hex().to_string())
+}
+
+/// `smollm2-135m-tleg` from `HuggingFaceTB/SmolLM2-135M`, or from a directory or file name.
+fn default_name(request: &ExtractRequest, algorithm: &str) -> String {
+    let base = match &request.hub_repo {
+        Some(repo) => repo.rsplit('/').next().unwrap_or(repo).to_string(),
+        None => {
+            let p = &request.ancestor;
+            let stem = if p.is_dir() {
+                p.file_name()
+            } else {
+                p.file_stem()
+            };
+            stem.map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "gene".into())
+        }
+    };
+    let mut name = String::new();
+    for c in base.to_lowercase().chars() {
+        if c.is_ascii_alphanumeric() {
+            name.push(c);
+        } else if !name.is_empty() && !name.ends_with('-') {
+            name.push('-');
+        }
+    }
+    let name = name.trim_end_matches('-');
+    let name = if name.is_empty() { "gene" } else { name };
+    format!("{name}-{algorithm}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_origins() {
+        let mut r = ExtractRequest {
+            ancestor: PathBuf::from("/x/SmolLM2 135M.Q4_1.gguf"),
+            hub_repo: None,
+            algorithm: "tleg".into(),
+            recipe: None,
+            sets: vec![],
+            data: None,
+            seed: 0,
+            name: None,
+            version: None,
+        };
+        assert_eq!(default_name(&r, "tleg"), "smollm2-135m-q4-1-tleg");
+        r.hub_repo = Some("HuggingFaceTB/SmolLM2-135M".into());
+        assert_eq!(default_name(&r, "sws"), "smollm2-135m-sws");
+        let p = Path::new("/h/hub/models--HuggingFaceTB--SmolLM2-135M/snapshots/abc123");
+        assert_eq!(
+            origin(p, None),
+            ("HuggingFaceTB/SmolLM2-135M".into(), "abc123".into())
+        );
+        assert_eq!(origin(Path::new("/a/minilm"), None).0, "local:minilm");
+    }
+}

@@ -1,0 +1,265 @@
+//! [`DescendantSource`]: the tensors of a descendant, produced lazily from a [`Blueprint`]:
+//! copied zero-copy from a gene unit, computed as `base + t·slope`, or drawn from a seeded
+//! generator, one tensor at a time, so peak memory follows the largest tensor.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use crate::algorithm::builder::{FILES_UNIT, GLOBALS_UNIT};
+use crate::algorithm::{Blueprint, GeneView, LayerSource};
+use crate::anatomy::{Param, Role, Slot, slot_name};
+use crate::checkpoint::{DType, TensorInfo, TensorSource};
+use crate::error::{Error, Result};
+use crate::nn::init::{Rng, init_values};
+
+/// Where one output tensor comes from.
+#[derive(Debug, Clone)]
+enum Origin {
+    Copy {
+        unit: String,
+        tensor: String,
+    },
+    Line {
+        base: (String, String),
+        slope: (String, String),
+        t: f32,
+    },
+    Random {
+        role: Role,
+        param: Param,
+        seed: u64,
+    },
+}
+
+/// The lazily produced tensors of one descendant.
+pub struct DescendantSource<'g> {
+    gene: &'g GeneView,
+    infos: Vec<TensorInfo>,
+    origins: BTreeMap<String, Origin>,
+}
+
+/// A seed for one tensor, from the spawn seed and the tensor's name (FNV-1a, then mixed), so
+/// each random tensor is the same whatever else the descendant holds.
+fn tensor_seed(seed: u64, name: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+impl<'g> DescendantSource<'g> {
+    /// Plan every tensor of the descendant `bp` of `gene`, with random parts seeded by `seed`.
+    pub fn new(gene: &'g GeneView, bp: &Blueprint, seed: u64) -> Result<DescendantSource<'g>> {
+        let mut src = DescendantSource {
+            gene,
+            infos: Vec::new(),
+            origins: BTreeMap::new(),
+        };
+        let globals = gene.unit(GLOBALS_UNIT)?;
+        for info in globals.tensors() {
+            src.add(
+                &info.name,
+                info.dtype,
+                &info.shape,
+                Origin::Copy {
+                    unit: GLOBALS_UNIT.into(),
+                    tensor: info.name.clone(),
+                },
+            );
+        }
+        let template = src.template(bp)?;
+        for (layer, source) in bp.layers.iter().enumerate() {
+            for (key, (tensor, dtype, shape)) in &template {
+                let slot = Slot {
+                    layer: Some(layer),
+                    role: key.0,
+                    param: key.1,
+                };
+                let name = slot_name(gene.family, &slot, gene.naming).ok_or_else(|| {
+                    Error::ModelMismatch {
+                        name: tensor.clone(),
+                        reason: format!(
+                            "the {} family has no name for it in layer {layer}",
+                            gene.family
+                        ),
+                    }
+                })?;
+                let (origin, dtype) = src.layer_origin(source, *key, &name, *dtype, seed)?;
+                src.add(&name, dtype, shape, origin);
+            }
+        }
+        for st in &bp.stitches {
+            for (tensor, param) in [(&st.weight, Param::Weight), (&st.bias, Param::Bias)] {
+                let unit = gene.unit(&st.unit)?;
+                let info = unit.require(tensor)?.clone();
+                let slot = Slot {
+                    layer: Some(st.after),
+                    role: Role::Stitch,
+                    param,
+                };
+                let name = slot_name(gene.family, &slot, gene.naming).unwrap_or_default();
+                src.add(
+                    &name,
+                    info.dtype,
+                    &info.shape,
+                    Origin::Copy {
+                        unit: st.unit.clone(),
+                        tensor: tensor.clone(),
+                    },
+                );
+            }
+        }
+        src.infos.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(src)
+    }
+
+    fn add(&mut self, name: &str, dtype: DType, shape: &[usize], origin: Origin) {
+        self.infos.push(TensorInfo {
+            name: name.to_string(),
+            dtype,
+            shape: shape.to_vec(),
+        });
+        self.origins.insert(name.to_string(), origin);
+    }
+
+    /// The layer tensors (key → unit tensor name, dtype, shape) of the first block unit the
+    /// blueprint uses; every layer of the descendant has exactly these.
+    #[allow(clippy::type_complexity)]
+    fn template(
+        &self,
+        bp: &Blueprint,
+    ) -> Result<BTreeMap<(Role, Param), (String, DType, Vec<usize>)>> {
+        let unit = bp
+            .layers
+            .iter()
+            .find_map(|s| match s {
+                LayerSource::Copy { unit } => Some(unit.clone()),
+                LayerSource::Line { base, .. } => Some(base.clone()),
+                LayerSource::Random => None,
+            })
+            .or_else(|| {
+                self.gene
+                    .unit_digests
+                    .iter()
+                    .map(|(t, _)| t.clone())
+                    .find(|t| t != GLOBALS_UNIT && t != FILES_UNIT && self.gene.block(t).is_ok())
+            })
+            .ok_or_else(|| Error::Algorithm {
+                algorithm: self.gene.algorithm().to_string(),
+                reason: format!(
+                    "gene `{}` has no block unit to take the layer shapes from",
+                    self.gene.reference
+                ),
+                fix: "re-extract the gene with `lgreg extract`".into(),
+            })?;
+        let file = self.gene.unit(&unit)?;
+        let mut out = BTreeMap::new();
+        for (key, name) in self.gene.block(&unit)? {
+            let info = file.require(&name)?;
+            out.insert(key, (name.clone(), info.dtype, info.shape.clone()));
+        }
+        Ok(out)
+    }
+
+    fn layer_origin(
+        &self,
+        source: &LayerSource,
+        key: (Role, Param),
+        name: &str,
+        dtype: DType,
+        seed: u64,
+    ) -> Result<(Origin, DType)> {
+        let tensor_in = |unit: &str| -> Result<String> {
+            self.gene
+                .block(unit)?
+                .remove(&key)
+                .ok_or_else(|| Error::MissingTensor {
+                    name: format!("{:?} {:?} in gene unit `{unit}`", key.0, key.1),
+                })
+        };
+        Ok(match source {
+            LayerSource::Copy { unit } => {
+                let tensor = tensor_in(unit)?;
+                let dtype = self.gene.unit(unit)?.require(&tensor)?.dtype;
+                (
+                    Origin::Copy {
+                        unit: unit.clone(),
+                        tensor,
+                    },
+                    dtype,
+                )
+            }
+            LayerSource::Line { base, slope, t } => (
+                Origin::Line {
+                    base: (base.clone(), tensor_in(base)?),
+                    slope: (slope.clone(), tensor_in(slope)?),
+                    t: *t as f32,
+                },
+                DType::F32,
+            ),
+            LayerSource::Random => {
+                let _ = dtype;
+                (
+                    Origin::Random {
+                        role: key.0,
+                        param: key.1,
+                        seed: tensor_seed(seed, name),
+                    },
+                    DType::F32,
+                )
+            }
+        })
+    }
+}
+
+impl TensorSource for DescendantSource<'_> {
+    fn tensors(&self) -> &[TensorInfo] {
+        &self.infos
+    }
+
+    fn read(&self, name: &str) -> Result<Cow<'_, [u8]>> {
+        let origin = self.origins.get(name).ok_or_else(|| Error::MissingTensor {
+            name: name.to_string(),
+        })?;
+        match origin {
+            Origin::Copy { unit, tensor } => self.gene.unit(unit)?.read(tensor),
+            Origin::Line { base, slope, t } => {
+                let b = self.gene.unit(&base.0)?.read_f32(&base.1)?;
+                let a = self.gene.unit(&slope.0)?.read_f32(&slope.1)?;
+                let values: Vec<f32> = b.iter().zip(&a).map(|(b, a)| b + t * a).collect();
+                Ok(Cow::Owned(f32_bytes(&values)))
+            }
+            Origin::Random { role, param, seed } => {
+                let n = self.require(name)?.numel();
+                let values = init_values(*role, *param, n, &mut Rng::new(*seed));
+                Ok(Cow::Owned(f32_bytes(&values)))
+            }
+        }
+    }
+
+    fn release(&self, name: &str) {
+        if let Some(Origin::Copy { unit, tensor }) = self.origins.get(name)
+            && let Ok(file) = self.gene.unit(unit)
+        {
+            file.release(tensor);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tensor_seed;
+
+    #[test]
+    fn tensor_seeds_depend_on_name_and_seed() {
+        assert_ne!(tensor_seed(0, "a"), tensor_seed(0, "b"));
+        assert_ne!(tensor_seed(0, "a"), tensor_seed(1, "a"));
+        assert_eq!(tensor_seed(7, "x"), tensor_seed(7, "x"));
+    }
+}
