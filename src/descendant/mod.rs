@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::algorithm::builder::FILES_UNIT;
-use crate::algorithm::{Blueprint, GeneView, GrowRequest, find};
+use crate::algorithm::{Blueprint, GeneView, GrowRequest, LayerSource, find};
 use crate::anatomy::with_depth;
 use crate::checkpoint::memory::MemorySource;
 use crate::checkpoint::write::{WriteOptions, plan_all, write_file_at, write_model};
@@ -52,6 +52,9 @@ pub struct SpawnRequest {
     pub smoke: bool,
     /// Images for the vit smoke metric.
     pub eval_data: Option<PathBuf>,
+    /// Draw every tensor at random (same shapes, nothing inherited): a baseline to compare
+    /// descendants against.
+    pub random_baseline: bool,
 }
 
 /// What `spawn` made.
@@ -104,10 +107,10 @@ pub fn spawn(
     reporter: &dyn Reporter,
 ) -> Result<Spawned> {
     if request.grow.layers == 0 {
-        return Err(Error::InvalidValue {
-            what: "`--layers`".into(),
-            value: "0".into(),
-            reason: "a descendant needs at least one layer".into(),
+        return Err(Error::Algorithm {
+            algorithm: "spawn".into(),
+            reason: "`--layers 0` was asked for, but a descendant needs at least one layer".into(),
+            fix: "pass `--layers 1` or more".into(),
         });
     }
     let gene = GeneView::open(registry, &request.gene)?;
@@ -117,9 +120,20 @@ pub fn spawn(
             return Err(option_error(algorithm.name(), option));
         }
     }
-    let blueprint = algorithm.grow(&gene, &request.grow)?;
+    let mut blueprint = algorithm.grow(&gene, &request.grow)?;
+    if request.random_baseline {
+        blueprint = Blueprint::of(vec![LayerSource::Random; request.grow.layers]);
+        blueprint
+            .notes
+            .insert("baseline".into(), Value::from("random: nothing inherited"));
+    }
     let staged = StagedDir::new(&request.output, request.force)?;
-    let source = DescendantSource::new(&gene, &blueprint, request.grow.seed)?;
+    let source = DescendantSource::new(
+        &gene,
+        &blueprint,
+        request.grow.seed,
+        !request.random_baseline,
+    )?;
     let opts = WriteOptions {
         dtype: request.dtype,
         shard_size: Some(request.shard_size.unwrap_or(DEFAULT_SHARD_SIZE)),
@@ -252,6 +266,9 @@ fn record(
     if let Some(d) = request.dtype {
         params.insert("dtype".into(), Value::from(d.safetensors_name()));
     }
+    if request.random_baseline {
+        params.insert("random_baseline".into(), Value::Bool(true));
+    }
     let mut family = gene.card.family.clone();
     family
         .hyper_parameters
@@ -314,6 +331,9 @@ fn record_tag(
     if let Some(d) = request.dtype {
         name.push('-');
         name.push_str(&d.safetensors_name().to_lowercase());
+    }
+    if request.random_baseline {
+        name.push_str("-random");
     }
     Ok((name, version))
 }

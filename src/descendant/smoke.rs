@@ -44,11 +44,16 @@ pub const SAMPLE_PAIRS: &[(&str, &str)] = &[
 /// Tokens per block of the llama sample.
 const SAMPLE_BLOCK: usize = 64;
 
+fn has_tokenizer(ckpt: &crate::checkpoint::Checkpoint) -> bool {
+    ckpt.side_files.iter().any(|f| f.name() == "tokenizer.json")
+}
+
 /// Measure the model in `dir`; `images` gives vit data. `None` when nothing applies.
 pub fn smoke_metric(dir: &Path, images: Option<&Path>) -> Result<Option<Metrics>> {
     let ckpt = open(dir)?;
     let model = Model::load(&ckpt, &device(false)?)?;
     Ok(match model.config.family {
+        Family::Llama | Family::Bert if !has_tokenizer(&ckpt) => None,
         Family::Llama => {
             let tok = checkpoint_tokenizer(&ckpt)?;
             let tokens = tok.encode(SAMPLE_TEXT, false)?;

@@ -55,7 +55,15 @@ fn f32_bytes(values: &[f32]) -> Vec<u8> {
 
 impl<'g> DescendantSource<'g> {
     /// Plan every tensor of the descendant `bp` of `gene`, with random parts seeded by `seed`.
-    pub fn new(gene: &'g GeneView, bp: &Blueprint, seed: u64) -> Result<DescendantSource<'g>> {
+    ///
+    /// With `inherit_globals` off, the embeddings, final norm and head are drawn at random too
+    /// (a baseline that inherits nothing).
+    pub fn new(
+        gene: &'g GeneView,
+        bp: &Blueprint,
+        seed: u64,
+        inherit_globals: bool,
+    ) -> Result<DescendantSource<'g>> {
         let mut src = DescendantSource {
             gene,
             infos: Vec::new(),
@@ -63,15 +71,23 @@ impl<'g> DescendantSource<'g> {
         };
         let globals = gene.unit(GLOBALS_UNIT)?;
         for info in globals.tensors() {
-            src.add(
-                &info.name,
-                info.dtype,
-                &info.shape,
-                Origin::Copy {
+            let slot = gene.rules().classify(&info.name, gene.naming);
+            let origin = match slot {
+                Some(slot) if !inherit_globals && info.dtype.is_float() => Origin::Random {
+                    role: slot.role,
+                    param: slot.param,
+                    seed: tensor_seed(seed, &info.name),
+                },
+                _ => Origin::Copy {
                     unit: GLOBALS_UNIT.into(),
                     tensor: info.name.clone(),
                 },
-            );
+            };
+            let dtype = match origin {
+                Origin::Random { .. } => DType::F32,
+                _ => info.dtype,
+            };
+            src.add(&info.name, dtype, &info.shape, origin);
         }
         let template = src.template(bp)?;
         for (layer, source) in bp.layers.iter().enumerate() {

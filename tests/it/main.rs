@@ -6,6 +6,7 @@ mod adapt;
 mod anatomy;
 mod convert;
 mod engine;
+mod extract;
 mod gguf;
 mod gguf_cli;
 mod malformed;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 pub mod hub;
 pub mod oci;
+pub mod synth;
 
 /// Root of the fetched fixtures (`scripts/fetch-fixtures.sh`), overridable with `LGREG_FIXTURES`.
 pub fn fixtures() -> PathBuf {

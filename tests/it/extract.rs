@@ -1,0 +1,373 @@
+//! `lgreg extract` and `lgreg spawn` end to end: sws layouts, descendants of real ancestors at
+//! two depths, determinism, registry records, and requests that must be refused.
+
+use std::path::{Path, PathBuf};
+
+use lgreg::checkpoint::open;
+use lgreg::nn::{Input, Mode, Model};
+use serde_json::Value;
+
+use crate::support::gene::snapshot;
+use crate::support::synth::{hashed, tiny_llama, write_model_dir};
+use crate::support::{Run, json_result, run_str};
+
+fn ok(home: &Path, args: &[&str]) -> Value {
+    let mut all = vec!["--json", "--no-progress"];
+    all.extend_from_slice(args);
+    let run = run_str(home, &all);
+    assert_eq!(run.code, 0, "lgreg {args:?}: {}", run.stderr);
+    json_result(&run)
+}
+
+fn fails(home: &Path, args: &[&str]) -> Run {
+    let run = run_str(home, args);
+    assert_eq!(
+        run.code, 1,
+        "lgreg {args:?} should fail with exit 1: {run:?}"
+    );
+    assert!(run.stderr.contains("hint:"), "no hint: {}", run.stderr);
+    run
+}
+
+fn registry(home: &Path) -> PathBuf {
+    home.join("lgreg-home/registry")
+}
+
+fn tensor(dir: &Path, name: &str) -> Vec<f32> {
+    open(dir).unwrap().source.read_f32(name).unwrap()
+}
+
+fn q_proj(layer: usize) -> String {
+    format!("model.layers.{layer}.self_attn.q_proj.weight")
+}
+
+/// Load a descendant with lgreg's engine, check its config against its tensors, run it.
+fn load_and_run(dir: &Path, layers: usize) {
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["num_hidden_layers"], layers, "{}", dir.display());
+    let ckpt = open(dir).unwrap();
+    let model = Model::load(&ckpt, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(model.config.layers, layers);
+    let ids =
+        candle_core::Tensor::new(&[[1u32, 5, 9, 2, 7, 3]], &candle_core::Device::Cpu).unwrap();
+    let mask =
+        candle_core::Tensor::ones((1, 6), candle_core::DType::U32, &candle_core::Device::Cpu)
+            .unwrap();
+    let out = model
+        .forward(
+            &Input::Tokens {
+                ids,
+                mask: Some(mask),
+            },
+            Mode::Infer,
+            false,
+        )
+        .unwrap()
+        .output;
+    let values: Vec<f32> = out.flatten_all().unwrap().to_vec1().unwrap();
+    assert!(
+        values.iter().all(|v| v.is_finite()),
+        "non-finite output from {}",
+        dir.display()
+    );
+}
+
+#[test]
+fn sws_gene_of_a_16_layer_ancestor_gives_the_published_12_layer_layout() {
+    let home = tempfile::tempdir().unwrap();
+    let ancestor = home.path().join("anc16");
+    write_model_dir(&ancestor, &tiny_llama(16), hashed);
+    let gene = ok(
+        home.path(),
+        &[
+            "extract",
+            "--algo",
+            "sws",
+            ancestor.to_str().unwrap(),
+            "--name",
+            "anc-sws",
+        ],
+    );
+    assert_eq!(
+        gene["diagnostics"]["stage_lengths"],
+        serde_json::json!([3, 3, 4, 3, 3])
+    );
+    assert_eq!(gene["fidelity"], "approximate");
+    let out = home.path().join("d12");
+    ok(
+        home.path(),
+        &[
+            "spawn",
+            "anc-sws",
+            "--layers",
+            "12",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    let middles = [1, 4, 7, 11, 14];
+    let layout = [0, 0, 0, 1, 1, 1, 2, 2, 3, 3, 4, 4];
+    for (i, stage) in layout.iter().enumerate() {
+        assert_eq!(
+            tensor(&out, &q_proj(i)),
+            tensor(&ancestor, &q_proj(middles[*stage])),
+            "layer {i}"
+        );
+    }
+    load_and_run(&out, 12);
+
+    // Fewer layers than stages needs --stages; a 0 drops a stage.
+    let err = fails(
+        home.path(),
+        &["spawn", "anc-sws", "--layers", "4", "-o", "x"],
+    );
+    assert!(err.stderr.contains("--stages"), "{}", err.stderr);
+    let d4 = home.path().join("d4");
+    ok(
+        home.path(),
+        &[
+            "spawn",
+            "anc-sws",
+            "--layers",
+            "4",
+            "--stages",
+            "1,1,0,1,1",
+            "-o",
+            d4.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(tensor(&d4, &q_proj(2)), tensor(&ancestor, &q_proj(11)));
+    let err = fails(
+        home.path(),
+        &[
+            "spawn", "anc-sws", "--layers", "12", "--stages", "3,3,3,3", "-o", "y",
+        ],
+    );
+    assert!(err.stderr.contains("add up to"), "{}", err.stderr);
+}
+
+#[test]
+fn spawn_is_deterministic_and_recorded_under_its_gene() {
+    let home = tempfile::tempdir().unwrap();
+    let ancestor = home.path().join("anc");
+    write_model_dir(&ancestor, &tiny_llama(8), hashed);
+    let gene = ok(
+        home.path(),
+        &[
+            "extract",
+            "--algo",
+            "tleg",
+            ancestor.to_str().unwrap(),
+            "--name",
+            "tiny-tleg",
+        ],
+    );
+    let r2 = gene["diagnostics"]["r2"].as_object().unwrap();
+    assert!(
+        r2.values()
+            .all(|v| (0.0..=1.0).contains(&v.as_f64().unwrap())),
+        "{r2:?}"
+    );
+    let (a, b) = (home.path().join("a"), home.path().join("b"));
+    let first = ok(
+        home.path(),
+        &[
+            "spawn",
+            "tiny-tleg:0.1.0",
+            "--layers",
+            "5",
+            "--seed",
+            "3",
+            "-o",
+            a.to_str().unwrap(),
+        ],
+    );
+    let second = ok(
+        home.path(),
+        &[
+            "spawn",
+            "tiny-tleg",
+            "--layers",
+            "5",
+            "--seed",
+            "3",
+            "-o",
+            b.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        std::fs::read(a.join("model.safetensors")).unwrap(),
+        std::fs::read(b.join("model.safetensors")).unwrap()
+    );
+    assert_eq!(first["record"], "tiny-tleg-l5-s3:0.1.0");
+    assert_eq!(first["record_digest"], second["record_digest"]);
+    let lineage = ok(home.path(), &["lineage", "tiny-tleg:0.1.0"]);
+    let children: Vec<&str> = lineage["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["digest"].as_str().unwrap())
+        .collect();
+    assert!(
+        children.contains(&first["record_digest"].as_str().unwrap()),
+        "{lineage}"
+    );
+    let readme = std::fs::read_to_string(a.join("README.md")).unwrap();
+    assert!(
+        readme.contains(gene["digest"].as_str().unwrap()),
+        "{readme}"
+    );
+    ok(home.path(), &["verify"]);
+
+    // A random baseline keeps the shapes and inherits nothing.
+    let r = home.path().join("r");
+    ok(
+        home.path(),
+        &[
+            "spawn",
+            "tiny-tleg",
+            "--layers",
+            "5",
+            "--random-baseline",
+            "-o",
+            r.to_str().unwrap(),
+        ],
+    );
+    let embed = "model.embed_tokens.weight";
+    assert_eq!(tensor(&r, embed).len(), tensor(&ancestor, embed).len());
+    assert_ne!(tensor(&r, embed), tensor(&ancestor, embed));
+    load_and_run(&r, 5);
+}
+
+#[test]
+fn bad_spawn_requests_are_refused_and_change_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    let ancestor = home.path().join("anc");
+    write_model_dir(&ancestor, &tiny_llama(6), hashed);
+    ok(
+        home.path(),
+        &[
+            "extract",
+            "--algo",
+            "tleg",
+            ancestor.to_str().unwrap(),
+            "--name",
+            "t",
+        ],
+    );
+    ok(
+        home.path(),
+        &[
+            "extract",
+            "--algo",
+            "sws",
+            ancestor.to_str().unwrap(),
+            "--name",
+            "s",
+        ],
+    );
+    let before = snapshot(&registry(home.path()));
+    let out = home.path().join("out");
+    let o = out.to_str().unwrap();
+    let err = fails(home.path(), &["spawn", "t", "--layers", "0", "-o", o]);
+    assert!(err.stderr.contains("--layers"), "{}", err.stderr);
+    let err = fails(
+        home.path(),
+        &[
+            "spawn", "t", "--layers", "4", "--stages", "1,1,1,1", "-o", o,
+        ],
+    );
+    assert!(
+        err.stderr.contains("`--stages` is an option of sws genes"),
+        "{}",
+        err.stderr
+    );
+    let err = fails(
+        home.path(),
+        &["spawn", "s", "--layers", "6", "--front", "a", "-o", o],
+    );
+    assert!(err.stderr.contains("`--front`"), "{}", err.stderr);
+    let err = fails(home.path(), &["spawn", "nope", "--layers", "4", "-o", o]);
+    assert!(err.stderr.contains("nope"), "{}", err.stderr);
+    let err = fails(
+        home.path(),
+        &["extract", "--algo", "tlge", ancestor.to_str().unwrap()],
+    );
+    assert!(err.stderr.contains("did you mean `tleg`"), "{}", err.stderr);
+    assert!(!out.exists());
+    assert_eq!(snapshot(&registry(home.path())), before);
+    std::fs::create_dir(&out).unwrap();
+    let err = fails(home.path(), &["spawn", "t", "--layers", "4", "-o", o]);
+    assert!(err.stderr.contains("already exists"), "{}", err.stderr);
+    assert_eq!(snapshot(&registry(home.path())), before);
+}
+
+#[test]
+fn sws_and_tleg_descendants_of_smollm2_at_two_depths() {
+    let home = tempfile::tempdir().unwrap();
+    let smol = crate::engine::smollm2_f32();
+    for algo in ["sws", "tleg"] {
+        let gene = ok(
+            home.path(),
+            &["extract", "--algo", algo, smol.to_str().unwrap()],
+        );
+        let reference = gene["reference"].as_str().unwrap();
+        assert!(reference.starts_with("smollm2-f32-"), "{reference}");
+        for layers in [6, 9] {
+            let out = home.path().join(format!("{algo}-{layers}"));
+            let spawned = ok(
+                home.path(),
+                &[
+                    "spawn",
+                    reference,
+                    "--layers",
+                    &layers.to_string(),
+                    "-o",
+                    out.to_str().unwrap(),
+                ],
+            );
+            let ppl = spawned["smoke"]["perplexity"].as_f64().unwrap();
+            assert!(ppl.is_finite() && ppl > 1.0, "{spawned}");
+            assert!(out.join("tokenizer.json").is_file());
+            load_and_run(&out, layers);
+        }
+    }
+}
+
+#[test]
+fn sws_and_tleg_descendants_of_minilm_at_two_depths() {
+    let home = tempfile::tempdir().unwrap();
+    let minilm = crate::support::minilm_dir();
+    for algo in ["sws", "tleg"] {
+        let gene = ok(
+            home.path(),
+            &[
+                "extract",
+                "--algo",
+                algo,
+                minilm.to_str().unwrap(),
+                "--name",
+                &format!("minilm-{algo}"),
+            ],
+        );
+        for layers in [5, 8] {
+            let out = home.path().join(format!("{algo}-{layers}"));
+            let spawned = ok(
+                home.path(),
+                &[
+                    "spawn",
+                    gene["reference"].as_str().unwrap(),
+                    "--layers",
+                    &layers.to_string(),
+                    "-o",
+                    out.to_str().unwrap(),
+                ],
+            );
+            let sims = spawned["smoke"]["similarities"].as_array().unwrap();
+            assert_eq!(sims.len(), 3, "{spawned}");
+            assert!(out.join("vocab.txt").is_file());
+            load_and_run(&out, layers);
+        }
+    }
+}
