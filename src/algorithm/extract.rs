@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -86,6 +87,12 @@ pub struct Extracted {
     pub bytes: u64,
     /// The card's diagnostics.
     pub diagnostics: Map<String, Value>,
+    /// Wall time of building the gene (reading the ancestor and running the algorithm).
+    pub extract_seconds: f64,
+    /// Wall time of hashing the ancestor's files (on a second thread, during the build).
+    pub hash_seconds: f64,
+    /// Wall time of publishing (hashing and storing the units).
+    pub publish_seconds: f64,
 }
 
 /// Extract a gene and publish it to `registry`.
@@ -111,17 +118,24 @@ pub fn extract(
     let version = request.version.clone().unwrap_or_else(|| "0.1.0".into());
     crate::registry::Reference::tag(&name, &version)?;
 
+    let started = Instant::now();
     let (built, files) = std::thread::scope(|scope| {
-        let hashing = scope.spawn(|| ancestor_files(&ckpt));
-        let built = build(algorithm, &ancestor, &recipe, request, reporter);
+        let hashing = scope.spawn(|| {
+            let t = Instant::now();
+            ancestor_files(&ckpt).map(|f| (f, t.elapsed().as_secs_f64()))
+        });
+        let built = build(algorithm, &ancestor, &recipe, request, reporter)
+            .map(|b| (b, started.elapsed().as_secs_f64()));
         let files = hashing
             .join()
             .unwrap_or_else(|_| Err(Error::Io(std::io::Error::other("hashing thread panicked"))));
         (built, files)
     });
-    let builder = built?;
-    let card = gene_card(algorithm, &ancestor, &recipe, &builder, request, files?)?;
+    let (builder, extract_seconds) = built?;
+    let (files, hash_seconds) = files?;
+    let card = gene_card(algorithm, &ancestor, &recipe, &builder, request, files)?;
     builder.finish(&card)?;
+    let publishing = Instant::now();
     let published = registry.publish(builder.path(), &name, &version, reporter)?;
     Ok(Extracted {
         reference: published.reference,
@@ -132,6 +146,9 @@ pub fn extract(
         units: builder.units().to_vec(),
         bytes: published.bytes,
         diagnostics: card.diagnostics,
+        extract_seconds,
+        hash_seconds,
+        publish_seconds: publishing.elapsed().as_secs_f64(),
     })
 }
 
