@@ -26,10 +26,10 @@ fn write_vit(dir: &Path, spec: VitSpec, seed: u64) -> PathBuf {
     dir.to_path_buf()
 }
 
-fn fashion_vit(dir: &Path, width: usize, layers: usize) -> PathBuf {
+fn fashion_vit(dir: &Path, width: usize, layers: usize, patch_size: usize) -> PathBuf {
     let spec = VitSpec {
         image_size: 28,
-        patch_size: 4,
+        patch_size,
         channels: 1,
         hidden: width,
         layers,
@@ -45,9 +45,71 @@ fn s(p: &Path) -> &str {
 }
 
 #[test]
+fn small_vit_learns_fashion_mnist_above_70_percent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fashion_vit(&tmp.path().join("vit"), 64, 4, 7);
+    let out = tmp.path().join("adapted");
+    let data = fixture("fashion-mnist");
+    let r = run_str(
+        tmp.path(),
+        &[
+            "adapt",
+            s(&model),
+            "--data",
+            s(&data),
+            "-o",
+            s(&out),
+            "--limit",
+            "20000",
+            "--val-fraction",
+            "0.1",
+            "--steps",
+            "500",
+            "--batch-size",
+            "64",
+            "--lr",
+            "3e-3",
+            "--warmup",
+            "25",
+            "--seed",
+            "7",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let j = json_result(&r);
+    let acc = j["metrics"]["accuracy"].as_f64().unwrap();
+    eprintln!(
+        "fashion-mnist validation accuracy after 500 steps: {acc:.4}, {} samples/s",
+        j["samples_per_sec"]
+    );
+    assert!(acc > 0.70, "accuracy {acc}");
+    let card = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(card.contains("accuracy"), "{card}");
+    assert!(out.join("model.safetensors").is_file());
+    // The written model evaluates to the same accuracy on the test split.
+    let r = run_str(
+        tmp.path(),
+        &[
+            "eval",
+            s(&out),
+            "--data",
+            s(&data.join("t10k-images-idx3-ubyte.gz")),
+            "--limit",
+            "1000",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let test_acc = json_result(&r)["accuracy"].as_f64().unwrap();
+    eprintln!("fashion-mnist test accuracy (1000 images): {test_acc:.4}");
+    assert!(test_acc > 0.65, "{test_acc}");
+}
+
+#[test]
 fn interrupted_adapt_resumes_to_the_same_final_loss() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = fashion_vit(&tmp.path().join("vit"), 16, 2);
+    let model = fashion_vit(&tmp.path().join("vit"), 16, 2, 4);
     let data = fixture("fashion-mnist");
     let common = |out: &Path| -> Vec<String> {
         [
@@ -110,7 +172,7 @@ fn interrupted_adapt_resumes_to_the_same_final_loss() {
 #[test]
 fn bad_inputs_get_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let model = fashion_vit(&tmp.path().join("vit"), 16, 1);
+    let model = fashion_vit(&tmp.path().join("vit"), 16, 1, 4);
     let data = fixture("fashion-mnist");
     let out = tmp.path().join("out");
     let err = |args: &[&str], want: &str| {
