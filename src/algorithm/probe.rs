@@ -16,6 +16,7 @@ use crate::train::text::{TextBlocks, Tokenizer};
 
 /// Data to run an ancestor on.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per extraction; boxing the tokenizer buys nothing
 pub enum Probe {
     /// llama: token blocks with next-token targets.
     Text(TextBlocks),

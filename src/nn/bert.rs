@@ -9,14 +9,9 @@ use super::ops::{attention, layer_norm, linear, merge_heads, padding_mask, split
 use crate::anatomy::{Param, Role};
 use crate::error::Result;
 
-/// Last hidden states `[batch, seq, hidden]` for token ids `[batch, seq]`.
-pub(crate) fn forward(
-    ctx: &Ctx<'_>,
-    c: &ModelConfig,
-    ids: &Tensor,
-    mask: Option<&Tensor>,
-    mut hidden: Option<&mut Vec<Tensor>>,
-) -> Result<Tensor> {
+/// The normalised word + position + type embeddings `[batch, seq, hidden]` of ids
+/// `[batch, seq]`.
+pub(crate) fn embed(ctx: &Ctx<'_>, c: &ModelConfig, ids: &Tensor) -> Result<Tensor> {
     let (b, t) = ids.dims2()?;
     let g = |role| ctx.need(&super::param::global(role, Param::Weight));
     let words = g(Role::TokenEmbedding)?
@@ -31,15 +26,24 @@ pub(crate) fn forward(
         e = e.broadcast_add(&types.narrow(0, 0, 1)?)?;
     }
     let (w, bias) = ctx.global_wb(Role::EmbeddingNorm)?;
-    let mut h = layer_norm(&e, &w, bias.as_ref(), c.norm_eps, ctx.mode)?;
-    if let Some(states) = hidden.as_deref_mut() {
-        states.push(h.clone());
-    }
+    layer_norm(&e, &w, bias.as_ref(), c.norm_eps, ctx.mode)
+}
+
+/// Last hidden states `[batch, seq, hidden]` from the hidden states `h` that enter block
+/// `start`; `mask` is the 0/1 padding mask `[batch, seq]`.
+pub(crate) fn blocks(
+    ctx: &Ctx<'_>,
+    c: &ModelConfig,
+    mut h: Tensor,
+    start: usize,
+    mask: Option<&Tensor>,
+    mut hidden: Option<&mut Vec<Tensor>>,
+) -> Result<Tensor> {
     let additive = match mask {
         Some(m) => Some(padding_mask(m)?),
         None => None,
     };
-    for l in 0..ctx.depth() {
+    for l in start..ctx.depth() {
         let (wq, bq) = ctx.wb(l, Role::AttnQ)?;
         let (wk, bk) = ctx.wb(l, Role::AttnK)?;
         let (wv, bv) = ctx.wb(l, Role::AttnV)?;

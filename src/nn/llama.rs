@@ -11,26 +11,29 @@ use super::ops::{
 use crate::anatomy::{Param, Role};
 use crate::error::Result;
 
-/// Logits `[batch, seq, vocab]` for token ids `[batch, seq]`.
-pub(crate) fn forward(
-    ctx: &Ctx<'_>,
-    c: &ModelConfig,
-    ids: &Tensor,
-    mut hidden: Option<&mut Vec<Tensor>>,
-) -> Result<Tensor> {
+/// The token embeddings `[batch, seq, hidden]` of ids `[batch, seq]`.
+pub(crate) fn embed(ctx: &Ctx<'_>, c: &ModelConfig, ids: &Tensor) -> Result<Tensor> {
     let (b, t) = ids.dims2()?;
     let embed = ctx.need(&super::param::global(Role::TokenEmbedding, Param::Weight))?;
-    let mut h = embed
+    Ok(embed
         .index_select(&ids.flatten_all()?, 0)?
-        .reshape((b, t, c.hidden))?;
-    if let Some(states) = hidden.as_deref_mut() {
-        states.push(h.clone());
-    }
+        .reshape((b, t, c.hidden))?)
+}
+
+/// Logits `[batch, seq, vocab]` from the hidden states `h` that enter block `start`.
+pub(crate) fn blocks(
+    ctx: &Ctx<'_>,
+    c: &ModelConfig,
+    mut h: Tensor,
+    start: usize,
+    mut hidden: Option<&mut Vec<Tensor>>,
+) -> Result<Tensor> {
+    let t = h.dim(1)?;
     let hd = c.head_dim();
-    let (cos, sin) = rope_tables(t, hd, c.rope_theta, ids.device())?;
-    let mask = causal_mask(t, ids.device())?;
+    let (cos, sin) = rope_tables(t, hd, c.rope_theta, h.device())?;
+    let mask = causal_mask(t, h.device())?;
     let rep = c.heads / c.kv_heads.max(1);
-    for l in 0..ctx.depth() {
+    for l in start..ctx.depth() {
         let (w, _) = ctx.wb(l, Role::AttnNorm)?;
         let x = rms_norm(&h, &w, c.norm_eps, ctx.mode)?;
         let (wq, bq) = ctx.wb(l, Role::AttnQ)?;
@@ -61,7 +64,7 @@ pub(crate) fn forward(
     let h = rms_norm(&h, &w, c.norm_eps, ctx.mode)?;
     let head = match ctx.get(&super::param::global(Role::Head, Param::Weight))? {
         Some(w) => w,
-        None => embed,
+        None => ctx.need(&super::param::global(Role::TokenEmbedding, Param::Weight))?,
     };
     linear(&h, &head, None)
 }

@@ -79,7 +79,16 @@ pub(crate) struct Ctx<'a> {
     used: RefCell<Vec<(Slot, Tensor)>>,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    fn new(params: &'a dyn Parametrisation, mode: Mode, hooks: Hooks) -> Ctx<'a> {
+        Ctx {
+            params,
+            mode,
+            probes: hooks.weight_grads,
+            used: RefCell::new(Vec::new()),
+        }
+    }
+
     /// The tensor of a slot, if the model has it.
     pub fn get(&self, slot: &Slot) -> Result<Option<Tensor>> {
         let t = self.params.get(slot)?;
@@ -176,17 +185,40 @@ impl Model {
     /// Load a model with plain weights from a checkpoint, checking every tensor's shape
     /// against the config.
     pub fn load(ckpt: &Checkpoint, device: &Device) -> Result<Model> {
+        Model::load_layers(ckpt, None, device)
+    }
+
+    /// [`Model::load`], keeping only the checkpoint's blocks `layers` (distinct indices),
+    /// renumbered `0..layers.len()` in the order given; `None` keeps every block.
+    pub fn load_layers(
+        ckpt: &Checkpoint,
+        layers: Option<&[usize]>,
+        device: &Device,
+    ) -> Result<Model> {
         let anatomy = analyze(ckpt.config.as_ref(), ckpt.source.tensors())?;
         let mut config = ModelConfig::resolve(&anatomy, ckpt.config.as_ref())?;
+        if let Some(keep) = layers {
+            config.layers = keep.len();
+        }
         let mut store = Store::new();
         for (name, slot) in &anatomy.slots {
             if skip(anatomy.family, name, slot) {
                 continue;
             }
+            let slot = match (layers, slot.layer) {
+                (Some(keep), Some(l)) => match keep.iter().position(|&k| k == l) {
+                    Some(p) => Slot {
+                        layer: Some(p),
+                        ..slot.clone()
+                    },
+                    None => continue,
+                },
+                _ => slot.clone(),
+            };
             let info = ckpt.source.require(name)?;
             let values = ckpt.source.read_f32(name)?;
             let t = Tensor::from_vec(values, info.shape.clone(), device)?;
-            if store.var(slot).is_some() {
+            if store.var(&slot).is_some() {
                 return Err(Error::ModelMismatch {
                     name: name.clone(),
                     reason: format!(
@@ -195,7 +227,7 @@ impl Model {
                     ),
                 });
             }
-            store.insert(slot.clone(), name, &t)?;
+            store.insert(slot, name, &t)?;
         }
         if config.family == Family::Vit && config.classes == 0 {
             let head = super::param::global(Role::Head, Param::Weight);
@@ -254,26 +286,14 @@ impl Model {
 
     /// Run a forward pass with the given hooks.
     pub fn forward_with(&self, input: &Input, mode: Mode, hooks: Hooks) -> Result<Forward> {
-        let ctx = Ctx {
-            params: self.params.as_ref(),
-            mode,
-            probes: hooks.weight_grads,
-            used: RefCell::new(Vec::new()),
-        };
-        let mut states = Vec::new();
-        let keep = if hooks.hidden {
-            Some(&mut states)
-        } else {
-            None
-        };
-        let output = match (self.config.family, input) {
-            (Family::Llama, Input::Tokens { ids, .. }) => {
-                llama::forward(&ctx, &self.config, ids, keep)?
-            }
+        let ctx = Ctx::new(self.params.as_ref(), mode, hooks);
+        let c = &self.config;
+        let (h, mask) = match (c.family, input) {
+            (Family::Llama, Input::Tokens { ids, .. }) => (llama::embed(&ctx, c, ids)?, None),
             (Family::Bert, Input::Tokens { ids, mask }) => {
-                bert::forward(&ctx, &self.config, ids, mask.as_ref(), keep)?
+                (bert::embed(&ctx, c, ids)?, mask.as_ref())
             }
-            (Family::Vit, Input::Images(x)) => vit::forward(&ctx, &self.config, x, keep)?,
+            (Family::Vit, Input::Images(x)) => (vit::embed(&ctx, c, x)?, None),
             (family, _) => {
                 return Err(Error::InvalidValue {
                     what: "model input".into(),
@@ -281,6 +301,54 @@ impl Model {
                     reason: "llama and bert read token ids, vit reads images".into(),
                 });
             }
+        };
+        self.run(ctx, h, 0, mask, hooks)
+    }
+
+    /// Run blocks `start..` (then the final norm and head) on hidden states
+    /// `[batch, seq, hidden]` that enter block `start`, as if the embeddings and the blocks
+    /// before had produced them; `mask` is bert's 0/1 padding mask. With `hooks.hidden`,
+    /// [`Forward::hidden`] starts with `states` and then holds the output of each block run.
+    pub fn forward_from(
+        &self,
+        states: &Tensor,
+        start: usize,
+        mask: Option<&Tensor>,
+        mode: Mode,
+        hooks: Hooks,
+    ) -> Result<Forward> {
+        let depth = self.params.depth();
+        if start > depth {
+            return Err(Error::InvalidValue {
+                what: "first block".into(),
+                value: start.to_string(),
+                reason: format!("the model has {depth} blocks"),
+            });
+        }
+        let ctx = Ctx::new(self.params.as_ref(), mode, hooks);
+        self.run(ctx, states.clone(), start, mask, hooks)
+    }
+
+    fn run(
+        &self,
+        ctx: Ctx<'_>,
+        h: Tensor,
+        start: usize,
+        mask: Option<&Tensor>,
+        hooks: Hooks,
+    ) -> Result<Forward> {
+        let mut states = Vec::new();
+        let keep = if hooks.hidden {
+            states.push(h.clone());
+            Some(&mut states)
+        } else {
+            None
+        };
+        let c = &self.config;
+        let output = match c.family {
+            Family::Llama => llama::blocks(&ctx, c, h, start, keep)?,
+            Family::Bert => bert::blocks(&ctx, c, h, start, mask, keep)?,
+            Family::Vit => vit::blocks(&ctx, c, h, start, keep)?,
         };
         Ok(Forward {
             output,

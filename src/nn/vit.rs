@@ -20,18 +20,13 @@ pub(crate) fn patchify(x: &Tensor, p: usize) -> Result<Tensor> {
         .reshape((b, gh * gw, ch * p * p))?)
 }
 
-/// Logits `[batch, classes]` for images `[batch, channels, size, size]`.
-pub(crate) fn forward(
-    ctx: &Ctx<'_>,
-    c: &ModelConfig,
-    x: &Tensor,
-    mut hidden: Option<&mut Vec<Tensor>>,
-) -> Result<Tensor> {
+/// The patch, class-token and position embeddings `[batch, tokens, hidden]` of images
+/// `[batch, channels, size, size]`.
+pub(crate) fn embed(ctx: &Ctx<'_>, c: &ModelConfig, x: &Tensor) -> Result<Tensor> {
     let b = x.dim(0)?;
     let (pw, pb) = ctx.global_wb(Role::PatchEmbedding)?;
     let kernel = pw.reshape((c.hidden, ()))?;
     let mut h = linear(&patchify(x, c.patch_size)?, &kernel, pb.as_ref())?;
-    let prefix = usize::from(c.class_token);
     if c.class_token {
         let cls = ctx.need(&super::param::global(Role::ClassToken, Param::Weight))?;
         h = Tensor::cat(&[&cls.broadcast_as((b, 1, c.hidden))?, &h], 1)?;
@@ -40,11 +35,19 @@ pub(crate) fn forward(
         Role::PositionEmbedding,
         Param::Weight,
     ))?;
-    h = h.broadcast_add(&pos)?;
-    if let Some(states) = hidden.as_deref_mut() {
-        states.push(h.clone());
-    }
-    for l in 0..ctx.depth() {
+    Ok(h.broadcast_add(&pos)?)
+}
+
+/// Logits `[batch, classes]` from the hidden states `h` that enter block `start`.
+pub(crate) fn blocks(
+    ctx: &Ctx<'_>,
+    c: &ModelConfig,
+    mut h: Tensor,
+    start: usize,
+    mut hidden: Option<&mut Vec<Tensor>>,
+) -> Result<Tensor> {
+    let prefix = usize::from(c.class_token);
+    for l in start..ctx.depth() {
         let (wn, bn) = ctx.wb(l, Role::AttnNorm)?;
         let x = layer_norm(&h, &wn, bn.as_ref(), c.norm_eps, ctx.mode)?;
         let (q, k, v) = qkv(ctx, l, &x)?;

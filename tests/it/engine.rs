@@ -13,13 +13,13 @@ use lgreg::train::text::Tokenizer;
 
 use crate::support::minilm_dir;
 
-fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
+pub fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
     let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
     let scale = b.abs().unwrap().max_all().unwrap();
     diff.to_scalar::<f32>().unwrap() / scale.to_scalar::<f32>().unwrap().max(1e-12)
 }
 
-fn text_config(family: Family) -> ModelConfig {
+pub fn text_config(family: Family) -> ModelConfig {
     ModelConfig {
         family,
         layers: 2,
@@ -41,7 +41,7 @@ fn text_config(family: Family) -> ModelConfig {
     }
 }
 
-fn vit_config(class_token: bool) -> ModelConfig {
+pub fn vit_config(class_token: bool) -> ModelConfig {
     VitSpec {
         image_size: 8,
         patch_size: 4,
@@ -55,7 +55,7 @@ fn vit_config(class_token: bool) -> ModelConfig {
     .config()
 }
 
-fn input(c: &ModelConfig) -> Input {
+pub fn input(c: &ModelConfig) -> Input {
     let dev = Device::Cpu;
     match c.family {
         Family::Vit => {

@@ -1,0 +1,412 @@
+//! Learngene Pool (arXiv 2312.05743): the gene is a pool of small "instances" plus linear
+//! stitch layers between them; a descendant is the front blocks of one instance, a stitch, and
+//! the end blocks of another (or one instance alone).
+//!
+//! Training-free approximation (the paper distils small students from the ancestor): the
+//! instances are two block subsets of the ancestor at its own width, `a` = its even layers and
+//! `b` = its odd layers ([`configs`]). Every stitch layer is fitted in closed form on calibration
+//! data as SN-Net's `snnet` initialisation does: for each configuration `(i, j)` it serves,
+//! least squares `[X_i, 1]·M ≈ Y_{j-1}` where `X_i` is the hidden states after front block `i`
+//! and `Y_{j-1}` those entering end block `j` (the embedding output when `j = 0`), tokens as rows;
+//! `W = Mᵀ` without the bias row, `b` = the bias row, averaged over the configurations that share
+//! the layer ([`lstsq`]). The instances run as engine models ([`Model::load_layers`]).
+
+pub mod configs;
+pub mod lstsq;
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::blueprint::{Blueprint, GrowRequest, LayerSource, StitchSource};
+use super::builder::GeneBuilder;
+use super::probe::{Probe, ProbeBatch};
+use super::{Algorithm, ExtractJob, GeneView};
+use crate::anatomy::{Role, STITCH_PREFIX};
+use crate::error::{Error, Result};
+use crate::nn::{Input, Mode, Model};
+use crate::progress::Event;
+use configs::{Choice, StitchConfig, block_unit, configurations, instance_layers};
+use lstsq::Affine;
+
+/// The pool algorithm.
+#[derive(Debug)]
+pub struct Pool;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    /// Calibration inputs (token blocks, sentences or images).
+    samples: usize,
+    /// Tokens per llama calibration block (vit reads images and has none).
+    #[serde(default = "default_seq_len")]
+    seq_len: usize,
+    /// Relative ridge of the least-squares fits.
+    ridge: f64,
+    /// Recorded by `extract`; also orders the calibration draw.
+    #[serde(default)]
+    #[allow(dead_code)]
+    seed: Option<u64>,
+}
+
+fn default_seq_len() -> usize {
+    32
+}
+
+/// The tensor names inside a stitch unit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StitchTensors {
+    weight: String,
+    bias: String,
+}
+
+impl StitchTensors {
+    fn new() -> StitchTensors {
+        StitchTensors {
+            weight: format!("{STITCH_PREFIX}.0.weight"),
+            bias: format!("{STITCH_PREFIX}.0.bias"),
+        }
+    }
+}
+
+/// Most calibration inputs run in one forward pass.
+const MAX_BATCH: usize = 8;
+
+fn pool_error(reason: String, fix: &str) -> Error {
+    Error::Algorithm {
+        algorithm: "pool".into(),
+        reason,
+        fix: fix.into(),
+    }
+}
+
+/// The largest divisor of `samples` that is at most [`MAX_BATCH`], so that exactly `samples`
+/// inputs are drawn.
+fn batch_size(samples: usize) -> usize {
+    (1..=MAX_BATCH.min(samples))
+        .rev()
+        .find(|&b| samples.is_multiple_of(b))
+        .unwrap_or(1)
+}
+
+/// The flat row indices of real tokens in a batch (all rows unless it carries a padding mask).
+fn token_rows(input: &Input, rows: usize) -> Result<Option<Tensor>> {
+    let Input::Tokens {
+        mask: Some(mask), ..
+    } = input
+    else {
+        return Ok(None);
+    };
+    let flags: Vec<f32> = mask.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    if flags.len() != rows {
+        return Err(pool_error(
+            format!("a mask of {} entries for {rows} tokens", flags.len()),
+            "this is a bug in lgreg's probe batches",
+        ));
+    }
+    let keep: Vec<u32> = (0..rows as u32)
+        .filter(|&r| flags[r as usize] > 0.5)
+        .collect();
+    let n = keep.len();
+    Ok(Some(Tensor::from_vec(keep, n, mask.device())?))
+}
+
+/// The hidden states of `model` on `batches`, as token rows: entry `k` holds the states that
+/// enter block `k` (`k = 0`: the embedding output; `k = D`: the last block's output).
+fn hidden_rows(model: &Model, batches: &[ProbeBatch], job: &ExtractJob<'_>) -> Result<Vec<Tensor>> {
+    let mut parts: Vec<Vec<Tensor>> = Vec::new();
+    for batch in batches {
+        let fwd = model.forward(&batch.input, Mode::Infer, true)?;
+        parts.resize_with(fwd.hidden.len(), Vec::new);
+        let (b, t, d) = fwd.hidden[0].dims3()?;
+        let keep = token_rows(&batch.input, b * t)?;
+        for (k, h) in fwd.hidden.iter().enumerate() {
+            let flat = h.reshape((b * t, d))?;
+            parts[k].push(match &keep {
+                Some(idx) => flat.index_select(idx, 0)?,
+                None => flat,
+            });
+        }
+        job.reporter.report(Event::Advance {
+            amount: 1,
+            item: None,
+        });
+    }
+    parts.iter().map(|p| Ok(Tensor::cat(p, 0)?)).collect()
+}
+
+/// One stitch layer fitted over the configurations that share it, with its relative residual
+/// over all of them and on each.
+struct FittedStitch {
+    map: Affine,
+    residual: f64,
+    per_pair: Vec<f64>,
+}
+
+/// Fit the stitch layer shared by `pairs`, given the inverse Gram matrix of every front block:
+/// the mean over pairs of `G_i⁻¹ [X_i, 1]ᵀ Y_{j-1}`, summing `Y` over the pairs of each `i`.
+fn fit_stitch(
+    front: &[Tensor],
+    end: &[Tensor],
+    inverses: &[Tensor],
+    pairs: &[&StitchConfig],
+) -> Result<FittedStitch> {
+    let mut by_front: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for c in pairs {
+        by_front.entry(c.i).or_default().push(c.j);
+    }
+    let mut sum: Option<Tensor> = None;
+    for (&i, ends) in &by_front {
+        let targets: Vec<&Tensor> = ends.iter().map(|&j| &end[j]).collect();
+        let y = Tensor::stack(&targets, 0)?.sum(0)?;
+        let solution = inverses[i].matmul(&lstsq::cross(&front[i + 1], &y)?)?;
+        sum = Some(match sum {
+            Some(s) => (s + solution)?,
+            None => solution,
+        });
+    }
+    let sum = sum.ok_or_else(|| {
+        pool_error(
+            "a stitch layer without configurations".into(),
+            "this is a bug in lgreg",
+        )
+    })?;
+    let map = lstsq::affine_of(&sum, 1.0 / pairs.len() as f64)?;
+    let (mut err, mut norm) = (0.0, 0.0);
+    let mut per_pair = Vec::with_capacity(pairs.len());
+    for c in pairs {
+        let (e, y) = lstsq::squared_error(&front[c.i + 1], &end[c.j], &map)?;
+        per_pair.push(relative(e, y));
+        err += e;
+        norm += y;
+    }
+    Ok(FittedStitch {
+        map,
+        residual: relative(err, norm),
+        per_pair,
+    })
+}
+
+fn relative(err: f64, norm: f64) -> f64 {
+    if norm > 0.0 { (err / norm).sqrt() } else { 0.0 }
+}
+
+/// Run each instance on the calibration data: its hidden-state rows, by instance name.
+fn calibrate(
+    job: &ExtractJob<'_>,
+    params: &Params,
+    instances: &[(String, Vec<usize>)],
+) -> Result<(BTreeMap<String, Vec<Tensor>>, usize)> {
+    let data = job.require_data("pool")?;
+    let device = Device::Cpu;
+    let probe = Probe::load(job.ancestor, data, params.seq_len)?;
+    if probe.is_empty() {
+        return Err(pool_error(
+            format!("`{}` gave no calibration input", data.display()),
+            "pass a longer text (llama, bert) or more images (vit) with `--data`",
+        ));
+    }
+    let size = batch_size(params.samples.max(1));
+    let batches = probe.batches(params.samples.max(1) / size, size, job.seed, &device)?;
+    job.reporter.report(Event::Start {
+        task: "calibrate pool instances".into(),
+        total: (batches.len() * instances.len()) as u64,
+    });
+    let mut states = BTreeMap::new();
+    for (name, layers) in instances {
+        let model = Model::load_layers(job.ancestor.ckpt, Some(layers), &device)?;
+        states.insert(name.clone(), hidden_rows(&model, &batches, job)?);
+    }
+    job.reporter.report(Event::Finish);
+    let rows = states
+        .values()
+        .next()
+        .and_then(|s| s.first())
+        .map_or(Ok(0), |t| t.dim(0))?;
+    Ok((states, rows))
+}
+
+/// The hidden states of one instance, by name.
+fn states_of<'s>(states: &'s BTreeMap<String, Vec<Tensor>>, name: &str) -> Result<&'s [Tensor]> {
+    states
+        .get(name)
+        .map(Vec::as_slice)
+        .ok_or_else(|| pool_error(format!("no instance `{name}`"), "this is a bug in lgreg"))
+}
+
+/// Fit and write every stitch layer; the relative residual of each, by unit, and of each
+/// configuration (filled into `all`).
+fn fit_all(
+    out: &mut GeneBuilder,
+    job: &ExtractJob<'_>,
+    states: &BTreeMap<String, Vec<Tensor>>,
+    all: &mut [StitchConfig],
+    ridge: f64,
+) -> Result<BTreeMap<String, f64>> {
+    let mut units: Vec<String> = all.iter().map(|c| c.stitch.clone()).collect();
+    units.dedup();
+    job.reporter.report(Event::Start {
+        task: "fit stitch layers".into(),
+        total: units.len() as u64,
+    });
+    let names = StitchTensors::new();
+    let mut residuals = BTreeMap::new();
+    // The inverse Gram matrix of every block of the current front instance (units come
+    // grouped by direction).
+    let mut inverses: (String, Vec<Tensor>) = (String::new(), Vec::new());
+    for unit in units {
+        let pairs: Vec<&StitchConfig> = all.iter().filter(|c| c.stitch == unit).collect();
+        let (front, end) = (
+            states_of(states, &pairs[0].front)?,
+            states_of(states, &pairs[0].end)?,
+        );
+        if inverses.0 != pairs[0].front {
+            let inv = front[1..]
+                .iter()
+                .map(|x| lstsq::inverse(&lstsq::gram(x)?, ridge))
+                .collect::<Result<Vec<_>>>()?;
+            inverses = (pairs[0].front.clone(), inv);
+        }
+        let fit = fit_stitch(front, end, &inverses.1, &pairs)?;
+        let m = fit.map;
+        out.put_tensors(
+            &unit,
+            &[
+                (names.weight.clone(), vec![m.outputs, m.inputs], m.weight),
+                (names.bias.clone(), vec![m.outputs], m.bias),
+            ],
+        )?;
+        let mut per_pair = fit.per_pair.into_iter();
+        for c in all.iter_mut().filter(|c| c.stitch == unit) {
+            c.residual = per_pair.next();
+        }
+        residuals.insert(unit.clone(), fit.residual);
+        job.reporter.report(Event::Advance {
+            amount: 1,
+            item: Some(unit),
+        });
+    }
+    job.reporter.report(Event::Finish);
+    let role = serde_json::to_value(Role::Stitch)?;
+    for name in [names.weight, names.bias] {
+        out.roles
+            .insert(name, role.as_str().unwrap_or("stitch").to_string());
+    }
+    Ok(residuals)
+}
+
+impl Algorithm for Pool {
+    fn name(&self) -> &'static str {
+        "pool"
+    }
+
+    fn summary(&self) -> &'static str {
+        "two instances (even and odd layers) and least-squares stitch layers between them"
+    }
+
+    fn needs_data(&self) -> bool {
+        true
+    }
+
+    fn grow_options(&self) -> &'static [&'static str] {
+        &["front", "end", "stitch"]
+    }
+
+    fn extract(&self, job: &ExtractJob<'_>, out: &mut GeneBuilder) -> Result<()> {
+        let params: Params = job.recipe.typed()?;
+        job.require_data(self.name())?;
+        let ancestor = job.ancestor;
+        let d = ancestor.depth() / 2;
+        if d == 0 {
+            return Err(pool_error(
+                format!(
+                    "the ancestor has {} layer(s); two instances need at least 2",
+                    ancestor.depth()
+                ),
+                "extract a pool gene from an ancestor with at least two layers",
+            ));
+        }
+        let instances = instance_layers(ancestor.depth());
+        for (name, layers) in &instances {
+            for (k, &l) in layers.iter().enumerate() {
+                out.copy_layer(&block_unit(name, k), ancestor, l)?;
+            }
+        }
+        let mut all = configurations(d);
+        let (states, rows) = calibrate(job, &params, &instances)?;
+        let residuals = fit_all(out, job, &states, &mut all, params.ridge)?;
+        let instance_map: BTreeMap<&str, &Vec<usize>> =
+            instances.iter().map(|(n, l)| (n.as_str(), l)).collect();
+        out.diagnostic("instances", &instance_map)?;
+        out.diagnostic("instance_depth", d)?;
+        out.diagnostic("configurations", &all)?;
+        out.diagnostic("stitch_tensors", StitchTensors::new())?;
+        let mean = residuals.values().sum::<f64>() / residuals.len().max(1) as f64;
+        out.diagnostic("stitch_residual", &residuals)?;
+        out.diagnostic("stitch_residual_mean", mean)?;
+        out.diagnostic("calibration_tokens", rows)?;
+        out.diagnostic("ridge", params.ridge)?;
+        out.diagnostic(
+            "stitch_fit",
+            "snnet closed form: [X_i, 1] M ~ Y_{j-1} per configuration, averaged per stitch layer; residual = ||pred - Y|| / ||Y|| over its configurations",
+        )?;
+        Ok(())
+    }
+
+    fn grow(&self, gene: &GeneView, request: &GrowRequest) -> Result<Blueprint> {
+        let d: usize = gene.diagnostic("instance_depth")?;
+        let all: Vec<StitchConfig> = gene.diagnostic("configurations")?;
+        let instances: BTreeMap<String, Vec<usize>> = gene.diagnostic("instances")?;
+        let layers_of = |name: &str| instances.get(name).cloned().unwrap_or_default();
+        let copy = |name: &str, k: usize| LayerSource::Copy {
+            unit: block_unit(name, k),
+        };
+        let mut notes = serde_json::Map::new();
+        let bp = match configs::choose(&all, d, request)? {
+            Choice::Pure(name) => {
+                notes.insert("pool_instance".into(), name.clone().into());
+                notes.insert(
+                    "ancestor_layers".into(),
+                    serde_json::to_value(layers_of(&name))?,
+                );
+                Blueprint::of((0..d).map(|k| copy(&name, k)).collect())
+            }
+            Choice::Stitched(c) => {
+                let names: StitchTensors = gene.diagnostic("stitch_tensors")?;
+                let (front, end) = (layers_of(&c.front), layers_of(&c.end));
+                let ancestor: Vec<usize> =
+                    front[..=c.i].iter().chain(&end[c.j..]).copied().collect();
+                notes.insert("ancestor_layers".into(), serde_json::to_value(ancestor)?);
+                notes.insert("pool_configuration".into(), serde_json::to_value(&c)?);
+                let mut bp = Blueprint::of(
+                    (0..=c.i)
+                        .map(|k| copy(&c.front, k))
+                        .chain((c.j..d).map(|k| copy(&c.end, k)))
+                        .collect(),
+                );
+                bp.stitches.push(StitchSource {
+                    after: c.i,
+                    unit: c.stitch.clone(),
+                    weight: names.weight,
+                    bias: names.bias,
+                });
+                bp
+            }
+        };
+        Ok(Blueprint { notes, ..bp })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_divide_the_samples() {
+        assert_eq!(batch_size(100), 5);
+        assert_eq!(batch_size(8), 8);
+        assert_eq!(batch_size(97), 1);
+        assert_eq!(batch_size(1), 1);
+    }
+}
