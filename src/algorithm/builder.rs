@@ -142,6 +142,23 @@ impl GeneBuilder {
         self.add_unit(unit, source, plan)
     }
 
+    /// Copy tensors of `source` into a unit unchanged, under new names, with their roles:
+    /// `(name in the unit, name in source, role)` (e.g. an imported official gene).
+    pub fn copy_renamed(
+        &mut self,
+        unit: &str,
+        source: &dyn TensorSource,
+        tensors: &[(String, String, Key)],
+    ) -> Result<()> {
+        let mut plan = Vec::new();
+        for (name, from, key) in tensors {
+            let info = source.require(from)?;
+            plan.push(plan_one(info, name, &WriteOptions::default()));
+            self.roles.insert(name.clone(), role_name(*key));
+        }
+        self.add_unit(unit, source, plan)
+    }
+
     /// Write computed per-layer tensors (f32) into a block unit, named as layer 0.
     pub fn put_layer(
         &mut self,

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use super::ancestor::AncestorModel;
 use super::builder::GeneBuilder;
 use super::{Algorithm, find};
+use crate::anatomy::{Family, Hyper, Naming};
 use crate::checkpoint::{Checkpoint, open};
 use crate::error::{Error, Result};
 use crate::progress::{Event, Reporter};
@@ -95,6 +96,41 @@ pub struct Extracted {
     pub publish_seconds: f64,
 }
 
+/// What the gene card says about the family of a gene's descendants.
+#[derive(Debug, Clone)]
+pub struct Lineage {
+    /// The family.
+    pub family: Family,
+    /// The naming of the gene's tensors.
+    pub naming: Naming,
+    /// The sizes.
+    pub hyper: Hyper,
+    /// The `config.json` descendants start from.
+    pub config: Option<Value>,
+}
+
+impl Lineage {
+    /// The lineage of an ancestor: its own family, sizes and config.
+    pub fn of(ancestor: &AncestorModel<'_>) -> Lineage {
+        Lineage {
+            family: ancestor.family(),
+            naming: ancestor.naming(),
+            hyper: ancestor.anatomy.hyper.clone(),
+            config: ancestor.ckpt.config.clone(),
+        }
+    }
+}
+
+/// A gene read from an algorithm's own published checkpoint format instead of extracted
+/// from an ancestor (see [`Algorithm::imports`]).
+#[derive(Debug)]
+pub struct Imported {
+    /// Its units, roles, diagnostics and fidelity.
+    pub gene: GeneBuilder,
+    /// The family of its descendants.
+    pub lineage: Lineage,
+}
+
 /// Extract a gene and publish it to `registry`.
 pub fn extract(
     request: &ExtractRequest,
@@ -103,21 +139,28 @@ pub fn extract(
 ) -> Result<Extracted> {
     let algorithm = find(&request.algorithm)?;
     let ckpt = open(&request.ancestor)?;
+    if let Some(family) = algorithm.imports(&ckpt) {
+        let recipe = resolve_recipe(algorithm, family, request)?;
+        gene_tag(request, algorithm)?;
+        let started = Instant::now();
+        let imported = algorithm.import(&ckpt, &recipe)?;
+        let extract_seconds = started.elapsed().as_secs_f64();
+        let files = ancestor_files(&ckpt)?;
+        let timings = (
+            extract_seconds,
+            started.elapsed().as_secs_f64() - extract_seconds,
+        );
+        let gene = Gene {
+            algorithm,
+            recipe: &recipe,
+            lineage: &imported.lineage,
+            builder: &imported.gene,
+        };
+        return publish(&gene, &ckpt, request, registry, reporter, files, timings);
+    }
     let ancestor = AncestorModel::new(&ckpt)?;
-    let family = ancestor.family().to_string();
-    let recipe = Recipe::resolve(
-        algorithm.name(),
-        &family,
-        request.recipe.as_ref(),
-        &request.sets,
-    )?;
-    let name = match &request.name {
-        Some(n) => n.clone(),
-        None => default_name(request, algorithm.name()),
-    };
-    let version = request.version.clone().unwrap_or_else(|| "0.1.0".into());
-    crate::registry::Reference::tag(&name, &version)?;
-
+    let recipe = resolve_recipe(algorithm, ancestor.family(), request)?;
+    gene_tag(request, algorithm)?;
     let started = Instant::now();
     let (built, files) = std::thread::scope(|scope| {
         let hashing = scope.spawn(|| {
@@ -133,17 +176,70 @@ pub fn extract(
     });
     let (builder, extract_seconds) = built?;
     let (files, hash_seconds) = files?;
-    let card = gene_card(algorithm, &ancestor, &recipe, &builder, request, files)?;
-    builder.finish(&card)?;
+    let gene = Gene {
+        algorithm,
+        recipe: &recipe,
+        lineage: &Lineage::of(&ancestor),
+        builder: &builder,
+    };
+    let timings = (extract_seconds, hash_seconds);
+    publish(&gene, &ckpt, request, registry, reporter, files, timings)
+}
+
+fn resolve_recipe(
+    algorithm: &dyn Algorithm,
+    family: Family,
+    request: &ExtractRequest,
+) -> Result<Recipe> {
+    Recipe::resolve(
+        algorithm.name(),
+        &family.to_string(),
+        request.recipe.as_ref(),
+        &request.sets,
+    )
+}
+
+/// The gene's `(name, version)`, checked to make a valid tag.
+fn gene_tag(request: &ExtractRequest, algorithm: &dyn Algorithm) -> Result<(String, String)> {
+    let name = match &request.name {
+        Some(n) => n.clone(),
+        None => default_name(request, algorithm.name()),
+    };
+    let version = request.version.clone().unwrap_or_else(|| "0.1.0".into());
+    crate::registry::Reference::tag(&name, &version)?;
+    Ok((name, version))
+}
+
+/// A built gene and what its card says about it.
+struct Gene<'a> {
+    algorithm: &'a dyn Algorithm,
+    recipe: &'a Recipe,
+    lineage: &'a Lineage,
+    builder: &'a GeneBuilder,
+}
+
+/// Write the card of a built gene and publish it.
+fn publish(
+    gene: &Gene<'_>,
+    ckpt: &Checkpoint,
+    request: &ExtractRequest,
+    registry: &Registry,
+    reporter: &dyn Reporter,
+    files: BTreeMap<String, String>,
+    (extract_seconds, hash_seconds): (f64, f64),
+) -> Result<Extracted> {
+    let (name, version) = gene_tag(request, gene.algorithm)?;
+    let card = gene_card(gene, &ckpt.path, request, files)?;
+    gene.builder.finish(&card)?;
     let publishing = Instant::now();
-    let published = registry.publish(builder.path(), &name, &version, reporter)?;
+    let published = registry.publish(gene.builder.path(), &name, &version, reporter)?;
     Ok(Extracted {
         reference: published.reference,
         digest: published.digest,
-        algorithm: algorithm.name().to_string(),
+        algorithm: gene.algorithm.name().to_string(),
         fidelity: card.fidelity,
-        recipe: recipe.name(),
-        units: builder.units().to_vec(),
+        recipe: gene.recipe.name(),
+        units: gene.builder.units().to_vec(),
         bytes: published.bytes,
         diagnostics: card.diagnostics,
         extract_seconds,
@@ -179,31 +275,30 @@ fn build(
 }
 
 fn gene_card(
-    algorithm: &dyn Algorithm,
-    ancestor: &AncestorModel<'_>,
-    recipe: &Recipe,
-    builder: &GeneBuilder,
+    gene: &Gene<'_>,
+    path: &Path,
     request: &ExtractRequest,
     files: BTreeMap<String, String>,
 ) -> Result<GeneCard> {
-    let mut hyper = match serde_json::to_value(&ancestor.anatomy.hyper)? {
+    let lineage = gene.lineage;
+    let mut hyper = match serde_json::to_value(&lineage.hyper)? {
         Value::Object(m) => m,
         _ => Map::new(),
     };
-    hyper.insert("naming".into(), serde_json::to_value(ancestor.naming())?);
+    hyper.insert("naming".into(), serde_json::to_value(lineage.naming)?);
     hyper.insert(
         "config".into(),
-        ancestor.ckpt.config.clone().unwrap_or(Value::Null),
+        lineage.config.clone().unwrap_or(Value::Null),
     );
-    let (repo, commit) = origin(&ancestor.ckpt.path, request.hub_repo.as_deref());
-    let mut params = recipe.card_entry();
+    let (repo, commit) = origin(path, request.hub_repo.as_deref());
+    let mut params = gene.recipe.card_entry();
     params
         .params
         .insert("seed".into(), Value::from(request.seed));
     Ok(GeneCard {
         schema_version: GENE_SCHEMA_VERSION,
-        algorithm: algorithm.name().to_string(),
-        fidelity: builder.fidelity.unwrap_or(recipe.fidelity),
+        algorithm: gene.algorithm.name().to_string(),
+        fidelity: gene.builder.fidelity.unwrap_or(gene.recipe.fidelity),
         recipe: params,
         ancestor: Some(Ancestor {
             repo,
@@ -211,11 +306,11 @@ fn gene_card(
             files,
         }),
         family: CardFamily {
-            name: ancestor.family().to_string(),
+            name: lineage.family.to_string(),
             hyper_parameters: hyper,
         },
-        roles: builder.roles.clone(),
-        diagnostics: builder.diagnostics.clone(),
+        roles: gene.builder.roles.clone(),
+        diagnostics: gene.builder.diagnostics.clone(),
         metrics: Map::new(),
         lgreg_version: env!("CARGO_PKG_VERSION").to_string(),
         created: None,

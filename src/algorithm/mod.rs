@@ -8,6 +8,7 @@
 
 pub mod align;
 pub mod ancestor;
+pub mod assign;
 pub mod auto;
 pub mod blueprint;
 pub mod builder;
@@ -22,10 +23,13 @@ pub mod tleg;
 pub use ancestor::AncestorModel;
 pub use blueprint::{Blueprint, GrowOptions, GrowRequest, LayerSource};
 pub use builder::GeneBuilder;
-pub use extract::{ExtractJob, ExtractRequest, Extracted, extract};
+pub use extract::{ExtractJob, ExtractRequest, Extracted, Imported, Lineage, extract};
 pub use gene::GeneView;
 
+use crate::anatomy::Family;
+use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
+use crate::recipe::Recipe;
 
 /// One learngene algorithm.
 pub trait Algorithm: Sync {
@@ -40,6 +44,21 @@ pub trait Algorithm: Sync {
     /// The spawn options it understands (`stages`, `front`, `end`, `stitch`).
     fn grow_options(&self) -> &'static [&'static str] {
         &[]
+    }
+    /// When `ckpt` is a gene in the algorithm's own published format (e.g. an official TLEG
+    /// checkpoint) rather than an ancestor, the family of its descendants. `None`, the
+    /// default, sends it down the ordinary path.
+    fn imports(&self, _ckpt: &Checkpoint) -> Option<Family> {
+        None
+    }
+    /// Read a checkpoint that [`Algorithm::imports`] recognised as a gene, with the recipe of
+    /// its family.
+    fn import(&self, _ckpt: &Checkpoint, _recipe: &Recipe) -> Result<Imported> {
+        Err(Error::Algorithm {
+            algorithm: self.name().to_string(),
+            reason: "it has no published checkpoint format to import".into(),
+            fix: "pass an ancestor model instead".into(),
+        })
     }
     /// Build the gene's units, roles and diagnostics from the ancestor.
     fn extract(&self, job: &ExtractJob<'_>, out: &mut GeneBuilder) -> Result<()>;

@@ -4,7 +4,13 @@
 //! Training-free extraction fits (A, B) by least squares over the ancestor's own layers with
 //! `t_l = l / L_a`, streaming one layer at a time and accumulating in f32 (sums `S0 = Σ W_l`,
 //! `S1 = Σ t_l W_l`, and `Σ ‖W_l‖²` in f64 for R²), so memory stays around three layers. With
-//! `align: true` each layer is first permuted to match the previous one ([`super::align`]).
+//! `align: true` each layer is first permuted to match the previous one ([`super::align`]),
+//! and the card records the R² of both fits.
+//!
+//! An official TLEG checkpoint (`*_base` / `*_ilayer` names) is imported instead as a faithful
+//! gene ([`official`]).
+
+mod official;
 
 use std::collections::BTreeMap;
 
@@ -13,9 +19,12 @@ use serde::Deserialize;
 use super::ancestor::{AncestorModel, Key};
 use super::blueprint::{Blueprint, GrowRequest, LayerSource, require_layers};
 use super::builder::GeneBuilder;
-use super::{Algorithm, ExtractJob, GeneView, align};
-use crate::error::Result;
+use super::{Algorithm, ExtractJob, GeneView, Imported, align};
+use crate::anatomy::Family;
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
 use crate::progress::Event;
+use crate::recipe::Recipe;
 
 /// The TLEG algorithm.
 #[derive(Debug)]
@@ -25,6 +34,8 @@ pub struct Tleg;
 pub const BASE_UNIT: &str = "tleg.base.safetensors";
 /// The unit with the slopes A.
 pub const SLOPE_UNIT: &str = "tleg.slope.safetensors";
+/// The grid descendants are sampled on, for the card.
+const GRID: &str = "layer l of L (0-based) = base + (l / L) * slope";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -148,6 +159,22 @@ impl Algorithm for Tleg {
         "an intercept B and a slope A per layer tensor; layer l of L is B + (l/L)·A"
     }
 
+    fn imports(&self, ckpt: &Checkpoint) -> Option<Family> {
+        official::is_official(ckpt).then_some(Family::Vit)
+    }
+
+    fn import(&self, ckpt: &Checkpoint, recipe: &Recipe) -> Result<Imported> {
+        let params: Params = recipe.typed()?;
+        if params.align {
+            return Err(Error::Algorithm {
+                algorithm: self.name().into(),
+                reason: "an official TLEG checkpoint is imported as it is; there are no ancestor layers to align".into(),
+                fix: "drop `--set align=true`".into(),
+            });
+        }
+        official::import(ckpt)
+    }
+
     fn extract(&self, job: &ExtractJob<'_>, out: &mut GeneBuilder) -> Result<()> {
         let params: Params = job.recipe.typed()?;
         let ancestor = job.ancestor;
@@ -217,7 +244,7 @@ impl Algorithm for Tleg {
         };
         out.diagnostic("aligned", params.align)?;
         out.diagnostic("aux_depth", depth)?;
-        out.diagnostic("grid", "layer l of L (0-based) = base + (l / L) * slope")?;
+        out.diagnostic("grid", GRID)?;
         out.put_layer(BASE_UNIT, ancestor, &chosen.base)?;
         out.put_layer(SLOPE_UNIT, ancestor, &chosen.slope)?;
         Ok(())

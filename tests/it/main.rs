@@ -4,6 +4,7 @@
 
 mod adapt;
 mod algo_pool;
+mod algo_tleg;
 mod anatomy;
 mod convert;
 mod engine;
