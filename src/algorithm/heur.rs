@@ -1,20 +1,170 @@
-//! Heur: placeholder until its extractor lands.
+//! Heur Learngene (arXiv 2106.06788): the gene is the ancestor's deepest layers whose gradient
+//! activity is stable across tasks; descendants stack seeded random lower layers under them.
+//!
+//! The criterion of the released code: on every probe batch `b`, for every layer `l`, the
+//! fraction `r_l` of weight-gradient entries *strictly greater* than `τ` (signed, not absolute,
+//! as the code; default 5e-10). The code hooks the conv weights only, so here `r_l` counts the
+//! entries of the layer's weight matrices (norm scales and biases are left out). Per layer the
+//! mean and coefficient of variation (population std / mean) of `r_l` across the batches are
+//! kept; the batches stand in for the paper's task sequence on one pretrained ancestor.
+//!
+//! **Selection:** the longest suffix of at most `layers` layers (3, as the released code keeps)
+//! whose layers all have a CV at most `max_cv`; when not even the last layer qualifies, the last
+//! `layers` are taken anyway and the card says so. The losses are those of
+//! [`super::probe::ProbeBatch::loss`].
+
+use candle_core::{DType, Device};
+use serde::{Deserialize, Serialize};
 
 use super::blueprint::{Blueprint, GrowRequest};
 use super::builder::GeneBuilder;
-use super::{Algorithm, ExtractJob, GeneView};
+use super::probe::Probe;
+use super::{Algorithm, ExtractJob, GeneView, subset};
+use crate::anatomy::Param;
 use crate::error::{Error, Result};
+use crate::nn::{Hooks, Mode, Model};
+use crate::progress::Event;
 
 /// The heur algorithm.
 #[derive(Debug)]
 pub struct Heur;
 
-fn pending() -> Error {
+fn default_layers() -> usize {
+    3
+}
+
+fn default_seq_len() -> usize {
+    64
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    /// Most layers in the gene.
+    #[serde(default = "default_layers")]
+    layers: usize,
+    /// `τ`: a gradient entry counts when it is strictly above it.
+    threshold: f64,
+    /// Probe batches (at least 2, for a variation).
+    batches: usize,
+    /// Examples per batch.
+    batch_size: usize,
+    /// Tokens per llama block.
+    #[serde(default = "default_seq_len")]
+    seq_len: usize,
+    /// Largest coefficient of variation of a stable layer.
+    max_cv: f64,
+    /// Recorded by `extract`.
+    #[serde(default)]
+    #[allow(dead_code)]
+    seed: Option<u64>,
+}
+
+/// The gradient activity of one layer across the probe batches.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Activity {
+    /// Mean of `r_l`.
+    pub mean: f64,
+    /// Coefficient of variation of `r_l` (0 when it never varies).
+    pub cv: f64,
+}
+
+fn heur_error(reason: String, fix: &str) -> Error {
     Error::Algorithm {
         algorithm: "heur".into(),
-        reason: "not built yet".into(),
-        fix: "use tleg or sws".into(),
+        reason,
+        fix: fix.into(),
     }
+}
+
+/// Mean and coefficient of variation of each layer's `r` values (`per_batch[b][l]`).
+pub fn activity(per_batch: &[Vec<f64>]) -> Vec<Activity> {
+    let layers = per_batch.first().map_or(0, Vec::len);
+    let n = per_batch.len().max(1) as f64;
+    (0..layers)
+        .map(|l| {
+            let mean = per_batch.iter().map(|r| r[l]).sum::<f64>() / n;
+            let var = per_batch.iter().map(|r| (r[l] - mean).powi(2)).sum::<f64>() / n;
+            let cv = if var > 0.0 { var.sqrt() / mean } else { 0.0 };
+            Activity { mean, cv }
+        })
+        .collect()
+}
+
+/// The gene's layers: the longest stable suffix of at most `k` layers, or (second value true)
+/// the last `k` when no suffix is stable.
+pub fn stable_suffix(stats: &[Activity], k: usize, max_cv: f64) -> (Vec<usize>, bool) {
+    let depth = stats.len();
+    let stable = stats
+        .iter()
+        .rev()
+        .take(k)
+        .take_while(|a| a.cv <= max_cv)
+        .count();
+    let fallback = stable == 0;
+    let len = if fallback { k.min(depth) } else { stable };
+    ((depth - len..depth).collect(), fallback)
+}
+
+/// `r_l` of every layer on every probe batch.
+fn gradient_activity(job: &ExtractJob<'_>, params: &Params) -> Result<(Vec<Vec<f64>>, Vec<f64>)> {
+    let data = job.require_data("heur")?;
+    let ancestor = job.ancestor;
+    let model = Model::load(ancestor.ckpt, &Device::Cpu)?;
+    let probe = Probe::load(ancestor, data, params.seq_len)?;
+    probe.check(&model.config, true)?;
+    let batches = probe.batches(params.batches, params.batch_size, job.seed, &Device::Cpu)?;
+    job.reporter.report(Event::Start {
+        task: "gradient criterion".into(),
+        total: batches.len() as u64,
+    });
+    let hooks = Hooks {
+        hidden: false,
+        weight_grads: true,
+    };
+    let mut per_batch = Vec::with_capacity(batches.len());
+    let mut losses = Vec::with_capacity(batches.len());
+    for batch in &batches {
+        let forward = model.forward_with(&batch.input, Mode::Train, hooks)?;
+        let loss = batch.loss(&model, &forward)?;
+        losses.push(f64::from(loss.to_scalar::<f32>()?));
+        let grads = forward.layer_grads(&loss.backward()?);
+        let mut above = vec![0u64; ancestor.depth()];
+        let mut total = vec![0u64; ancestor.depth()];
+        for (slot, grad) in &grads {
+            let Some(layer) = slot.layer.filter(|&l| l < above.len()) else {
+                continue;
+            };
+            if slot.param != Param::Weight || grad.rank() < 2 {
+                continue;
+            }
+            let count = grad.gt(params.threshold)?.to_dtype(DType::U32)?.sum_all()?;
+            above[layer] += u64::from(count.to_scalar::<u32>()?);
+            total[layer] += grad.elem_count() as u64;
+        }
+        per_batch.push(
+            above
+                .iter()
+                .zip(&total)
+                .map(|(&a, &t)| a as f64 / t.max(1) as f64)
+                .collect(),
+        );
+        job.reporter.report(Event::Advance {
+            amount: 1,
+            item: None,
+        });
+    }
+    job.reporter.report(Event::Finish);
+    Ok((per_batch, losses))
+}
+
+/// `x` to 6 significant digits, so the card stays readable.
+fn round6(x: f64) -> f64 {
+    if x == 0.0 || !x.is_finite() {
+        return x;
+    }
+    let scale = 10f64.powi(5 - x.abs().log10().floor() as i32);
+    (x * scale).round() / scale
 }
 
 impl Algorithm for Heur {
@@ -23,14 +173,93 @@ impl Algorithm for Heur {
     }
 
     fn summary(&self) -> &'static str {
-        "pending"
+        "the deepest layers with stable gradient activity on probe data (3 by default); random layers below"
     }
 
-    fn extract(&self, _job: &ExtractJob<'_>, _out: &mut GeneBuilder) -> Result<()> {
-        Err(pending())
+    fn needs_data(&self) -> bool {
+        true
     }
 
-    fn grow(&self, _gene: &GeneView, _request: &GrowRequest) -> Result<Blueprint> {
-        Err(pending())
+    fn extract(&self, job: &ExtractJob<'_>, out: &mut GeneBuilder) -> Result<()> {
+        let params: Params = job.recipe.typed()?;
+        job.require_data(self.name())?;
+        subset::check_gene_size(self.name(), params.layers, job.ancestor.depth())?;
+        if params.batches < 2 || params.batch_size == 0 {
+            return Err(heur_error(
+                format!(
+                    "{} batch(es) of {} example(s) give no variation across batches",
+                    params.batches, params.batch_size
+                ),
+                "pass `--set batches=N` with N >= 2 and `--set batch_size=B` with B >= 1",
+            ));
+        }
+        let (per_batch, losses) = gradient_activity(job, &params)?;
+        let stats = activity(&per_batch);
+        let (selected, fallback) = stable_suffix(&stats, params.layers, params.max_cv);
+        let rounded: Vec<Activity> = stats
+            .iter()
+            .map(|a| Activity {
+                mean: round6(a.mean),
+                cv: round6(a.cv),
+            })
+            .collect();
+        out.diagnostic("gradient_activity", &rounded)?;
+        out.diagnostic(
+            "probe_loss",
+            losses.iter().map(|&l| round6(l)).collect::<Vec<_>>(),
+        )?;
+        out.diagnostic(
+            "rule",
+            format!(
+                "longest suffix of at most {} layers whose CV of r across {} batches is <= {}; r = fraction of weight-matrix gradient entries > {:e}",
+                params.layers, params.batches, params.max_cv, params.threshold
+            ),
+        )?;
+        out.diagnostic("fallback", fallback)?;
+        subset::write_layers(out, job.ancestor, &selected)
+    }
+
+    fn grow(&self, gene: &GeneView, request: &GrowRequest) -> Result<Blueprint> {
+        let (selected, _) = subset::selection(gene)?;
+        let start = request.layers.saturating_sub(selected.len());
+        subset::place_layers(self.name(), &selected, request, start)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn act(cvs: &[f64]) -> Vec<Activity> {
+        cvs.iter().map(|&cv| Activity { mean: 0.5, cv }).collect()
+    }
+
+    #[test]
+    fn activity_is_mean_and_cv_across_batches() {
+        let stats = activity(&[vec![0.2, 0.5], vec![0.4, 0.5]]);
+        assert!((stats[0].mean - 0.3).abs() < 1e-12);
+        assert!((stats[0].cv - 0.1 / 0.3).abs() < 1e-12);
+        assert_eq!(stats[1], Activity { mean: 0.5, cv: 0.0 });
+    }
+
+    #[test]
+    fn the_longest_stable_suffix_is_kept() {
+        assert_eq!(
+            stable_suffix(&act(&[0.9, 0.1, 0.1, 0.1]), 3, 0.5),
+            (vec![1, 2, 3], false)
+        );
+        assert_eq!(
+            stable_suffix(&act(&[0.1, 0.1, 0.9, 0.1]), 3, 0.5),
+            (vec![3], false)
+        );
+        assert_eq!(
+            stable_suffix(&act(&[0.1, 0.1, 0.1, 0.9]), 3, 0.5),
+            (vec![1, 2, 3], true)
+        );
+        assert_eq!(
+            stable_suffix(&act(&[0.1, 0.1]), 3, 0.5),
+            (vec![0, 1], false)
+        );
+        assert_eq!(round6(0.123_456_789), 0.123_457);
     }
 }

@@ -12,11 +12,13 @@ pub mod assign;
 pub mod auto;
 pub mod blueprint;
 pub mod builder;
+pub mod cka;
 pub mod extract;
 pub mod gene;
 pub mod heur;
 pub mod pool;
 pub mod probe;
+pub mod subset;
 pub mod sws;
 pub mod tleg;
 

@@ -26,7 +26,7 @@ fn write_vit(dir: &Path, spec: VitSpec, seed: u64) -> PathBuf {
     dir.to_path_buf()
 }
 
-fn fashion_vit(dir: &Path, width: usize, layers: usize, patch_size: usize) -> PathBuf {
+pub(crate) fn fashion_vit(dir: &Path, width: usize, layers: usize, patch_size: usize) -> PathBuf {
     let spec = VitSpec {
         image_size: 28,
         patch_size,

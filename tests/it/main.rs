@@ -3,6 +3,7 @@
 #![allow(clippy::disallowed_methods, clippy::unwrap_used)]
 
 mod adapt;
+mod algo_heur_auto;
 mod algo_pool;
 mod algo_tleg;
 mod anatomy;

@@ -16,12 +16,12 @@ pub mod lstsq;
 
 use std::collections::BTreeMap;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::blueprint::{Blueprint, GrowRequest, LayerSource, StitchSource};
 use super::builder::GeneBuilder;
-use super::probe::{Probe, ProbeBatch};
+use super::probe::{Probe, ProbeBatch, token_rows};
 use super::{Algorithm, ExtractJob, GeneView};
 use crate::anatomy::{Role, STITCH_PREFIX};
 use crate::error::{Error, Result};
@@ -90,28 +90,6 @@ fn batch_size(samples: usize) -> usize {
         .unwrap_or(1)
 }
 
-/// The flat row indices of real tokens in a batch (all rows unless it carries a padding mask).
-fn token_rows(input: &Input, rows: usize) -> Result<Option<Tensor>> {
-    let Input::Tokens {
-        mask: Some(mask), ..
-    } = input
-    else {
-        return Ok(None);
-    };
-    let flags: Vec<f32> = mask.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    if flags.len() != rows {
-        return Err(pool_error(
-            format!("a mask of {} entries for {rows} tokens", flags.len()),
-            "this is a bug in lgreg's probe batches",
-        ));
-    }
-    let keep: Vec<u32> = (0..rows as u32)
-        .filter(|&r| flags[r as usize] > 0.5)
-        .collect();
-    let n = keep.len();
-    Ok(Some(Tensor::from_vec(keep, n, mask.device())?))
-}
-
 /// The hidden states of `model` on `batches`, as token rows: entry `k` holds the states that
 /// enter block `k` (`k = 0`: the embedding output; `k = D`: the last block's output).
 fn hidden_rows(model: &Model, batches: &[ProbeBatch], job: &ExtractJob<'_>) -> Result<Vec<Tensor>> {
@@ -119,14 +97,12 @@ fn hidden_rows(model: &Model, batches: &[ProbeBatch], job: &ExtractJob<'_>) -> R
     for batch in batches {
         let fwd = model.forward(&batch.input, Mode::Infer, true)?;
         parts.resize_with(fwd.hidden.len(), Vec::new);
-        let (b, t, d) = fwd.hidden[0].dims3()?;
-        let keep = token_rows(&batch.input, b * t)?;
+        let mask = match &batch.input {
+            Input::Tokens { mask, .. } => mask.as_ref(),
+            Input::Images(_) => None,
+        };
         for (k, h) in fwd.hidden.iter().enumerate() {
-            let flat = h.reshape((b * t, d))?;
-            parts[k].push(match &keep {
-                Some(idx) => flat.index_select(idx, 0)?,
-                None => flat,
-            });
+            parts[k].push(token_rows(h, mask)?);
         }
         job.reporter.report(Event::Advance {
             amount: 1,
