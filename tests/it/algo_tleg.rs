@@ -9,40 +9,18 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use lgreg::algorithm::AncestorModel;
 use lgreg::algorithm::align::{Layer, LayerSpec, Permutation, align_layer, apply};
-use lgreg::anatomy::{Family, Param, Role};
+use lgreg::anatomy::{Param, Role};
 use lgreg::checkpoint::memory::MemorySource;
 use lgreg::checkpoint::open;
 use lgreg::checkpoint::write::{WriteOptions, plan_all, write_file_at, write_model};
 use lgreg::nn::init::{Rng, config_json, layout};
-use lgreg::nn::{Input, Mode, Model, ModelConfig, Pooling};
+use lgreg::nn::{Input, Mode, Model, Pooling};
 use lgreg::progress::Silent;
 use lgreg::train::text::Tokenizer;
 use serde_json::Value;
 
 use crate::engine::smollm2_f32;
 use crate::support::{json_result, listing, minilm_dir, run_str};
-
-fn llama_config(layers: usize) -> ModelConfig {
-    ModelConfig {
-        family: Family::Llama,
-        layers,
-        hidden: 32,
-        heads: 2,
-        kv_heads: 1,
-        intermediate: 64,
-        norm_eps: 1e-5,
-        vocab: 50,
-        rope_theta: 10_000.0,
-        tied_head: false,
-        image_size: 0,
-        patch_size: 0,
-        channels: 0,
-        classes: 0,
-        class_token: false,
-        pooling: Pooling::Mean,
-        norm_after_pool: false,
-    }
-}
 
 fn randoms(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
     (0..n).map(|_| scale * rng.normal() as f32).collect()
@@ -51,7 +29,7 @@ fn randoms(rng: &mut Rng, n: usize, scale: f32) -> Vec<f32> {
 /// A tiny llama whose layer `l` of `L` is exactly `B + (l/L)·A` for every tensor; `widen`
 /// gives one layer a wider MLP.
 fn linear_llama(dir: &Path, layers: usize, widen: Option<usize>) -> PathBuf {
-    let c = llama_config(layers);
+    let c = crate::support::synth::tiny_llama(layers);
     let mut rng = Rng::new(7);
     let mut lines: BTreeMap<(Role, Param), (Vec<f32>, Vec<f32>)> = BTreeMap::new();
     let mut mem = MemorySource::new();
