@@ -32,6 +32,7 @@ pub struct GeneView {
     pub units: BTreeMap<String, SafetensorsFile>,
     /// Unit titles in manifest order, with their blob digests.
     pub unit_digests: Vec<(String, Digest)>,
+    layers: Vec<Descriptor>,
 }
 
 impl std::fmt::Debug for GeneView {
@@ -99,6 +100,19 @@ fn canonical(parsed: &Reference, tags: &[String]) -> String {
 impl GeneView {
     /// Open `reference` from `registry`, checking every unit's digest.
     pub fn open(registry: &Registry, reference: &str) -> Result<GeneView> {
+        let gene = GeneView::open_unchecked(registry, reference)?;
+        gene.verify(registry)?;
+        Ok(gene)
+    }
+
+    /// Check every unit blob against its digest and size (two threads).
+    pub fn verify(&self, registry: &Registry) -> Result<()> {
+        verify_units(registry, &self.layers)
+    }
+
+    /// Open `reference` without hashing its units yet: the caller must call
+    /// [`GeneView::verify`] before anything made from them becomes visible.
+    pub fn open_unchecked(registry: &Registry, reference: &str) -> Result<GeneView> {
         let parsed = Reference::parse(reference)?;
         let resolved = registry.resolve(&parsed)?;
         let manifest = registry.read_manifest(&resolved.digest)?;
@@ -119,7 +133,6 @@ impl GeneView {
             )
         })?;
         let config = hyper.get("config").cloned().unwrap_or(Value::Null);
-        verify_units(registry, &manifest.layers)?;
         let mut units = BTreeMap::new();
         let mut unit_digests = Vec::new();
         for layer in &manifest.layers {
@@ -139,6 +152,7 @@ impl GeneView {
             config,
             units,
             unit_digests,
+            layers: manifest.layers,
         })
     }
 

@@ -113,7 +113,9 @@ pub fn spawn(
             fix: "pass `--layers 1` or more".into(),
         });
     }
-    let gene = GeneView::open(registry, &request.gene)?;
+    // The units are hashed while the weights are written; the output stays staged (invisible)
+    // until both are done, so a corrupt unit still leaves nothing behind.
+    let gene = GeneView::open_unchecked(registry, &request.gene)?;
     let algorithm = find(gene.algorithm())?;
     for option in request.grow.options.given() {
         if !algorithm.grow_options().contains(&option) {
@@ -139,7 +141,18 @@ pub fn spawn(
         shard_size: Some(request.shard_size.unwrap_or(DEFAULT_SHARD_SIZE)),
     };
     let plan = plan_all(&source, &opts);
-    let written = write_model(staged.path(), &source, plan, &opts, reporter)?;
+    let (verified, written) = std::thread::scope(|scope| {
+        let verifying = scope.spawn(|| gene.verify(registry));
+        let written = write_model(staged.path(), &source, plan, &opts, reporter);
+        let verified = verifying.join().unwrap_or_else(|_| {
+            Err(Error::Io(std::io::Error::other(
+                "the hashing thread panicked",
+            )))
+        });
+        (verified, written)
+    });
+    verified?;
+    let written = written?;
     let config = descendant_config(&gene, &blueprint)?;
     staged.write_file("config.json", &pretty(&config)?)?;
     write_side_files(&gene, staged.path())?;

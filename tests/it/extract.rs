@@ -371,3 +371,54 @@ fn sws_and_tleg_descendants_of_minilm_at_two_depths() {
         }
     }
 }
+
+#[test]
+fn a_corrupt_gene_unit_fails_spawn_and_leaves_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    let ancestor = home.path().join("anc");
+    write_model_dir(&ancestor, &tiny_llama(4), hashed);
+    ok(
+        home.path(),
+        &[
+            "extract",
+            "--algo",
+            "tleg",
+            ancestor.to_str().unwrap(),
+            "--name",
+            "t",
+        ],
+    );
+    let show = ok(home.path(), &["show", "t"]);
+    let unit = show["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["title"] == "tleg.slope.safetensors")
+        .unwrap();
+    let hex = unit["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let blob = registry(home.path()).join("blobs/sha256").join(hex);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(&blob, bytes).unwrap();
+    let out = home.path().join("out");
+    let err = fails(
+        home.path(),
+        &["spawn", "t", "--layers", "3", "-o", out.to_str().unwrap()],
+    );
+    assert!(err.stderr.contains(hex), "{}", err.stderr);
+    assert!(!out.exists());
+    let names: Vec<String> = std::fs::read_dir(home.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with(".lgreg-tmp")),
+        "{names:?}"
+    );
+    let ls = run_str(home.path(), &["ls"]);
+    assert!(!ls.stdout.contains("t-l3-s0"), "{}", ls.stdout);
+}
