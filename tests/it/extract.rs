@@ -73,6 +73,27 @@ fn load_and_run(dir: &Path, layers: usize) {
     );
 }
 
+/// A tiny synthetic llama ancestor of `layers` layers in `home/anc`, with a gene `name`
+/// extracted from it by `algo`.
+fn tiny_gene(home: &Path, layers: usize, algo: &str, name: &str) -> (PathBuf, Value) {
+    let ancestor = home.join("anc");
+    if !ancestor.exists() {
+        write_model_dir(&ancestor, &tiny_llama(layers), hashed);
+    }
+    let gene = ok(
+        home,
+        &[
+            "extract",
+            "--algo",
+            algo,
+            ancestor.to_str().unwrap(),
+            "--name",
+            name,
+        ],
+    );
+    (ancestor, gene)
+}
+
 #[test]
 fn sws_gene_of_a_16_layer_ancestor_gives_the_published_12_layer_layout() {
     let home = tempfile::tempdir().unwrap();
@@ -150,19 +171,7 @@ fn sws_gene_of_a_16_layer_ancestor_gives_the_published_12_layer_layout() {
 #[test]
 fn spawn_is_deterministic_and_recorded_under_its_gene() {
     let home = tempfile::tempdir().unwrap();
-    let ancestor = home.path().join("anc");
-    write_model_dir(&ancestor, &tiny_llama(8), hashed);
-    let gene = ok(
-        home.path(),
-        &[
-            "extract",
-            "--algo",
-            "tleg",
-            ancestor.to_str().unwrap(),
-            "--name",
-            "tiny-tleg",
-        ],
-    );
+    let (ancestor, gene) = tiny_gene(home.path(), 8, "tleg", "tiny-tleg");
     let r2 = gene["diagnostics"]["r2"].as_object().unwrap();
     assert!(
         r2.values()
@@ -243,30 +252,8 @@ fn spawn_is_deterministic_and_recorded_under_its_gene() {
 #[test]
 fn bad_spawn_requests_are_refused_and_change_nothing() {
     let home = tempfile::tempdir().unwrap();
-    let ancestor = home.path().join("anc");
-    write_model_dir(&ancestor, &tiny_llama(6), hashed);
-    ok(
-        home.path(),
-        &[
-            "extract",
-            "--algo",
-            "tleg",
-            ancestor.to_str().unwrap(),
-            "--name",
-            "t",
-        ],
-    );
-    ok(
-        home.path(),
-        &[
-            "extract",
-            "--algo",
-            "sws",
-            ancestor.to_str().unwrap(),
-            "--name",
-            "s",
-        ],
-    );
+    let (ancestor, _) = tiny_gene(home.path(), 6, "tleg", "t");
+    tiny_gene(home.path(), 6, "sws", "s");
     let before = snapshot(&registry(home.path()));
     let out = home.path().join("out");
     let o = out.to_str().unwrap();
@@ -375,19 +362,7 @@ fn sws_and_tleg_descendants_of_minilm_at_two_depths() {
 #[test]
 fn a_corrupt_gene_unit_fails_spawn_and_leaves_nothing() {
     let home = tempfile::tempdir().unwrap();
-    let ancestor = home.path().join("anc");
-    write_model_dir(&ancestor, &tiny_llama(4), hashed);
-    ok(
-        home.path(),
-        &[
-            "extract",
-            "--algo",
-            "tleg",
-            ancestor.to_str().unwrap(),
-            "--name",
-            "t",
-        ],
-    );
+    tiny_gene(home.path(), 4, "tleg", "t");
     let show = ok(home.path(), &["show", "t"]);
     let unit = show["units"]
         .as_array()
