@@ -147,19 +147,25 @@ pub fn gene_json_bytes(card: &GeneCard, units: &[String]) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// A unit file name must be a plain `<name>.safetensors`: ASCII letters, digits, `.`, `_`, `-`,
-/// not starting with `.`, without `..`, at most 200 characters.
-pub fn check_unit_name(name: &str) -> std::result::Result<(), String> {
-    let ok = !name.is_empty()
+/// Whether `name` is a plain file name: ASCII letters, digits, `.`, `_`, `-`, not starting with
+/// `.`, without `..`, at most 200 characters (so never a path).
+fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 200
         && !name.starts_with('.')
         && !name.contains("..")
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// A unit file name must be a plain `<name>.safetensors`: ASCII letters, digits, `.`, `_`, `-`,
+/// not starting with `.`, without `..`, at most 200 characters.
+pub fn check_unit_name(name: &str) -> std::result::Result<(), String> {
+    if is_plain_file_name(name)
         && name.len() > ".safetensors".len()
-        && name.ends_with(".safetensors");
-    if ok {
+        && name.ends_with(".safetensors")
+    {
         Ok(())
     } else {
         Err(format!(
@@ -169,9 +175,22 @@ pub fn check_unit_name(name: &str) -> std::result::Result<(), String> {
     }
 }
 
+/// A side file carried by a gene (tokenizer, generation config) must have a plain file name,
+/// as [`check_unit_name`] describes, so that unpacking it never leaves its directory.
+pub fn check_side_file_name(name: &str) -> std::result::Result<(), String> {
+    if is_plain_file_name(name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "side file name `{}` is not a plain file name (letters, digits, `.`, `_`, `-`; no leading `.`, no `..`, no `/`)",
+            name.escape_default()
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::check_unit_name;
+    use super::{check_side_file_name, check_unit_name};
 
     #[test]
     fn unit_names_are_plain() {
@@ -185,6 +204,10 @@ mod tests {
             "a b.safetensors",
         ] {
             assert!(check_unit_name(bad).is_err(), "{bad}");
+        }
+        assert!(check_side_file_name("tokenizer.json").is_ok());
+        for bad in ["../tokenizer.json", "a/b", ".env", "x\\y", ""] {
+            assert!(check_side_file_name(bad).is_err(), "{bad}");
         }
     }
 }

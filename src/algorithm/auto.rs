@@ -34,7 +34,7 @@ use super::probe::Probe;
 use super::{Algorithm, ExtractJob, GeneView, subset};
 use crate::anatomy::Slot;
 use crate::error::{Error, Result};
-use crate::nn::{Mode, Model, Parametrisation};
+use crate::nn::{Hooks, Mode, Model, Parametrisation};
 use crate::progress::Event;
 
 /// The auto algorithm.
@@ -69,10 +69,6 @@ struct Params {
     /// Scale every token state to unit RMS before CKA.
     #[serde(default = "yes")]
     token_norm: bool,
-    /// Recorded by `extract`.
-    #[serde(default)]
-    #[allow(dead_code)]
-    seed: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -215,7 +211,7 @@ fn cka_matrix(
         task: "layer similarity".into(),
         total: (ancestor.depth() + picks.len()) as u64,
     });
-    let full = model.forward(&batch.input, Mode::Infer, true)?;
+    let full = model.forward_with(&batch.input, Mode::Infer, Hooks::HIDDEN_STATES)?;
     let Model {
         mut config,
         params: weights,
@@ -230,7 +226,7 @@ fn cka_matrix(
         }),
         device,
     };
-    let small = pseudo.forward(&batch.input, Mode::Infer, true)?;
+    let small = pseudo.forward_with(&batch.input, Mode::Infer, Hooks::HIDDEN_STATES)?;
     let advance = || {
         job.reporter.report(Event::Advance {
             amount: 1,

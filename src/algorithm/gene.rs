@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::ancestor::Key;
-use crate::anatomy::{Family, FamilyRules, Naming, Param, Role, rules, stitch_slot};
+use crate::anatomy::{Family, FamilyRules, Naming, rules, stitch_slot};
 use crate::checkpoint::TensorSource;
 use crate::checkpoint::safetensors::SafetensorsFile;
 use crate::error::{Error, Result};
@@ -218,16 +218,5 @@ impl GeneView {
             .map(|(t, _)| t.clone())
             .filter(|t| t.starts_with(prefix))
             .collect()
-    }
-
-    /// Whether a (role, param) is a norm scale (for random init).
-    pub fn is_norm(key: Key) -> bool {
-        matches!(
-            key,
-            (
-                Role::AttnNorm | Role::MlpNorm | Role::FinalNorm | Role::EmbeddingNorm,
-                Param::Weight
-            )
-        )
     }
 }

@@ -54,10 +54,6 @@ struct Params {
     seq_len: usize,
     /// Largest coefficient of variation of a stable layer.
     max_cv: f64,
-    /// Recorded by `extract`.
-    #[serde(default)]
-    #[allow(dead_code)]
-    seed: Option<u64>,
 }
 
 /// The gradient activity of one layer across the probe batches.
@@ -121,6 +117,7 @@ fn gradient_activity(job: &ExtractJob<'_>, params: &Params) -> Result<(Vec<Vec<f
     let hooks = Hooks {
         hidden: false,
         weight_grads: true,
+        ..Default::default()
     };
     let mut per_batch = Vec::with_capacity(batches.len());
     let mut losses = Vec::with_capacity(batches.len());

@@ -27,9 +27,6 @@ pub struct Sws;
 struct Params {
     ratio: Vec<usize>,
     pick: Pick,
-    #[serde(default)]
-    #[allow(dead_code)]
-    seed: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

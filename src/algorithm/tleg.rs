@@ -42,10 +42,6 @@ const GRID: &str = "layer l of L (0-based) = base + (l / L) * slope";
 struct Params {
     #[serde(default)]
     align: bool,
-    /// Recorded by `extract`.
-    #[serde(default)]
-    #[allow(dead_code)]
-    seed: Option<u64>,
 }
 
 /// Streaming sums of one tensor's least-squares line fit over the layers.

@@ -12,7 +12,7 @@ mod source;
 pub use smoke::{SAMPLE_PAIRS, SAMPLE_TEXT, smoke_metric};
 pub use source::DescendantSource;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -155,7 +155,7 @@ pub fn spawn(
     let written = written?;
     let config = descendant_config(&gene, &blueprint)?;
     staged.write_file("config.json", &pretty(&config)?)?;
-    write_side_files(&gene, staged.path())?;
+    write_side_files(&gene, &staged)?;
     let smoke = if request.smoke {
         smoke_metric(staged.path(), request.eval_data.as_deref())?
     } else {
@@ -218,23 +218,32 @@ fn descendant_config(gene: &GeneView, bp: &Blueprint) -> Result<Value> {
     Ok(config)
 }
 
+/// Files spawn writes itself, which a gene's side files may not replace.
+fn is_reserved(name: &str) -> bool {
+    matches!(name, "config.json" | "README.md")
+        || name.starts_with("model.safetensors")
+        || name.starts_with("model-")
+}
+
 /// Unpack the tokenizer and other side files the gene carries.
-fn write_side_files(gene: &GeneView, dir: &Path) -> Result<()> {
+fn write_side_files(gene: &GeneView, staged: &StagedDir) -> Result<()> {
     let Ok(files) = gene.unit(FILES_UNIT) else {
         return Ok(());
     };
     for info in files.tensors() {
-        crate::gene::check_unit_name(&format!("{}.safetensors", info.name.replace('/', "")))
-            .map_err(|reason| Error::InvalidValue {
-                what: "side file name in the gene".into(),
-                value: info.name.clone(),
-                reason,
-            })?;
-        let bytes = files.read(&info.name)?;
-        let path = dir.join(&info.name);
-        let mut f = fs_err::File::create(&path)?;
-        std::io::Write::write_all(&mut f, &bytes)?;
-        f.sync_all()?;
+        let refused = |reason: String| Error::Algorithm {
+            algorithm: "spawn".into(),
+            reason: format!(
+                "gene `{}` carries side file `{}`: {reason}",
+                gene.reference, info.name
+            ),
+            fix: "do not use this gene: re-extract it, or pull it from a source you trust".into(),
+        };
+        crate::gene::check_side_file_name(&info.name).map_err(refused)?;
+        if is_reserved(&info.name) {
+            return Err(refused("spawn writes that file itself".into()));
+        }
+        staged.write_file(&info.name, &files.read(&info.name)?)?;
     }
     Ok(())
 }

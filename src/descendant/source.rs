@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use crate::algorithm::ancestor::Key;
 use crate::algorithm::builder::{FILES_UNIT, GLOBALS_UNIT};
 use crate::algorithm::{Blueprint, GeneView, LayerSource};
 use crate::anatomy::{Param, Role, Slot, slot_name};
@@ -36,6 +37,8 @@ pub struct DescendantSource<'g> {
     gene: &'g GeneView,
     infos: Vec<TensorInfo>,
     origins: BTreeMap<String, Origin>,
+    /// The (role, param) → tensor map of every block unit the blueprint uses, read once.
+    blocks: BTreeMap<String, BTreeMap<Key, String>>,
 }
 
 /// A seed for one tensor, from the spawn seed and the tensor's name (FNV-1a, then mixed), so
@@ -64,10 +67,24 @@ impl<'g> DescendantSource<'g> {
         seed: u64,
         inherit_globals: bool,
     ) -> Result<DescendantSource<'g>> {
+        let mut blocks = BTreeMap::new();
+        for source in &bp.layers {
+            let units = match source {
+                LayerSource::Copy { unit } => vec![unit],
+                LayerSource::Line { base, slope, .. } => vec![base, slope],
+                LayerSource::Random => vec![],
+            };
+            for unit in units {
+                if !blocks.contains_key(unit) {
+                    blocks.insert(unit.clone(), gene.block(unit)?);
+                }
+            }
+        }
         let mut src = DescendantSource {
             gene,
             infos: Vec::new(),
             origins: BTreeMap::new(),
+            blocks,
         };
         let globals = gene.unit(GLOBALS_UNIT)?;
         for info in globals.tensors() {
@@ -91,7 +108,7 @@ impl<'g> DescendantSource<'g> {
         }
         let template = src.template(bp)?;
         for (layer, source) in bp.layers.iter().enumerate() {
-            for (key, (tensor, dtype, shape)) in &template {
+            for (key, (tensor, shape)) in &template {
                 let slot = Slot {
                     layer: Some(layer),
                     role: key.0,
@@ -106,7 +123,7 @@ impl<'g> DescendantSource<'g> {
                         ),
                     }
                 })?;
-                let (origin, dtype) = src.layer_origin(source, *key, &name, *dtype, seed)?;
+                let (origin, dtype) = src.layer_origin(source, *key, &name, seed)?;
                 src.add(&name, dtype, shape, origin);
             }
         }
@@ -144,13 +161,9 @@ impl<'g> DescendantSource<'g> {
         self.origins.insert(name.to_string(), origin);
     }
 
-    /// The layer tensors (key → unit tensor name, dtype, shape) of the first block unit the
+    /// The layer tensors (key → unit tensor name, shape) of the first block unit the
     /// blueprint uses; every layer of the descendant has exactly these.
-    #[allow(clippy::type_complexity)]
-    fn template(
-        &self,
-        bp: &Blueprint,
-    ) -> Result<BTreeMap<(Role, Param), (String, DType, Vec<usize>)>> {
+    fn template(&self, bp: &Blueprint) -> Result<BTreeMap<Key, (String, Vec<usize>)>> {
         let unit = bp
             .layers
             .iter()
@@ -178,7 +191,7 @@ impl<'g> DescendantSource<'g> {
         let mut out = BTreeMap::new();
         for (key, name) in self.gene.block(&unit)? {
             let info = file.require(&name)?;
-            out.insert(key, (name.clone(), info.dtype, info.shape.clone()));
+            out.insert(key, (name.clone(), info.shape.clone()));
         }
         Ok(out)
     }
@@ -188,13 +201,13 @@ impl<'g> DescendantSource<'g> {
         source: &LayerSource,
         key: (Role, Param),
         name: &str,
-        dtype: DType,
         seed: u64,
     ) -> Result<(Origin, DType)> {
         let tensor_in = |unit: &str| -> Result<String> {
-            self.gene
-                .block(unit)?
-                .remove(&key)
+            self.blocks
+                .get(unit)
+                .and_then(|block| block.get(&key))
+                .cloned()
                 .ok_or_else(|| Error::MissingTensor {
                     name: format!("{:?} {:?} in gene unit `{unit}`", key.0, key.1),
                 })
@@ -219,17 +232,14 @@ impl<'g> DescendantSource<'g> {
                 },
                 DType::F32,
             ),
-            LayerSource::Random => {
-                let _ = dtype;
-                (
-                    Origin::Random {
-                        role: key.0,
-                        param: key.1,
-                        seed: tensor_seed(seed, name),
-                    },
-                    DType::F32,
-                )
-            }
+            LayerSource::Random => (
+                Origin::Random {
+                    role: key.0,
+                    param: key.1,
+                    seed: tensor_seed(seed, name),
+                },
+                DType::F32,
+            ),
         })
     }
 }

@@ -60,6 +60,9 @@ pub(crate) fn blocks(
             states.push(h.clone());
         }
     }
+    if ctx.blocks_only {
+        return Ok(h);
+    }
     let (w, _) = ctx.global_wb(Role::FinalNorm)?;
     let h = rms_norm(&h, &w, c.norm_eps, ctx.mode)?;
     let head = match ctx.get(&super::param::global(Role::Head, Param::Weight))? {

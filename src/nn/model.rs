@@ -52,6 +52,18 @@ pub struct Hooks {
     pub hidden: bool,
     /// Make per-layer weight gradients available through [`Forward::layer_grads`].
     pub weight_grads: bool,
+    /// Stop after the last block: [`Forward::output`] is then its hidden states, without the
+    /// final norm and head (for callers that only read hidden states).
+    pub blocks_only: bool,
+}
+
+impl Hooks {
+    /// Hidden states after the embeddings and every block, and nothing after the last block.
+    pub const HIDDEN_STATES: Hooks = Hooks {
+        hidden: true,
+        weight_grads: false,
+        blocks_only: true,
+    };
 }
 
 impl Forward {
@@ -76,6 +88,8 @@ pub(crate) struct Ctx<'a> {
     params: &'a dyn Parametrisation,
     pub mode: Mode,
     probes: bool,
+    /// Return the last block's hidden states instead of applying the final norm and head.
+    pub blocks_only: bool,
     used: RefCell<Vec<(Slot, Tensor)>>,
 }
 
@@ -85,6 +99,7 @@ impl<'a> Ctx<'a> {
             params,
             mode,
             probes: hooks.weight_grads,
+            blocks_only: hooks.blocks_only,
             used: RefCell::new(Vec::new()),
         }
     }
@@ -279,7 +294,7 @@ impl Model {
     pub fn forward(&self, input: &Input, mode: Mode, hidden: bool) -> Result<Forward> {
         let hooks = Hooks {
             hidden,
-            weight_grads: false,
+            ..Hooks::default()
         };
         self.forward_with(input, mode, hooks)
     }

@@ -71,6 +71,9 @@ pub(crate) fn blocks(
             states.push(h.clone());
         }
     }
+    if ctx.blocks_only {
+        return Ok(h);
+    }
     let norm = ctx.get(&super::param::global(Role::FinalNorm, Param::Weight))?;
     let norm_bias = ctx.get(&super::param::global(Role::FinalNorm, Param::Bias))?;
     if let (Some(w), false) = (&norm, c.norm_after_pool) {

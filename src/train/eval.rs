@@ -151,6 +151,29 @@ pub fn evaluate_model(
     }
 }
 
+/// Sum `score(chunk)` over `idx` in chunks of `batch`, reporting progress as "eval".
+fn sum_over_chunks(
+    idx: &[usize],
+    batch: usize,
+    reporter: &dyn Reporter,
+    mut score: impl FnMut(&[usize]) -> Result<f64>,
+) -> Result<f64> {
+    reporter.report(Event::Start {
+        task: "eval".into(),
+        total: idx.len() as u64,
+    });
+    let mut total = 0.0f64;
+    for chunk in idx.chunks(batch.max(1)) {
+        total += score(chunk)?;
+        reporter.report(Event::Advance {
+            amount: chunk.len() as u64,
+            item: None,
+        });
+    }
+    reporter.report(Event::Finish);
+    Ok(total)
+}
+
 /// Perplexity of `model` over the blocks `idx`, `batch` blocks per pass.
 pub fn perplexity(
     model: &Model,
@@ -159,22 +182,12 @@ pub fn perplexity(
     batch: usize,
     reporter: &dyn Reporter,
 ) -> Result<Metrics> {
-    reporter.report(Event::Start {
-        task: "eval".into(),
-        total: idx.len() as u64,
-    });
-    let mut total = 0.0f64;
-    for chunk in idx.chunks(batch.max(1)) {
+    let total = sum_over_chunks(idx, batch, reporter, |chunk| {
         let (x, y) = blocks.batch(chunk, &model.device)?;
         let out = model.forward(&Input::Tokens { ids: x, mask: None }, Mode::Infer, false)?;
         let loss = lm_loss(&out.output, &y)?.to_scalar::<f32>()?;
-        total += f64::from(loss) * chunk.len() as f64;
-        reporter.report(Event::Advance {
-            amount: chunk.len() as u64,
-            item: None,
-        });
-    }
-    reporter.report(Event::Finish);
+        Ok(f64::from(loss) * chunk.len() as f64)
+    })?;
     let loss = total / idx.len().max(1) as f64;
     Ok(Metrics::Perplexity {
         perplexity: loss.exp(),
@@ -191,23 +204,13 @@ pub(crate) fn accuracy(
     batch: usize,
     reporter: &dyn Reporter,
 ) -> Result<Metrics> {
-    reporter.report(Event::Start {
-        task: "eval".into(),
-        total: idx.len() as u64,
-    });
-    let mut hits = 0;
-    for chunk in idx.chunks(batch.max(1)) {
+    let hits = sum_over_chunks(idx, batch, reporter, |chunk| {
         let (x, y) = set.batch(chunk, &model.device)?;
         let out = model.forward(&Input::Images(x), Mode::Infer, false)?;
-        hits += correct(&out.output, &y)?;
-        reporter.report(Event::Advance {
-            amount: chunk.len() as u64,
-            item: None,
-        });
-    }
-    reporter.report(Event::Finish);
+        Ok(correct(&out.output, &y)? as f64)
+    })?;
     Ok(Metrics::Accuracy {
-        accuracy: hits as f64 / idx.len().max(1) as f64,
+        accuracy: hits / idx.len().max(1) as f64,
         examples: idx.len(),
     })
 }

@@ -118,6 +118,7 @@ fn check_stitch_point(
     let hooks = Hooks {
         hidden: true,
         weight_grads: false,
+        ..Default::default()
     };
     let rest = end
         .forward_from(&stitched, j, mask, Mode::Infer, hooks)
@@ -293,6 +294,7 @@ fn forward_from_any_block_continues_the_full_pass_in_every_family() {
     let hooks = Hooks {
         hidden: true,
         weight_grads: false,
+        ..Default::default()
     };
     for mut c in [
         text_config(Family::Llama),

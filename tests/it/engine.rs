@@ -161,6 +161,7 @@ fn layer_gradient_hook_covers_every_layer_tensor() {
     let hooks = lgreg::nn::Hooks {
         hidden: true,
         weight_grads: true,
+        ..Default::default()
     };
     let fwd = model.forward_with(&inp, Mode::Train, hooks).unwrap();
     assert_eq!(fwd.hidden.len(), c.layers + 1);

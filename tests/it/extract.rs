@@ -397,3 +397,50 @@ fn a_corrupt_gene_unit_fails_spawn_and_leaves_nothing() {
     let ls = run_str(home.path(), &["ls"]);
     assert!(!ls.stdout.contains("t-l3-s0"), "{}", ls.stdout);
 }
+
+#[test]
+fn gene_side_files_cannot_leave_or_overwrite_the_descendant() {
+    let home = tempfile::tempdir().unwrap();
+    tiny_gene(home.path(), 4, "tleg", "t");
+    let exported = home.path().join("exported");
+    ok(
+        home.path(),
+        &["export", "t", "-o", exported.to_str().unwrap()],
+    );
+    let gene_json = exported.join("gene.json");
+    let mut card: Value = serde_json::from_slice(&std::fs::read(&gene_json).unwrap()).unwrap();
+    card["units"]
+        .as_array_mut()
+        .unwrap()
+        .push("files.safetensors".into());
+    std::fs::write(&gene_json, serde_json::to_vec(&card).unwrap()).unwrap();
+    for (i, bad) in ["../escaped.txt", "config.json"].iter().enumerate() {
+        let header =
+            serde_json::json!({ *bad: {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]} });
+        std::fs::write(
+            exported.join("files.safetensors"),
+            crate::support::safetensors_bytes(&header, b"hi"),
+        )
+        .unwrap();
+        let name = format!("evil{i}");
+        ok(
+            home.path(),
+            &[
+                "publish",
+                exported.to_str().unwrap(),
+                "--name",
+                &name,
+                "--version",
+                "0.1.0",
+            ],
+        );
+        let out = home.path().join(format!("out{i}"));
+        let err = fails(
+            home.path(),
+            &["spawn", &name, "--layers", "2", "-o", out.to_str().unwrap()],
+        );
+        assert!(err.stderr.contains(bad), "{}", err.stderr);
+        assert!(!out.exists());
+    }
+    assert!(!home.path().join("escaped.txt").exists());
+}

@@ -25,7 +25,7 @@ use super::probe::{Probe, ProbeBatch, token_rows};
 use super::{Algorithm, ExtractJob, GeneView};
 use crate::anatomy::{Role, STITCH_PREFIX};
 use crate::error::{Error, Result};
-use crate::nn::{Input, Mode, Model};
+use crate::nn::{Hooks, Input, Mode, Model};
 use crate::progress::Event;
 use configs::{Choice, StitchConfig, block_unit, configurations, instance_layers};
 use lstsq::Affine;
@@ -44,10 +44,6 @@ struct Params {
     seq_len: usize,
     /// Relative ridge of the least-squares fits.
     ridge: f64,
-    /// Recorded by `extract`; also orders the calibration draw.
-    #[serde(default)]
-    #[allow(dead_code)]
-    seed: Option<u64>,
 }
 
 fn default_seq_len() -> usize {
@@ -95,7 +91,7 @@ fn batch_size(samples: usize) -> usize {
 fn hidden_rows(model: &Model, batches: &[ProbeBatch], job: &ExtractJob<'_>) -> Result<Vec<Tensor>> {
     let mut parts: Vec<Vec<Tensor>> = Vec::new();
     for batch in batches {
-        let fwd = model.forward(&batch.input, Mode::Infer, true)?;
+        let fwd = model.forward_with(&batch.input, Mode::Infer, Hooks::HIDDEN_STATES)?;
         parts.resize_with(fwd.hidden.len(), Vec::new);
         let mask = match &batch.input {
             Input::Tokens { mask, .. } => mask.as_ref(),
