@@ -7,7 +7,8 @@
 # - libcuda and cuBLAS are not in that wheel set: the link uses stub libraries with the right
 #   sonames, generated from the symbols the first link attempt reports as undefined. At run
 #   time the GPU machine's real libraries are loaded (set LD_LIBRARY_PATH there).
-# Usage: scripts/build-cuda.sh [extra cargo args]   -> target/release/lgreg (CUDA build)
+# Usage: scripts/build-cuda.sh [extra cargo args]   -> target/cuda/release/lgreg (CUDA build)
+# The CUDA build has its own target directory, so it never replaces the CPU binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cache="${LGREG_CUDA_CACHE:-$HOME/.cache/lgreg-cuda}"
@@ -55,7 +56,7 @@ export LIBRARY_PATH="$tk/lib:$stubs${LIBRARY_PATH:+:$LIBRARY_PATH}"
 for attempt in 1 2 3; do
   make_stub cuda libcuda.so.1 '^cu[A-Z]'
   make_stub cublas libcublas.so.13 '^cublas'
-  if cargo build --release --features cuda "$@" 2> "$cache/build.log"; then
+  if cargo build --release --features cuda --target-dir target/cuda "$@" 2> "$cache/build.log"; then
     break
   fi
   grep -o "undefined reference to \`[A-Za-z0-9_]*'" "$cache/build.log" \
@@ -67,5 +68,5 @@ for attempt in 1 2 3; do
   cat "$cache/undefined.syms" >> "$stubs/cuda.syms"
   cat "$cache/undefined.syms" >> "$stubs/cublas.syms"
 done
-readelf -d target/release/lgreg | grep NEEDED
-echo "built target/release/lgreg with cuda (sm_$CUDA_COMPUTE_CAP); run it with LD_LIBRARY_PATH=<cu13/lib>:<driver libs>"
+readelf -d target/cuda/release/lgreg | grep NEEDED
+echo "built target/cuda/release/lgreg with cuda (sm_$CUDA_COMPUTE_CAP); run it with LD_LIBRARY_PATH=<cu13/lib>:<driver libs>"
