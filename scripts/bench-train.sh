@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 vit_steps="${1:-5}"
 llama_steps="${2:-3}"
-venv=target/bench-venv
+venv="${LGREG_TORCH_VENV:-target/bench-venv}"  # or an existing venv with torch + transformers
 smol=target/bench-train/smollm2-f32
 
 scripts/fetch-fixtures.sh >/dev/null

@@ -42,7 +42,7 @@ class Vit(nn.Module):
 
 if what == "llama":
     from transformers import LlamaForCausalLM
-    model = LlamaForCausalLM.from_pretrained(sys.argv[2], torch_dtype=torch.float32)
+    model = LlamaForCausalLM.from_pretrained(sys.argv[2], dtype=torch.float32)
     batch = int(sys.argv[3]) if len(sys.argv) > 3 else 1
     steps = int(sys.argv[4]) if len(sys.argv) > 4 else 3
     def step():

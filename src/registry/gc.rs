@@ -1,11 +1,11 @@
 //! `gc`: mark every blob reachable from a tag (manifest, card, units, and the subject chain),
-//! sweep the rest, and remove every temp file. Runs under the exclusive gc lock, so no writer
+//! sweep the rest (and their seals), and remove every temp file. Runs under the exclusive gc lock, so no writer
 //! is between storing blobs and tagging them.
 
 use std::collections::BTreeSet;
 
 use super::digest::Digest;
-use super::{Registry, index, store};
+use super::{Registry, index, seal, store};
 
 /// What `gc` removed (or would remove, with `dry_run`).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -66,6 +66,7 @@ impl Registry {
             let size = entry.metadata()?.len();
             if !dry_run {
                 fs_err::remove_file(self.layout.blob(&digest))?;
+                seal::unseal(&self.layout, &digest);
             }
             report.removed.push(digest);
             report.bytes_freed += size;
@@ -74,6 +75,7 @@ impl Registry {
         if !dry_run {
             store::sync_blobs(&self.layout)?;
             report.tmp_bytes_freed = self.remove_all_tmp()?;
+            seal::prune(&self.layout);
         }
         Ok(report)
     }

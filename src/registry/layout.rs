@@ -8,6 +8,7 @@
 //!   .lgreg/index.lock       exclusive while `index.json` changes
 //!   .lgreg/gc.lock          shared by writers, exclusive while `gc` sweeps
 //!   .lgreg/tmp/<pid>-<n>    blobs being written; renamed into `blobs/sha256/` when verified
+//!   .lgreg/seals/<hex>      blobs hashed in full, with the file identity hashed (a cache)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -74,6 +75,11 @@ impl Layout {
     /// The directory of temp files, on the same file system as the blobs.
     pub fn tmp_dir(&self) -> PathBuf {
         self.private_dir().join("tmp")
+    }
+
+    /// The directory of seals ([`super::seal`]).
+    pub fn seals_dir(&self) -> PathBuf {
+        self.private_dir().join("seals")
     }
 
     /// A temp file name owned by process `pid`.

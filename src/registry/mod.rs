@@ -20,6 +20,7 @@ pub mod layout;
 pub mod manifest;
 pub mod reference;
 pub mod remote;
+pub mod seal;
 pub mod store;
 
 mod export;

@@ -1,5 +1,6 @@
 //! Blobs: written as a stream with a running sha256 into a temp file on the same file system,
-//! fsynced, checked, then renamed into `blobs/sha256/<hex>`; read back only through a hash check.
+//! fsynced, checked, then renamed into `blobs/sha256/<hex>`; read back only through a hash check
+//! (or, for [`check_sealed`], a seal from an earlier full hash of the same file version).
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -9,6 +10,7 @@ use std::time::{Duration, SystemTime};
 use super::digest::{Digest, copy_hashed};
 use super::error::Error as RegError;
 use super::layout::Layout;
+use super::seal;
 use crate::error::Result;
 use crate::fsutil::sync_dir;
 
@@ -168,9 +170,34 @@ pub fn copy_verified(
         }
         .into());
     }
+    let before = file.metadata()?;
+    let hashed_at = SystemTime::now();
     let (actual, n) = copy_hashed(&mut file, writer, progress)?;
-    check(layout, digest, actual, n, len)?;
+    check(layout, digest, actual, n, len).inspect_err(|_| seal::unseal(layout, digest))?;
+    seal::seal(layout, digest, &before, hashed_at);
     Ok(n)
+}
+
+/// Check the blob against `digest` and `size`, trusting its seal when the file is exactly the
+/// version that was last hashed in full, and hashing it (and sealing it) otherwise. Returns
+/// whether the bytes were hashed.
+pub fn check_sealed(layout: &Layout, digest: &Digest, size: u64) -> Result<bool> {
+    let meta = match fs_err::metadata(layout.blob(digest)) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(RegError::BlobMissing {
+                digest: digest.clone(),
+                path: layout.blob(digest),
+            }
+            .into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if meta.len() == size && seal::is_sealed(layout, digest, &meta) {
+        return Ok(false);
+    }
+    copy_verified(layout, digest, Some(size), None, &mut |_| {})?;
+    Ok(true)
 }
 
 /// Read a small blob into memory, verifying its digest; refuses blobs over `limit` bytes.

@@ -363,18 +363,7 @@ fn sws_and_tleg_descendants_of_minilm_at_two_depths() {
 fn a_corrupt_gene_unit_fails_spawn_and_leaves_nothing() {
     let home = tempfile::tempdir().unwrap();
     tiny_gene(home.path(), 4, "tleg", "t");
-    let show = ok(home.path(), &["show", "t"]);
-    let unit = show["units"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|u| u["title"] == "tleg.slope.safetensors")
-        .unwrap();
-    let hex = unit["digest"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("sha256:");
-    let blob = registry(home.path()).join("blobs/sha256").join(hex);
+    let (hex, blob) = unit_blob(home.path(), "t", "tleg.slope.safetensors");
     let mut bytes = std::fs::read(&blob).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0x40;
@@ -384,7 +373,7 @@ fn a_corrupt_gene_unit_fails_spawn_and_leaves_nothing() {
         home.path(),
         &["spawn", "t", "--layers", "3", "-o", out.to_str().unwrap()],
     );
-    assert!(err.stderr.contains(hex), "{}", err.stderr);
+    assert!(err.stderr.contains(&hex), "{}", err.stderr);
     assert!(!out.exists());
     let names: Vec<String> = std::fs::read_dir(home.path())
         .unwrap()
@@ -396,6 +385,86 @@ fn a_corrupt_gene_unit_fails_spawn_and_leaves_nothing() {
     );
     let ls = run_str(home.path(), &["ls"]);
     assert!(!ls.stdout.contains("t-l3-s0"), "{}", ls.stdout);
+}
+
+/// The blob of the unit `title` of gene `reference`.
+fn unit_blob(home: &Path, reference: &str, title: &str) -> (String, PathBuf) {
+    let show = ok(home, &["show", reference]);
+    let unit = show["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["title"] == title)
+        .unwrap();
+    let hex = unit["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let blob = registry(home).join("blobs/sha256").join(&hex);
+    (hex, blob)
+}
+
+#[test]
+fn a_unit_changed_after_its_seal_is_hashed_again_and_refused() {
+    let home = tempfile::tempdir().unwrap();
+    tiny_gene(home.path(), 4, "tleg", "t");
+    let (hex, blob) = unit_blob(home.path(), "t", "tleg.slope.safetensors");
+    let seal = registry(home.path()).join(".lgreg/seals").join(&hex);
+    // A fresh blob is not sealed (its change time is too recent); once settled, a full hash
+    // seals it and the next spawn trusts the seal.
+    let first = home.path().join("first");
+    ok(
+        home.path(),
+        &["spawn", "t", "--layers", "3", "-o", first.to_str().unwrap()],
+    );
+    assert!(!seal.exists());
+    std::thread::sleep(lgreg::registry::seal::SETTLE + std::time::Duration::from_millis(100));
+    let second = home.path().join("second");
+    ok(
+        home.path(),
+        &[
+            "spawn",
+            "t",
+            "--layers",
+            "3",
+            "-o",
+            second.to_str().unwrap(),
+            "--seed",
+            "1",
+        ],
+    );
+    assert!(seal.exists());
+
+    // Flip a byte in place and put the modification time back: the change time still moves,
+    // so the seal no longer matches and spawn hashes the unit and refuses it.
+    let mtime = std::fs::metadata(&blob).unwrap().modified().unwrap();
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    let file = std::fs::OpenOptions::new().write(true).open(&blob).unwrap();
+    std::io::Write::write_all(&mut &file, &bytes).unwrap();
+    file.set_modified(mtime).unwrap();
+    drop(file);
+    let out = home.path().join("out");
+    let err = fails(
+        home.path(),
+        &[
+            "spawn",
+            "t",
+            "--layers",
+            "3",
+            "-o",
+            out.to_str().unwrap(),
+            "--seed",
+            "2",
+        ],
+    );
+    assert!(err.stderr.contains(&hex), "{}", err.stderr);
+    assert!(!out.exists());
+    assert!(!seal.exists(), "a failed hash drops the seal");
+    let verify = run_str(home.path(), &["verify"]);
+    assert_eq!(verify.code, 1, "{verify:?}");
 }
 
 #[test]
