@@ -46,7 +46,8 @@ for family in llama bert; do
   for algo in tleg sws heur auto pool; do
     extra=()
     case "$algo" in
-      heur|auto) extra=(--data "$work/calib.txt") ;;
+      heur) extra=(--data "$work/calib.txt") ;;
+      auto) extra=(--data "$work/calib.txt" --set layers=3) ;;
       pool) extra=(--data "$work/calib.txt" --set samples=16 --set seq_len=32) ;;
     esac
     gene=$("$lgreg" extract --algo "$algo" "$anc" --name "check-$family-$algo" "${extra[@]}" "${q[@]}" | field '["reference"]' | tr -d '"')

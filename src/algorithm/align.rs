@@ -497,11 +497,7 @@ mod tests {
             intermediate: c.intermediate,
             shapes,
         };
-        let model = Model {
-            config: c.clone(),
-            params: Box::new(plain.clone()),
-            device: Device::Cpu,
-        };
+        let model = Model::new(c.clone(), Box::new(plain.clone()), Device::Cpu);
         (model, plain, spec)
     }
 

@@ -216,16 +216,17 @@ fn cka_matrix(
         mut config,
         params: weights,
         device,
+        ..
     } = model;
     config.layers = picks.len();
-    let pseudo = Model {
+    let pseudo = Model::new(
         config,
-        params: Box::new(Picked {
+        Box::new(Picked {
             inner: weights,
             layers: picks.to_vec(),
         }),
         device,
-    };
+    );
     let small = pseudo.forward_with(&batch.input, Mode::Infer, Hooks::HIDDEN_STATES)?;
     let advance = || {
         job.reporter.report(Event::Advance {

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use lgreg::nn::Precision;
 use lgreg::train::{AdaptOptions, AdaptReport, adapt};
 
 use super::GlobalArgs;
@@ -66,6 +67,14 @@ pub(crate) struct Args {
     /// Run on the first CUDA GPU.
     #[arg(long)]
     cuda: bool,
+    /// Matrix products in f32, bf16 or f16 (mixed precision: weights, norms, softmax and loss
+    /// stay f32). Reduced precision pays off on CUDA; candle's CPU backend widens bf16 to f32.
+    #[arg(long, default_value = "f32", value_parser = parse_precision)]
+    precision: Precision,
+}
+
+fn parse_precision(value: &str) -> Result<Precision, String> {
+    Precision::parse(value).map_err(|e| e.to_string())
 }
 
 pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Output>> {
@@ -86,6 +95,7 @@ pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Ou
         stop_after: args.stop_after,
         force: args.force,
         cuda: args.cuda,
+        precision: args.precision,
     };
     let report = adapt(
         &args.model,

@@ -5,7 +5,7 @@ use candle_core::{DType, Tensor};
 
 use super::config::ModelConfig;
 use super::model::Ctx;
-use super::ops::{attention, layer_norm, linear, merge_heads, padding_mask, split_heads};
+use super::ops::{layer_norm, merge_heads, padding_mask, split_heads};
 use crate::anatomy::{Param, Role};
 use crate::error::Result;
 
@@ -47,14 +47,14 @@ pub(crate) fn blocks(
         let (wq, bq) = ctx.wb(l, Role::AttnQ)?;
         let (wk, bk) = ctx.wb(l, Role::AttnK)?;
         let (wv, bv) = ctx.wb(l, Role::AttnV)?;
-        let q = split_heads(&linear(&h, &wq, bq.as_ref())?, c.heads)?;
-        let k = split_heads(&linear(&h, &wk, bk.as_ref())?, c.heads)?;
-        let v = split_heads(&linear(&h, &wv, bv.as_ref())?, c.heads)?;
-        let att = merge_heads(&attention(&q, &k, &v, additive.as_ref(), ctx.mode)?)?;
+        let q = split_heads(&ctx.linear(&h, &wq, bq.as_ref())?, c.heads)?;
+        let k = split_heads(&ctx.linear(&h, &wk, bk.as_ref())?, c.heads)?;
+        let v = split_heads(&ctx.linear(&h, &wv, bv.as_ref())?, c.heads)?;
+        let att = merge_heads(&ctx.attention(&q, &k, &v, additive.as_ref())?)?;
         let (wo, bo) = ctx.wb(l, Role::AttnO)?;
         let (wn, bn) = ctx.wb(l, Role::AttnNorm)?;
         h = layer_norm(
-            &(h + linear(&att, &wo, bo.as_ref())?)?,
+            &(h + ctx.linear(&att, &wo, bo.as_ref())?)?,
             &wn,
             bn.as_ref(),
             c.norm_eps,
@@ -63,9 +63,9 @@ pub(crate) fn blocks(
         let (wu, bu) = ctx.wb(l, Role::MlpUp)?;
         let (wd, bd) = ctx.wb(l, Role::MlpDown)?;
         let (wn, bn) = ctx.wb(l, Role::MlpNorm)?;
-        let inner = linear(&h, &wu, bu.as_ref())?.gelu_erf()?;
+        let inner = ctx.linear(&h, &wu, bu.as_ref())?.gelu_erf()?;
         h = layer_norm(
-            &(h + linear(&inner, &wd, bd.as_ref())?)?,
+            &(h + ctx.linear(&inner, &wd, bd.as_ref())?)?,
             &wn,
             bn.as_ref(),
             c.norm_eps,

@@ -225,11 +225,11 @@ fn with_layers(
 
 /// A model of config `c` with seeded random plain weights.
 pub fn random(c: &ModelConfig, seed: u64, device: &Device) -> Result<Model> {
-    Ok(Model {
-        config: c.clone(),
-        params: Box::new(random_plain(c, seed, device)?),
-        device: device.clone(),
-    })
+    Ok(Model::new(
+        c.clone(),
+        Box::new(random_plain(c, seed, device)?),
+        device.clone(),
+    ))
 }
 
 /// Fresh values for a tensor of `n` elements: norm scales 1, biases 0, every other weight

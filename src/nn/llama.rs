@@ -4,10 +4,7 @@ use candle_core::Tensor;
 
 use super::config::ModelConfig;
 use super::model::Ctx;
-use super::ops::{
-    attention, causal_mask, linear, merge_heads, repeat_kv, rms_norm, rope, rope_tables,
-    split_heads,
-};
+use super::ops::{causal_mask, merge_heads, repeat_kv, rms_norm, rope, rope_tables, split_heads};
 use crate::anatomy::{Param, Role};
 use crate::error::Result;
 
@@ -39,22 +36,22 @@ pub(crate) fn blocks(
         let (wq, bq) = ctx.wb(l, Role::AttnQ)?;
         let (wk, bk) = ctx.wb(l, Role::AttnK)?;
         let (wv, bv) = ctx.wb(l, Role::AttnV)?;
-        let q = split_heads(&linear(&x, &wq, bq.as_ref())?, c.heads)?;
-        let k = split_heads(&linear(&x, &wk, bk.as_ref())?, c.kv_heads)?;
-        let v = split_heads(&linear(&x, &wv, bv.as_ref())?, c.kv_heads)?;
+        let q = split_heads(&ctx.linear(&x, &wq, bq.as_ref())?, c.heads)?;
+        let k = split_heads(&ctx.linear(&x, &wk, bk.as_ref())?, c.kv_heads)?;
+        let v = split_heads(&ctx.linear(&x, &wv, bv.as_ref())?, c.kv_heads)?;
         let q = rope(&q, &cos, &sin, ctx.mode)?;
         let k = repeat_kv(&rope(&k, &cos, &sin, ctx.mode)?, rep)?;
         let v = repeat_kv(&v, rep)?;
-        let att = merge_heads(&attention(&q, &k, &v, Some(&mask), ctx.mode)?)?;
+        let att = merge_heads(&ctx.attention(&q, &k, &v, Some(&mask))?)?;
         let (wo, bo) = ctx.wb(l, Role::AttnO)?;
-        h = (h + linear(&att, &wo, bo.as_ref())?)?;
+        h = (h + ctx.linear(&att, &wo, bo.as_ref())?)?;
         let (w, _) = ctx.wb(l, Role::MlpNorm)?;
         let x = rms_norm(&h, &w, c.norm_eps, ctx.mode)?;
         let (wg, _) = ctx.wb(l, Role::MlpGate)?;
         let (wu, _) = ctx.wb(l, Role::MlpUp)?;
         let (wd, _) = ctx.wb(l, Role::MlpDown)?;
-        let gated = (linear(&x, &wg, None)?.silu()? * linear(&x, &wu, None)?)?;
-        h = (h + linear(&gated, &wd, None)?)?;
+        let gated = (ctx.linear(&x, &wg, None)?.silu()? * ctx.linear(&x, &wu, None)?)?;
+        h = (h + ctx.linear(&gated, &wd, None)?)?;
         h = ctx.stitch(l, h)?;
         if let Some(states) = hidden.as_deref_mut() {
             states.push(h.clone());
@@ -69,5 +66,5 @@ pub(crate) fn blocks(
         Some(w) => w,
         None => ctx.need(&super::param::global(Role::TokenEmbedding, Param::Weight))?,
     };
-    linear(&h, &head, None)
+    ctx.linear(&h, &head, None)
 }

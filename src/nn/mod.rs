@@ -9,6 +9,8 @@
 //!   any parametrisation.
 //! - [`Mode::Train`] uses differentiable, hand-written norms, softmax and RoPE; [`Mode::Infer`]
 //!   uses candle's fused kernels, which carry no gradient.
+//! - [`Precision`] runs the matrix products in bf16 or f16 while the weights, norms, softmax and
+//!   loss stay in f32 (mixed precision).
 
 mod bert;
 mod config;
@@ -18,6 +20,8 @@ mod model;
 mod ops;
 pub mod param;
 mod vit;
+
+use candle_core::DType;
 
 pub use config::{ModelConfig, Pooling};
 pub use model::{Forward, Hooks, Input, Model, device, mean_pool};
@@ -31,4 +35,58 @@ pub enum Mode {
     Train,
     /// candle's fused kernels, faster but without gradients.
     Infer,
+}
+
+/// The dtype the matrix products of a forward pass run in.
+///
+/// The weights stay f32 variables (the optimiser's master copy); with `Bf16` or `F16` each
+/// matrix product casts its operands down and its result back up, so gradients reach the f32
+/// weights through the casts. Norms, softmax, residual sums and the loss stay f32. candle's CPU
+/// backend has no bf16 matrix kernel (it widens to f32), so on the CPU this saves nothing; it
+/// is meant for CUDA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in f32.
+    #[default]
+    F32,
+    /// Matrix products in bfloat16.
+    Bf16,
+    /// Matrix products in float16.
+    F16,
+}
+
+impl Precision {
+    /// The reduced dtype of the matrix products, or `None` for f32.
+    pub fn compute(self) -> Option<DType> {
+        match self {
+            Precision::F32 => None,
+            Precision::Bf16 => Some(DType::BF16),
+            Precision::F16 => Some(DType::F16),
+        }
+    }
+
+    /// Parse `f32`, `bf16` or `f16`.
+    pub fn parse(value: &str) -> crate::Result<Precision> {
+        match value.to_ascii_lowercase().as_str() {
+            "f32" | "fp32" => Ok(Precision::F32),
+            "bf16" => Ok(Precision::Bf16),
+            "f16" | "fp16" => Ok(Precision::F16),
+            _ => Err(crate::Error::InvalidValue {
+                what: "`--precision`".into(),
+                value: value.into(),
+                reason: "use f32, bf16 or f16".into(),
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
+        })
+    }
 }

@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor, Var};
 
 use super::config::ModelConfig;
 use super::param::{Parametrisation, Plain, Store};
-use super::{Mode, bert, llama, vit};
+use super::{Mode, Precision, bert, llama, vit};
 use crate::anatomy::{Family, Param, Role, Slot, analyze};
 use crate::checkpoint::Checkpoint;
 use crate::checkpoint::memory::MemorySource;
@@ -87,6 +87,7 @@ impl Forward {
 pub(crate) struct Ctx<'a> {
     params: &'a dyn Parametrisation,
     pub mode: Mode,
+    compute: Option<DType>,
     probes: bool,
     /// Return the last block's hidden states instead of applying the final norm and head.
     pub blocks_only: bool,
@@ -94,10 +95,11 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl<'a> Ctx<'a> {
-    fn new(params: &'a dyn Parametrisation, mode: Mode, hooks: Hooks) -> Ctx<'a> {
+    fn new(model: &'a Model, mode: Mode, hooks: Hooks) -> Ctx<'a> {
         Ctx {
-            params,
+            params: model.params.as_ref(),
             mode,
+            compute: model.precision.compute(),
             probes: hooks.weight_grads,
             blocks_only: hooks.blocks_only,
             used: RefCell::new(Vec::new()),
@@ -144,10 +146,26 @@ impl<'a> Ctx<'a> {
         Ok((w, b))
     }
 
+    /// `x · wᵀ + b`, in the model's [`super::Precision`].
+    pub fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        super::ops::linear(x, w, b, self.compute)
+    }
+
+    /// Scaled dot-product attention in the model's [`super::Precision`] and this pass's mode.
+    pub fn attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        super::ops::attention(q, k, v, mask, self.mode, self.compute)
+    }
+
     /// Apply the stitch after block `layer`, if the parametrisation has one.
     pub fn stitch(&self, layer: usize, h: Tensor) -> Result<Tensor> {
         match self.params.stitch(layer) {
-            Some((w, b)) => super::ops::linear(&h, &w, b.as_ref()),
+            Some((w, b)) => self.linear(&h, &w, b.as_ref()),
             None => Ok(h),
         }
     }
@@ -166,6 +184,8 @@ pub struct Model {
     pub params: Box<dyn Parametrisation>,
     /// Where the weights live.
     pub device: Device,
+    /// The dtype of the matrix products (the weights stay f32).
+    pub precision: Precision,
 }
 
 impl std::fmt::Debug for Model {
@@ -197,6 +217,22 @@ fn skip(family: Family, name: &str, slot: &Slot) -> bool {
 }
 
 impl Model {
+    /// A model in f32 over `params`.
+    pub fn new(config: ModelConfig, params: Box<dyn Parametrisation>, device: Device) -> Model {
+        Model {
+            config,
+            params,
+            device,
+            precision: Precision::F32,
+        }
+    }
+
+    /// The same model with its matrix products in `precision`.
+    pub fn with_precision(mut self, precision: Precision) -> Model {
+        self.precision = precision;
+        self
+    }
+
     /// Load a model with plain weights from a checkpoint, checking every tensor's shape
     /// against the config.
     pub fn load(ckpt: &Checkpoint, device: &Device) -> Result<Model> {
@@ -248,11 +284,7 @@ impl Model {
             let head = super::param::global(Role::Head, Param::Weight);
             config.classes = store.var(&head).map_or(0, |v| v.dims()[0]);
         }
-        let model = Model {
-            config,
-            params: Box::new(Plain { store }),
-            device: device.clone(),
-        };
+        let model = Model::new(config, Box::new(Plain { store }), device.clone());
         model.check_shapes()?;
         Ok(model)
     }
@@ -301,7 +333,7 @@ impl Model {
 
     /// Run a forward pass with the given hooks.
     pub fn forward_with(&self, input: &Input, mode: Mode, hooks: Hooks) -> Result<Forward> {
-        let ctx = Ctx::new(self.params.as_ref(), mode, hooks);
+        let ctx = Ctx::new(self, mode, hooks);
         let c = &self.config;
         let (h, mask) = match (c.family, input) {
             (Family::Llama, Input::Tokens { ids, .. }) => (llama::embed(&ctx, c, ids)?, None),
@@ -340,7 +372,7 @@ impl Model {
                 reason: format!("the model has {depth} blocks"),
             });
         }
-        let ctx = Ctx::new(self.params.as_ref(), mode, hooks);
+        let ctx = Ctx::new(self, mode, hooks);
         self.run(ctx, states.clone(), start, mask, hooks)
     }
 

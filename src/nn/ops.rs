@@ -6,13 +6,31 @@ use candle_core::{D, DType, Device, Tensor};
 use super::Mode;
 use crate::error::Result;
 
-/// `x · wᵀ + b` over the last dimension of `x` (any number of leading dimensions).
-pub(crate) fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+/// `a · b`, computed in `compute` when given (operands cast down, the result cast back to
+/// `a`'s dtype; the casts pass gradients through).
+pub(crate) fn matmul(a: &Tensor, b: &Tensor, compute: Option<DType>) -> Result<Tensor> {
+    match compute {
+        Some(dt) if dt != a.dtype() => Ok(a
+            .to_dtype(dt)?
+            .matmul(&b.to_dtype(dt)?)?
+            .to_dtype(a.dtype())?),
+        _ => Ok(a.matmul(b)?),
+    }
+}
+
+/// `x · wᵀ + b` over the last dimension of `x` (any number of leading dimensions), the product
+/// in `compute` when given.
+pub(crate) fn linear(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    compute: Option<DType>,
+) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let (lead, in_dim) = dims.split_at(dims.len().saturating_sub(1));
     let rows: usize = lead.iter().product();
     let out_dim = w.dim(0)?;
-    let y = x.reshape((rows, in_dim[0]))?.matmul(&w.t()?)?;
+    let y = matmul(&x.reshape((rows, in_dim[0]))?, &w.t()?, compute)?;
     let y = match b {
         Some(b) => y.broadcast_add(b)?,
         None => y,
@@ -135,22 +153,24 @@ pub(crate) fn repeat_kv(x: &Tensor, n: usize) -> Result<Tensor> {
 }
 
 /// Scaled dot-product attention with an optional additive mask broadcastable to
-/// `[batch, heads, seq, seq]`.
+/// `[batch, heads, seq, seq]`; the two products in `compute` when given, the softmax in the
+/// inputs' dtype.
 pub(crate) fn attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     mask: Option<&Tensor>,
     mode: Mode,
+    compute: Option<DType>,
 ) -> Result<Tensor> {
     let d = q.dim(D::Minus1)?;
-    let scores = (q.matmul(&k.t()?)? / (d as f64).sqrt())?;
+    let scores = (matmul(q, &k.t()?, compute)? / (d as f64).sqrt())?;
     let scores = match mask {
         Some(m) => scores.broadcast_add(m)?,
         None => scores,
     };
     let probs = softmax(&scores, mode)?;
-    Ok(probs.matmul(v)?)
+    matmul(&probs, v, compute)
 }
 
 /// The additive causal mask `[seq, seq]`: 0 on and below the diagonal, -inf above.

@@ -5,7 +5,7 @@ use candle_core::{D, Tensor};
 
 use super::config::{ModelConfig, Pooling};
 use super::model::Ctx;
-use super::ops::{attention, layer_norm, linear, merge_heads, split_heads};
+use super::ops::{layer_norm, merge_heads, split_heads};
 use crate::anatomy::{Param, Role};
 use crate::error::Result;
 
@@ -26,7 +26,7 @@ pub(crate) fn embed(ctx: &Ctx<'_>, c: &ModelConfig, x: &Tensor) -> Result<Tensor
     let b = x.dim(0)?;
     let (pw, pb) = ctx.global_wb(Role::PatchEmbedding)?;
     let kernel = pw.reshape((c.hidden, ()))?;
-    let mut h = linear(&patchify(x, c.patch_size)?, &kernel, pb.as_ref())?;
+    let mut h = ctx.linear(&patchify(x, c.patch_size)?, &kernel, pb.as_ref())?;
     if c.class_token {
         let cls = ctx.need(&super::param::global(Role::ClassToken, Param::Weight))?;
         h = Tensor::cat(&[&cls.broadcast_as((b, 1, c.hidden))?, &h], 1)?;
@@ -51,21 +51,20 @@ pub(crate) fn blocks(
         let (wn, bn) = ctx.wb(l, Role::AttnNorm)?;
         let x = layer_norm(&h, &wn, bn.as_ref(), c.norm_eps, ctx.mode)?;
         let (q, k, v) = qkv(ctx, l, &x)?;
-        let att = merge_heads(&attention(
+        let att = merge_heads(&ctx.attention(
             &split_heads(&q, c.heads)?,
             &split_heads(&k, c.heads)?,
             &split_heads(&v, c.heads)?,
             None,
-            ctx.mode,
         )?)?;
         let (wo, bo) = ctx.wb(l, Role::AttnO)?;
-        h = (h + linear(&att, &wo, bo.as_ref())?)?;
+        h = (h + ctx.linear(&att, &wo, bo.as_ref())?)?;
         let (wn, bn) = ctx.wb(l, Role::MlpNorm)?;
         let x = layer_norm(&h, &wn, bn.as_ref(), c.norm_eps, ctx.mode)?;
         let (wu, bu) = ctx.wb(l, Role::MlpUp)?;
         let (wd, bd) = ctx.wb(l, Role::MlpDown)?;
-        let inner = linear(&x, &wu, bu.as_ref())?.gelu_erf()?;
-        h = (h + linear(&inner, &wd, bd.as_ref())?)?;
+        let inner = ctx.linear(&x, &wu, bu.as_ref())?.gelu_erf()?;
+        h = (h + ctx.linear(&inner, &wd, bd.as_ref())?)?;
         h = ctx.stitch(l, h)?;
         if let Some(states) = hidden.as_deref_mut() {
             states.push(h.clone());
@@ -88,14 +87,14 @@ pub(crate) fn blocks(
         pooled = layer_norm(&pooled, w, norm_bias.as_ref(), c.norm_eps, ctx.mode)?;
     }
     let (hw, hb) = ctx.global_wb(Role::Head)?;
-    linear(&pooled, &hw, hb.as_ref())
+    ctx.linear(&pooled, &hw, hb.as_ref())
 }
 
 fn qkv(ctx: &Ctx<'_>, l: usize, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
     let fused = super::param::slot(l, Role::AttnQkv, Param::Weight);
     if let Some(w) = ctx.get(&fused)? {
         let b = ctx.get(&super::param::slot(l, Role::AttnQkv, Param::Bias))?;
-        let y = linear(x, &w, b.as_ref())?;
+        let y = ctx.linear(x, &w, b.as_ref())?;
         let d = y.dim(D::Minus1)? / 3;
         return Ok((
             y.narrow(D::Minus1, 0, d)?,
@@ -106,7 +105,7 @@ fn qkv(ctx: &Ctx<'_>, l: usize, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> 
     let mut out = Vec::with_capacity(3);
     for role in [Role::AttnQ, Role::AttnK, Role::AttnV] {
         let (w, b) = ctx.wb(l, role)?;
-        out.push(linear(x, &w, b.as_ref())?);
+        out.push(ctx.linear(x, &w, b.as_ref())?);
     }
     let v = out.pop();
     let k = out.pop();

@@ -114,23 +114,23 @@ pub fn seal(layout: &Layout, digest: &Digest, before: &Metadata, hashed_at: Syst
 /// as absent.
 fn write_seal(layout: &Layout, digest: &Digest, identity: &Identity) -> std::io::Result<()> {
     let dir = layout.seals_dir();
-    std::fs::create_dir_all(&dir)?;
+    fs_err::create_dir_all(&dir)?;
     let path = seal_path(layout, digest);
     let tmp = dir.join(format!(".{}.{}", digest.hex(), std::process::id()));
-    std::fs::write(&tmp, identity.line())?;
-    std::fs::rename(&tmp, &path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
+    fs_err::write(&tmp, identity.line())?;
+    fs_err::rename(&tmp, &path).inspect_err(|_| {
+        let _ = fs_err::remove_file(&tmp);
     })
 }
 
 /// Drop the seal of `digest`, if any (after a failed check, or when the blob is removed).
 pub fn unseal(layout: &Layout, digest: &Digest) {
-    let _ = std::fs::remove_file(seal_path(layout, digest));
+    let _ = fs_err::remove_file(seal_path(layout, digest));
 }
 
 /// Drop every seal whose blob is gone, and stray temp files. Returns how many were removed.
 pub fn prune(layout: &Layout) -> usize {
-    let Ok(entries) = std::fs::read_dir(layout.seals_dir()) else {
+    let Ok(entries) = fs_err::read_dir(layout.seals_dir()) else {
         return 0;
     };
     let mut removed = 0;
@@ -140,7 +140,7 @@ pub fn prune(layout: &Layout) -> usize {
             Some(Ok(d)) => !layout.blob(&d).exists(),
             _ => true,
         };
-        if orphan && std::fs::remove_file(entry.path()).is_ok() {
+        if orphan && fs_err::remove_file(entry.path()).is_ok() {
             removed += 1;
         }
     }
@@ -153,10 +153,10 @@ mod tests {
 
     fn blob(dir: &std::path::Path, bytes: &[u8]) -> (Layout, Digest, PathBuf) {
         let layout = Layout::new(dir);
-        std::fs::create_dir_all(layout.blobs_dir()).unwrap();
+        fs_err::create_dir_all(layout.blobs_dir()).unwrap();
         let digest = Digest::of(bytes);
         let path = layout.blob(&digest);
-        std::fs::write(&path, bytes).unwrap();
+        fs_err::write(&path, bytes).unwrap();
         (layout, digest, path)
     }
 
@@ -168,12 +168,12 @@ mod tests {
     fn a_sealed_blob_stays_sealed_until_it_changes() {
         let dir = tempfile::tempdir().unwrap();
         let (layout, digest, path) = blob(dir.path(), b"weights");
-        let meta = std::fs::metadata(&path).unwrap();
+        let meta = fs_err::metadata(&path).unwrap();
         assert!(!is_sealed(&layout, &digest, &meta));
         seal(&layout, &digest, &meta, later());
         assert!(is_sealed(&layout, &digest, &meta));
-        std::fs::write(&path, b"WEIGHTS").unwrap();
-        let changed = std::fs::metadata(&path).unwrap();
+        fs_err::write(&path, b"WEIGHTS").unwrap();
+        let changed = fs_err::metadata(&path).unwrap();
         assert!(!is_sealed(&layout, &digest, &changed));
         unseal(&layout, &digest);
         assert!(!seal_path(&layout, &digest).exists());
@@ -183,7 +183,7 @@ mod tests {
     fn a_fresh_blob_is_not_sealed() {
         let dir = tempfile::tempdir().unwrap();
         let (layout, digest, path) = blob(dir.path(), b"fresh");
-        let meta = std::fs::metadata(&path).unwrap();
+        let meta = fs_err::metadata(&path).unwrap();
         seal(&layout, &digest, &meta, SystemTime::now());
         assert!(!is_sealed(&layout, &digest, &meta));
     }
@@ -192,14 +192,14 @@ mod tests {
     fn torn_seals_parse_as_absent_and_orphans_are_pruned() {
         let dir = tempfile::tempdir().unwrap();
         let (layout, digest, path) = blob(dir.path(), b"x");
-        let meta = std::fs::metadata(&path).unwrap();
+        let meta = fs_err::metadata(&path).unwrap();
         seal(&layout, &digest, &meta, later());
-        let line = std::fs::read_to_string(seal_path(&layout, &digest)).unwrap();
-        std::fs::write(seal_path(&layout, &digest), &line[..line.len() - 3]).unwrap();
+        let line = fs_err::read_to_string(seal_path(&layout, &digest)).unwrap();
+        fs_err::write(seal_path(&layout, &digest), &line[..line.len() - 3]).unwrap();
         assert!(!is_sealed(&layout, &digest, &meta));
         assert_eq!(Identity::parse(&line), Identity::of(&meta));
-        std::fs::remove_file(&path).unwrap();
-        std::fs::write(layout.seals_dir().join("not-a-digest"), "").unwrap();
+        fs_err::remove_file(&path).unwrap();
+        fs_err::write(layout.seals_dir().join("not-a-digest"), "").unwrap();
         assert_eq!(prune(&layout), 2);
     }
 }

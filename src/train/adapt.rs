@@ -18,7 +18,7 @@ use crate::checkpoint::{SideFile, open};
 use crate::error::{Error, Result};
 use crate::fsutil::StagedDir;
 use crate::nn::init::Rng;
-use crate::nn::{Input, Mode, Model, device};
+use crate::nn::{Input, Mode, Model, Precision, device};
 use crate::progress::{Event, Reporter};
 
 /// Options of [`adapt`].
@@ -56,6 +56,8 @@ pub struct AdaptOptions {
     pub force: bool,
     /// Run on the first CUDA GPU.
     pub cuda: bool,
+    /// The dtype of the matrix products (mixed precision; the weights stay f32).
+    pub precision: Precision,
 }
 
 impl Default for AdaptOptions {
@@ -77,6 +79,7 @@ impl Default for AdaptOptions {
             stop_after: None,
             force: false,
             cuda: false,
+            precision: Precision::F32,
         }
     }
 }
@@ -163,7 +166,7 @@ pub fn adapt(
         });
     }
     let ckpt = open(model_path)?;
-    let mut model = Model::load(&ckpt, &device(opts.cuda)?)?;
+    let mut model = Model::load(&ckpt, &device(opts.cuda)?)?.with_precision(opts.precision);
     let c = model.config.clone();
     let mut set = match c.family {
         Family::Vit => {
@@ -377,7 +380,7 @@ fn write_output(
         }
     }
     let card = format!(
-        "# {name}\n\nFine-tuned by `lgreg adapt` from `{from}`.\n\n| | |\n| --- | --- |\n| family | {family} |\n| steps | {steps} |\n| peak learning rate | {lr} |\n| batch size | {batch} |\n| seed | {seed} |\n| final training loss | {loss:.4} |\n| validation | `{metrics}` |\n",
+        "# {name}\n\nFine-tuned by `lgreg adapt` from `{from}`.\n\n| | |\n| --- | --- |\n| family | {family} |\n| steps | {steps} |\n| peak learning rate | {lr} |\n| batch size | {batch} |\n| precision | {precision} |\n| seed | {seed} |\n| final training loss | {loss:.4} |\n| validation | `{metrics}` |\n",
         name = out
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -386,6 +389,7 @@ fn write_output(
         family = model.config.family,
         lr = opts.lr,
         batch = opts.batch_size,
+        precision = opts.precision,
         seed = opts.seed,
         metrics = serde_json::to_string(metrics)?,
     );

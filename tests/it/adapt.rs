@@ -11,11 +11,11 @@ use crate::support::{fixture, json_result, minilm_dir, run_str};
 /// Write a seeded random timm-layout vit to `dir`.
 fn write_vit(dir: &Path, spec: VitSpec, seed: u64) -> PathBuf {
     let c = spec.config();
-    let model = Model {
-        config: c.clone(),
-        params: Box::new(random_plain(&c, seed, &Device::Cpu).unwrap()),
-        device: Device::Cpu,
-    };
+    let model = Model::new(
+        c.clone(),
+        Box::new(random_plain(&c, seed, &Device::Cpu).unwrap()),
+        Device::Cpu,
+    );
     std::fs::create_dir_all(dir).unwrap();
     model.write_weights(dir).unwrap();
     std::fs::write(
@@ -42,6 +42,79 @@ pub(crate) fn fashion_vit(dir: &Path, width: usize, layers: usize, patch_size: u
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+/// Train the small Fashion-MNIST vit for a few steps in `precision`; the validation accuracy.
+fn short_run(tmp: &Path, model: &Path, precision: &str) -> f64 {
+    let out = tmp.join(format!("adapted-{precision}"));
+    let data = fixture("fashion-mnist");
+    let r = run_str(
+        tmp,
+        &[
+            "adapt",
+            s(model),
+            "--data",
+            s(&data),
+            "-o",
+            s(&out),
+            "--limit",
+            "3000",
+            "--steps",
+            "60",
+            "--batch-size",
+            "32",
+            "--lr",
+            "3e-3",
+            "--seed",
+            "3",
+            "--precision",
+            precision,
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 0, "{r:?}");
+    let card = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(
+        card.contains(&format!("| precision | {precision} |")),
+        "{card}"
+    );
+    json_result(&r)["metrics"]["accuracy"].as_f64().unwrap()
+}
+
+#[test]
+fn mixed_precision_adapt_learns_like_f32() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fashion_vit(&tmp.path().join("vit"), 32, 2, 7);
+    let f32_acc = short_run(tmp.path(), &model, "f32");
+    let bf16_acc = short_run(tmp.path(), &model, "bf16");
+    let f16_acc = short_run(tmp.path(), &model, "f16");
+    eprintln!("accuracy after 60 steps: f32 {f32_acc:.3}, bf16 {bf16_acc:.3}, f16 {f16_acc:.3}");
+    // Chance is 0.1; the short run reaches about 0.35 in every precision.
+    for acc in [bf16_acc, f16_acc] {
+        assert!(
+            acc > 0.25 && (acc - f32_acc).abs() < 0.1,
+            "{acc} vs {f32_acc}"
+        );
+    }
+    let bad = run_str(
+        tmp.path(),
+        &[
+            "adapt",
+            s(&model),
+            "--data",
+            "x",
+            "-o",
+            "y",
+            "--precision",
+            "int8",
+        ],
+    );
+    assert_eq!(bad.code, 2, "{bad:?}");
+    assert!(
+        bad.stderr.contains("int8") && bad.stderr.contains("bf16"),
+        "{}",
+        bad.stderr
+    );
 }
 
 #[test]
@@ -294,11 +367,11 @@ fn bad_inputs_get_clear_errors() {
         pooling: lgreg::nn::Pooling::Mean,
         norm_after_pool: false,
     };
-    let m = Model {
-        config: c.clone(),
-        params: Box::new(random_plain(&c, 1, &Device::Cpu).unwrap()),
-        device: Device::Cpu,
-    };
+    let m = Model::new(
+        c.clone(),
+        Box::new(random_plain(&c, 1, &Device::Cpu).unwrap()),
+        Device::Cpu,
+    );
     std::fs::create_dir_all(&llama).unwrap();
     m.write_weights(&llama).unwrap();
     std::fs::write(

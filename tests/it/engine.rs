@@ -6,8 +6,8 @@ use lgreg::anatomy::{Family, Slot};
 use lgreg::checkpoint::open;
 use lgreg::nn::init::{Rng, VitSpec, random_plain};
 use lgreg::nn::{
-    Input, LinearExpanded, Mode, Model, ModelConfig, Parametrisation, Plain, Pooling, StageShared,
-    Stitched,
+    Input, LinearExpanded, Mode, Model, ModelConfig, Parametrisation, Plain, Pooling, Precision,
+    StageShared, Stitched,
 };
 use lgreg::train::text::Tokenizer;
 
@@ -117,11 +117,7 @@ fn all_configs() -> Vec<ModelConfig> {
 fn every_parameter_receives_a_gradient_for_every_family_and_parametrisation() {
     for c in all_configs() {
         for (what, params) in parametrisations(&c) {
-            let model = Model {
-                config: c.clone(),
-                params,
-                device: Device::Cpu,
-            };
+            let model = Model::new(c.clone(), params, Device::Cpu);
             let inp = input(&c);
             let fwd = model.forward(&inp, Mode::Train, true).unwrap();
             assert_eq!(fwd.hidden.len(), model.params.depth() + 1, "{what}");
@@ -148,15 +144,90 @@ fn every_parameter_receives_a_gradient_for_every_family_and_parametrisation() {
     }
 }
 
+fn relative_difference(a: &Tensor, b: &Tensor) -> f32 {
+    let diff = (a - b).unwrap().sqr().unwrap().sum_all().unwrap();
+    let norm = b.sqr().unwrap().sum_all().unwrap();
+    (diff.to_scalar::<f32>().unwrap() / norm.to_scalar::<f32>().unwrap()).sqrt()
+}
+
+#[test]
+fn reduced_precision_tracks_f32_outputs_and_gradients() {
+    for c in all_configs() {
+        for (what, params) in parametrisations(&c) {
+            let mut model = Model::new(c.clone(), params, Device::Cpu);
+            let inp = input(&c);
+            let loss32 = loss_of(&model, &inp);
+            let grads32 = loss32.backward().unwrap();
+            let out32 = model.forward(&inp, Mode::Train, false).unwrap().output;
+            for (precision, tolerance) in [(Precision::Bf16, 3e-2), (Precision::F16, 4e-3)] {
+                model = model.with_precision(precision);
+                let out = model.forward(&inp, Mode::Train, false).unwrap().output;
+                assert_eq!(out.dtype(), DType::F32, "the output stays f32");
+                let err = relative_difference(&out, &out32);
+                assert!(
+                    err < tolerance && err > 0.0,
+                    "{:?}/{what}/{precision}: output differs by {err}",
+                    c.family
+                );
+                let grads = loss_of(&model, &inp).backward().unwrap();
+                // Some gradients are zero in exact arithmetic (a key bias shifts every score of
+                // a row alike); compare those against the largest gradient instead.
+                let floor = model
+                    .vars()
+                    .iter()
+                    .filter_map(|(_, v)| grads32.get(v.as_tensor()))
+                    .map(|g| {
+                        g.sqr()
+                            .unwrap()
+                            .sum_all()
+                            .unwrap()
+                            .to_scalar::<f32>()
+                            .unwrap()
+                    })
+                    .fold(0f32, f32::max)
+                    .sqrt()
+                    * 1e-2;
+                for (name, var) in model.vars() {
+                    let g = grads.get(var.as_tensor()).unwrap_or_else(|| {
+                        panic!(
+                            "{:?}/{what}/{precision}: `{name}` got no gradient",
+                            c.family
+                        )
+                    });
+                    assert_eq!(
+                        g.dtype(),
+                        DType::F32,
+                        "`{name}` gradient reaches the f32 weight"
+                    );
+                    let g32 = grads32.get(var.as_tensor()).unwrap();
+                    let norm32 = g32
+                        .sqr()
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .to_scalar::<f32>()
+                        .unwrap();
+                    let diff = (g - g32).unwrap().sqr().unwrap().sum_all().unwrap();
+                    let err = diff.to_scalar::<f32>().unwrap().sqrt() / norm32.sqrt().max(floor);
+                    assert!(
+                        err < 10.0 * tolerance,
+                        "{:?}/{what}/{precision}: `{name}` gradient differs by {err}",
+                        c.family
+                    );
+                }
+            }
+            model = model.with_precision(Precision::F32);
+            let again = model.forward(&inp, Mode::Train, false).unwrap().output;
+            assert_eq!(relative_difference(&again, &out32), 0.0);
+        }
+    }
+}
+
 #[test]
 fn layer_gradient_hook_covers_every_layer_tensor() {
     let c = vit_config(false);
     let params = parametrisations(&c).remove(1).1; // tleg
-    let model = Model {
-        config: c.clone(),
-        params,
-        device: Device::Cpu,
-    };
+    let model = Model::new(c.clone(), params, Device::Cpu);
     let inp = input(&c);
     let hooks = lgreg::nn::Hooks {
         hidden: true,
@@ -203,11 +274,7 @@ fn gradients_match_finite_differences() {
     let h = 1e-2f64;
     for c in all_configs() {
         for (what, params) in parametrisations(&c) {
-            let model = Model {
-                config: c.clone(),
-                params,
-                device: Device::Cpu,
-            };
+            let model = Model::new(c.clone(), params, Device::Cpu);
             let inp = input(&c);
             let grads = loss_of(&model, &inp).backward().unwrap();
             for (name, var) in model.vars() {
@@ -244,11 +311,11 @@ fn gradients_match_finite_differences() {
 #[test]
 fn fused_inference_matches_differentiable_training_ops() {
     for c in all_configs() {
-        let model = Model {
-            config: c.clone(),
-            params: Box::new(random_plain(&c, 9, &Device::Cpu).unwrap()),
-            device: Device::Cpu,
-        };
+        let model = Model::new(
+            c.clone(),
+            Box::new(random_plain(&c, 9, &Device::Cpu).unwrap()),
+            Device::Cpu,
+        );
         let inp = input(&c);
         let a = model.forward(&inp, Mode::Train, false).unwrap().output;
         let b = model.forward(&inp, Mode::Infer, false).unwrap().output;
@@ -297,11 +364,11 @@ fn tiny_llama_matches_candle_transformers() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = text_config(Family::Llama);
     c.tied_head = false;
-    let model = Model {
-        config: c.clone(),
-        params: Box::new(random_plain(&c, 21, &Device::Cpu).unwrap()),
-        device: Device::Cpu,
-    };
+    let model = Model::new(
+        c.clone(),
+        Box::new(random_plain(&c, 21, &Device::Cpu).unwrap()),
+        Device::Cpu,
+    );
     model.write_weights(dir.path()).unwrap();
     let cfg = lgreg::nn::init::config_json(&c);
     std::fs::write(
@@ -401,11 +468,7 @@ fn minilm_cosines_match_fixtures() {
 fn plain_weights_round_trip_through_safetensors() {
     let c = vit_config(true);
     let plain: Plain = random_plain(&c, 8, &Device::Cpu).unwrap();
-    let model = Model {
-        config: c.clone(),
-        params: Box::new(plain),
-        device: Device::Cpu,
-    };
+    let model = Model::new(c.clone(), Box::new(plain), Device::Cpu);
     let dir = tempfile::tempdir().unwrap();
     model.write_weights(dir.path()).unwrap();
     let cfg = lgreg::nn::init::config_json(&c);
