@@ -127,13 +127,7 @@ fn every_parameter_receives_a_gradient_for_every_family_and_parametrisation() {
                 let g = grads
                     .get(var.as_tensor())
                     .unwrap_or_else(|| panic!("{:?}/{what}: `{name}` got no gradient", c.family));
-                let norm = g
-                    .sqr()
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let norm = squared_norm(g);
                 assert!(
                     norm.is_finite() && norm > 0.0,
                     "{:?}/{what}: `{name}` gradient norm {norm}",
@@ -144,10 +138,17 @@ fn every_parameter_receives_a_gradient_for_every_family_and_parametrisation() {
     }
 }
 
+fn squared_norm(t: &Tensor) -> f32 {
+    t.sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 fn relative_difference(a: &Tensor, b: &Tensor) -> f32 {
-    let diff = (a - b).unwrap().sqr().unwrap().sum_all().unwrap();
-    let norm = b.sqr().unwrap().sum_all().unwrap();
-    (diff.to_scalar::<f32>().unwrap() / norm.to_scalar::<f32>().unwrap()).sqrt()
+    (squared_norm(&(a - b).unwrap()) / squared_norm(b)).sqrt()
 }
 
 #[test]
@@ -176,14 +177,7 @@ fn reduced_precision_tracks_f32_outputs_and_gradients() {
                     .vars()
                     .iter()
                     .filter_map(|(_, v)| grads32.get(v.as_tensor()))
-                    .map(|g| {
-                        g.sqr()
-                            .unwrap()
-                            .sum_all()
-                            .unwrap()
-                            .to_scalar::<f32>()
-                            .unwrap()
-                    })
+                    .map(squared_norm)
                     .fold(0f32, f32::max)
                     .sqrt()
                     * 1e-2;
@@ -200,15 +194,9 @@ fn reduced_precision_tracks_f32_outputs_and_gradients() {
                         "`{name}` gradient reaches the f32 weight"
                     );
                     let g32 = grads32.get(var.as_tensor()).unwrap();
-                    let norm32 = g32
-                        .sqr()
-                        .unwrap()
-                        .sum_all()
-                        .unwrap()
-                        .to_scalar::<f32>()
-                        .unwrap();
-                    let diff = (g - g32).unwrap().sqr().unwrap().sum_all().unwrap();
-                    let err = diff.to_scalar::<f32>().unwrap().sqrt() / norm32.sqrt().max(floor);
+                    let norm32 = squared_norm(g32);
+                    let diff = squared_norm(&(g - g32).unwrap());
+                    let err = diff.sqrt() / norm32.sqrt().max(floor);
                     assert!(
                         err < 10.0 * tolerance,
                         "{:?}/{what}/{precision}: `{name}` gradient differs by {err}",
