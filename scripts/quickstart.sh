@@ -7,13 +7,18 @@
 #   3. spawn 6-layer descendants, plus a random model of the same shape;
 #   4. fine-tune each with a short seeded `lgreg adapt` on Shakespeare (Hamlet left out);
 #   5. print perplexity on a held-out Hamlet passage before and after.
-# Environment: STEPS (default 100), WORK (default target/quickstart), LGREG_HOME.
+# Environment: STEPS (default 100), WORK (default target/quickstart), LGREG_HOME, LGREG_BIN (a
+# built lgreg to use instead of building one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/fetch-fixtures.sh
-cargo build --release --locked
-lgreg="$PWD/target/release/lgreg"
+if [ -n "${LGREG_BIN:-}" ]; then
+  lgreg="$LGREG_BIN"
+else
+  cargo build --release --locked
+  lgreg="$PWD/target/release/lgreg"
+fi
 work="${WORK:-$PWD/target/quickstart}"
 steps="${STEPS:-100}"
 mkdir -p "$work"
