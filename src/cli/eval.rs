@@ -71,11 +71,19 @@ pub(crate) fn metrics_text(m: &Metrics) -> String {
         Metrics::Similarity {
             similarities,
             mean_similarity,
+            retrieval_accuracy,
         } => {
-            let each: Vec<String> = similarities.iter().map(|s| format!("{s:.4}")).collect();
+            let each: Vec<String> = similarities
+                .iter()
+                .take(8)
+                .map(|s| format!("{s:.4}"))
+                .collect();
+            let more = if similarities.len() > 8 { ", …" } else { "" };
             format!(
-                "similarity {mean_similarity:.4} (pairs: {})",
-                each.join(", ")
+                "similarity {mean_similarity:.4} over {} pairs ({}{more}); top-1 retrieval {:.2}%",
+                similarities.len(),
+                each.join(", "),
+                100.0 * retrieval_accuracy
             )
         }
     }

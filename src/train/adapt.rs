@@ -1,18 +1,23 @@
 //! `adapt`: fine-tune a model on a dataset and write it as a Hugging Face directory whose
 //! model card holds the metrics. Training state is saved beside the output every few steps, so
-//! an interrupted run resumes with `resume`.
+//! an interrupted run resumes with `resume`. Tasks: next-token prediction (llama, text),
+//! classification (vit, labelled images) and in-batch-negatives contrastive learning on sentence
+//! pairs (bert, `first<TAB>second` lines).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use candle_core::Tensor;
 use serde::Serialize;
 
 use super::data::{ImageSet, read_images, split};
-use super::eval::{Metrics, accuracy, checkpoint_tokenizer, perplexity};
+use super::eval::{
+    Metrics, accuracy, as_strs, checkpoint_tokenizer, embed_in, perplexity, similarities,
+};
 use super::loss::{cross_entropy, lm_loss};
 use super::optim::{AdamW, AdamWConfig, clip_grad_norm, cosine_lr};
 use super::state::{self, StateMeta};
-use super::text::TextBlocks;
+use super::text::{TextBlocks, Tokenizer, read_pairs};
 use crate::anatomy::Family;
 use crate::checkpoint::{SideFile, open};
 use crate::error::{Error, Result};
@@ -115,6 +120,10 @@ pub fn state_dir(out: &Path) -> PathBuf {
 enum Data {
     Images(ImageSet),
     Text(TextBlocks),
+    Pairs {
+        pairs: Vec<(String, String)>,
+        tok: Box<Tokenizer>,
+    },
 }
 
 impl Data {
@@ -122,8 +131,34 @@ impl Data {
         match self {
             Data::Images(s) => s.len(),
             Data::Text(t) => t.len(),
+            Data::Pairs { pairs, .. } => pairs.len(),
         }
     }
+}
+
+/// Cosine similarities are multiplied by this before the softmax of [`pair_loss`] (the
+/// temperature 0.05 of sentence-transformers' in-batch-negatives loss).
+const PAIR_SCALE: f64 = 20.0;
+
+/// The in-batch-negatives contrastive loss on sentence pairs: each first sentence must pick its
+/// own second among the seconds of the batch, by cosine similarity of mean-pooled embeddings.
+fn pair_loss(
+    model: &Model,
+    tok: &Tokenizer,
+    pairs: &[(String, String)],
+    batch: &[usize],
+) -> Result<Tensor> {
+    let b = batch.len();
+    let chosen: Vec<&(String, String)> = batch.iter().filter_map(|&i| pairs.get(i)).collect();
+    let texts: Vec<&str> = chosen
+        .iter()
+        .map(|p| p.0.as_str())
+        .chain(chosen.iter().map(|p| p.1.as_str()))
+        .collect();
+    let e = embed_in(model, tok, &texts, Mode::Train)?;
+    let scores = (e.narrow(0, 0, b)?.matmul(&e.narrow(0, b, b)?.t()?)? * PAIR_SCALE)?;
+    let targets = Tensor::arange(0u32, b as u32, &model.device)?;
+    cross_entropy(&scores, &targets)
 }
 
 fn check_options(opts: &AdaptOptions) -> Result<()> {
@@ -180,15 +215,23 @@ pub fn adapt(
             Data::Text(TextBlocks::read(data, &tok, opts.seq_len)?)
         }
         Family::Bert => {
-            return Err(Error::InvalidValue {
-                what: "model family".into(),
-                value: "bert".into(),
-                reason: "`adapt` trains llama (next token) and vit (labels) models; bert has no task head to train".into(),
-            });
+            if opts.batch_size < 2 {
+                return Err(Error::InvalidValue {
+                    what: "`--batch-size`".into(),
+                    value: opts.batch_size.to_string(),
+                    reason: "bert trains on sentence pairs against the other pairs of its batch; use 2 or more (e.g. 32)".into(),
+                });
+            }
+            Data::Pairs {
+                pairs: read_pairs(data)?,
+                tok: Box::new(checkpoint_tokenizer(&ckpt)?),
+            }
         }
     };
-    if let (Some(l), Data::Images(s)) = (opts.limit, &mut set) {
-        s.truncate(l);
+    match (opts.limit, &mut set) {
+        (Some(l), Data::Images(s)) => s.truncate(l),
+        (Some(l), Data::Pairs { pairs, .. }) => pairs.truncate(l),
+        _ => {}
     }
     let n = match (opts.limit, &set) {
         (Some(l), Data::Text(t)) => l.min(t.len()),
@@ -261,6 +304,7 @@ pub fn adapt(
                     model.forward(&Input::Tokens { ids: x, mask: None }, Mode::Train, false)?;
                 lm_loss(&out.output, &y)?
             }
+            Data::Pairs { pairs, tok } => pair_loss(&model, tok, pairs, &batch)?,
         };
         let mut grads = loss.backward()?;
         clip_grad_norm(&mut grads, &vars, opts.max_grad_norm)?;
@@ -310,6 +354,13 @@ pub fn adapt(
     let metrics = match &set {
         Data::Images(s) => accuracy(&model, s, &eval_idx, 256, &crate::progress::Silent)?,
         Data::Text(t) => perplexity(&model, t, &eval_idx, 1, &crate::progress::Silent)?,
+        Data::Pairs { pairs, tok } => {
+            let held: Vec<(String, String)> = eval_idx
+                .iter()
+                .filter_map(|&i| pairs.get(i).cloned())
+                .collect();
+            similarities(&model, tok, &as_strs(&held))?
+        }
     };
     let written = write_output(&mut model, &ckpt, out, opts, &metrics, total, last_loss)?;
     let _ = fs_err::remove_dir_all(&state_path);

@@ -1,14 +1,14 @@
 //! Evaluation: perplexity for llama on text, accuracy for vit on images, cosine similarity of
 //! sentence pairs for bert.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{D, Tensor};
 use serde::Serialize;
 
 use super::data::read_images;
 use super::loss::{correct, lm_loss};
-use super::text::{TextBlocks, Tokenizer};
+use super::text::{TextBlocks, Tokenizer, read_pairs};
 use crate::anatomy::Family;
 use crate::checkpoint::{Checkpoint, SideFile, open};
 use crate::error::{Error, Result};
@@ -65,6 +65,9 @@ pub enum Metrics {
         similarities: Vec<f64>,
         /// Their mean.
         mean_similarity: f64,
+        /// The fraction of pairs whose first sentence is closer to its own second than to any
+        /// other pair's second.
+        retrieval_accuracy: f64,
     },
 }
 
@@ -217,18 +220,26 @@ pub(crate) fn accuracy(
 
 /// L2-normalised mean-pooled sentence embeddings `[n, hidden]` of `texts`.
 pub fn embed(model: &Model, tok: &Tokenizer, texts: &[&str]) -> Result<Tensor> {
+    embed_in(model, tok, texts, Mode::Infer)
+}
+
+/// [`embed`] with the ops of `mode` (`Mode::Train` keeps the graph for gradients).
+pub(crate) fn embed_in(
+    model: &Model,
+    tok: &Tokenizer,
+    texts: &[&str],
+    mode: Mode,
+) -> Result<Tensor> {
     let (ids, mask) = tok.encode_batch(texts, &model.device)?;
     let out = model.forward(
         &Input::Tokens {
             ids,
             mask: Some(mask.clone()),
         },
-        Mode::Infer,
+        mode,
         false,
     )?;
-    let pooled = mean_pool(&out.output, &mask)?;
-    let norm = pooled.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
-    Ok(pooled.broadcast_div(&norm)?)
+    l2_normalize(&mean_pool(&out.output, &mask)?)
 }
 
 fn similarity(
@@ -237,47 +248,60 @@ fn similarity(
     data: &Path,
     limit: Option<usize>,
 ) -> Result<Metrics> {
-    let text = fs_err::read_to_string(data)?;
-    let mut pairs = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let Some((a, b)) = line.split_once('\t') else {
-            return Err(Error::Dataset {
-                path: PathBuf::from(data),
-                reason: format!("line {} has no tab between the two sentences", i + 1),
-            });
-        };
-        pairs.push((a.to_string(), b.to_string()));
-    }
+    let mut pairs = read_pairs(data)?;
     if let Some(l) = limit {
-        pairs.truncate(l);
+        pairs.truncate(l.max(1));
     }
-    if pairs.is_empty() {
-        return Err(Error::Dataset {
-            path: PathBuf::from(data),
-            reason: "no sentence pairs (one `first<TAB>second` pair per line)".into(),
-        });
-    }
-    let pairs: Vec<(&str, &str)> = pairs
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    similarities(model, tok, &pairs)
+    similarities(model, tok, &as_strs(&pairs))
 }
 
-/// Cosine similarity of each pair's mean-pooled embeddings, and their mean.
+/// Borrowed views of owned pairs.
+pub fn as_strs(pairs: &[(String, String)]) -> Vec<(&str, &str)> {
+    pairs
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect()
+}
+
+/// Rows scaled to unit length.
+pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
+    Ok(x.broadcast_div(&norm.clamp(1e-12, f64::MAX)?)?)
+}
+
+/// [`embed`] in chunks of 32 texts, concatenated.
+fn embed_all(model: &Model, tok: &Tokenizer, texts: &[&str]) -> Result<Tensor> {
+    let parts = texts
+        .chunks(32)
+        .map(|chunk| embed(model, tok, chunk))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Tensor::cat(&parts, 0)?)
+}
+
+/// Cosine similarity of each pair's mean-pooled embeddings, their mean, and how often a first
+/// sentence is closest to its own second among all the seconds (top-1 retrieval).
 pub fn similarities(model: &Model, tok: &Tokenizer, pairs: &[(&str, &str)]) -> Result<Metrics> {
-    let mut sims = Vec::with_capacity(pairs.len());
-    for (a, b) in pairs {
-        let e = embed(model, tok, &[a, b])?;
-        let cos = (e.get(0)? * e.get(1)?)?.sum_all()?.to_scalar::<f32>()?;
-        sims.push(f64::from(cos));
-    }
-    let mean = sims.iter().sum::<f64>() / sims.len() as f64;
+    let firsts: Vec<&str> = pairs.iter().map(|p| p.0).collect();
+    let seconds: Vec<&str> = pairs.iter().map(|p| p.1).collect();
+    let a = embed_all(model, tok, &firsts)?;
+    let b = embed_all(model, tok, &seconds)?;
+    let scores = a.matmul(&b.t()?)?;
+    let sims: Vec<f64> = (a * b)?
+        .sum(D::Minus1)?
+        .to_vec1::<f32>()?
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    let best = scores.argmax(D::Minus1)?.to_vec1::<u32>()?;
+    let hits = best
+        .iter()
+        .enumerate()
+        .filter(|(i, j)| *i == **j as usize)
+        .count();
+    let n = sims.len().max(1) as f64;
     Ok(Metrics::Similarity {
+        mean_similarity: sims.iter().sum::<f64>() / n,
         similarities: sims,
-        mean_similarity: mean,
+        retrieval_accuracy: hits as f64 / n,
     })
 }

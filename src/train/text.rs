@@ -1,5 +1,5 @@
-//! Text for language models: a `tokenizer.json` through the `tokenizers` crate, and a text
-//! file cut into non-overlapping fixed-length blocks.
+//! Text for language models: a `tokenizer.json` through the `tokenizers` crate, a text file cut
+//! into non-overlapping fixed-length blocks, and sentence pairs for encoders.
 
 use std::path::{Path, PathBuf};
 
@@ -149,4 +149,32 @@ impl TextBlocks {
             Tensor::from_vec(ys, (n, self.block), device)?,
         ))
     }
+}
+
+/// Sentence pairs from `path`: one `first<TAB>second` pair per line, blank lines skipped.
+pub fn read_pairs(path: &Path) -> Result<Vec<(String, String)>> {
+    let text = fs_err::read_to_string(path)?;
+    let mut pairs = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let Some((a, b)) = line.split_once('\t') else {
+            return Err(Error::Dataset {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "line {} has no tab between the two sentences (one `first<TAB>second` pair per line)",
+                    i + 1
+                ),
+            });
+        };
+        pairs.push((a.to_string(), b.to_string()));
+    }
+    if pairs.is_empty() {
+        return Err(Error::Dataset {
+            path: path.to_path_buf(),
+            reason: "no sentence pairs (one `first<TAB>second` pair per line)".into(),
+        });
+    }
+    Ok(pairs)
 }
