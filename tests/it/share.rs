@@ -6,7 +6,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::support::gene::{gene_dir, json, lgreg};
-use crate::support::oci::{FlipProxy, OciRegistry, http};
+use crate::support::oci::{Auth, FlipProxy, OciRegistry, http};
+use crate::support::token::{SERVICE, TokenServer};
 
 /// A local registry with `tiny:1.0.0` (three small units) published; returns the digest.
 fn publish_tiny(reg: &Path, work: &Path, name: &str, units: &[(&str, u64, usize)]) -> String {
@@ -72,7 +73,7 @@ const UNITS: &[(&str, u64, usize)] = &[
 
 #[test]
 fn round_trip_is_byte_identical_and_second_push_sends_nothing() {
-    let Some(server) = OciRegistry::start(None) else {
+    let Some(server) = OciRegistry::start(Auth::Anonymous) else {
         return;
     };
     let work = tempfile::tempdir().unwrap();
@@ -166,7 +167,7 @@ fn round_trip_is_byte_identical_and_second_push_sends_nothing() {
 
 #[test]
 fn push_with_lineage_tags_descendants() {
-    let Some(server) = OciRegistry::start(None) else {
+    let Some(server) = OciRegistry::start(Auth::Anonymous) else {
         return;
     };
     let work = tempfile::tempdir().unwrap();
@@ -202,7 +203,7 @@ fn push_with_lineage_tags_descendants() {
 
 #[test]
 fn killed_registry_mid_push_then_rerun_completes() {
-    let Some(mut server) = OciRegistry::start(None) else {
+    let Some(mut server) = OciRegistry::start(Auth::Anonymous) else {
         return;
     };
     let work = tempfile::tempdir().unwrap();
@@ -255,7 +256,7 @@ fn killed_registry_mid_push_then_rerun_completes() {
 
 #[test]
 fn corrupted_blob_fails_pull_and_stores_nothing() {
-    let Some(server) = OciRegistry::start(None) else {
+    let Some(server) = OciRegistry::start(Auth::Anonymous) else {
         return;
     };
     let work = tempfile::tempdir().unwrap();
@@ -307,7 +308,7 @@ fn corrupted_blob_fails_pull_and_stores_nothing() {
 
 #[test]
 fn basic_auth_wrong_password_is_a_clear_401_without_the_secret() {
-    let Some(server) = OciRegistry::start(Some(("alice", "correct-horse"))) else {
+    let Some(server) = OciRegistry::start(Auth::Basic("alice", "correct-horse")) else {
         return;
     };
     let work = tempfile::tempdir().unwrap();
@@ -433,7 +434,7 @@ fn oras_python() -> Option<String> {
 
 #[test]
 fn oras_py_interop_both_ways() {
-    let Some(server) = OciRegistry::start(None) else {
+    let Some(server) = OciRegistry::start(Auth::Anonymous) else {
         return;
     };
     let Some(py) = oras_python() else {
@@ -493,4 +494,177 @@ fn oras_py_interop_both_ways() {
     assert_eq!(pulled["tag"], "hello:1.0.0");
     let stored = blobs(&b);
     assert!(stored.values().any(|v| v == b"hello from oras\n"));
+}
+
+/// stdout and stderr of a run, together.
+fn all_output(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `lgreg --json ARGS` with `stdin` and trace logging asked for (lgreg has no verbose flag and
+/// installs no logger, so this proves nothing leaks that way either); the output, and the
+/// parsed result when it succeeded.
+fn token_run(reg: &Path, args: &[&str], stdin: &str) -> (String, Option<serde_json::Value>) {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let rust_log = Path::new("trace");
+    let out = run_stdin(reg, &all, stdin, &[("RUST_LOG", rust_log)]);
+    let text = all_output(&out);
+    let result = out.status.success().then(|| {
+        let line = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string();
+        serde_json::from_str(&line).unwrap()
+    });
+    (text, result)
+}
+
+#[test]
+fn bearer_token_flow_push_pull_login_and_refusals() {
+    let password = "correct-horse-battery";
+    let Some(tokens) = TokenServer::start("alice", password) else {
+        return;
+    };
+    let Some(server) = OciRegistry::start(Auth::Token(&tokens)) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let a = work.path().join("a");
+    let digest = publish_tiny(&a, work.path(), "tiny", UNITS);
+    let dest = format!("oci://{}/genes/tiny", server.host());
+    let with_password = format!("{password}\n");
+    let creds = ["--insecure", "--username", "alice", "--password-stdin"];
+    let mut outputs = Vec::new();
+
+    // The registry answers 401 with a Bearer challenge; lgreg asks the realm for a token.
+    let mut args: Vec<&str> = vec!["push", "tiny:1.0.0", &dest];
+    args.extend_from_slice(&creds);
+    let (text, pushed) = token_run(&a, &args, &with_password);
+    let pushed = pushed.unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(pushed["digest"], digest.as_str());
+    assert_eq!(pushed["blobs_uploaded"], 4);
+    outputs.push(text);
+    let asked = tokens.requests();
+    assert!(!asked.is_empty());
+    for r in &asked {
+        assert_eq!(r.service.as_deref(), Some(SERVICE), "{r:?}");
+        assert_eq!(r.user.as_deref(), Some("alice"), "{r:?}");
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    let push_scope = asked
+        .iter()
+        .find(|r| r.scopes == ["repository:genes/tiny:pull,push"])
+        .unwrap_or_else(|| panic!("no push scope asked: {asked:?}"));
+    assert_eq!(push_scope.granted, ["repository:genes/tiny:pull,push"]);
+
+    // Pull it into a fresh registry with the same credentials: byte-identical.
+    let b = work.path().join("b");
+    let before = tokens.requests().len();
+    let src = format!("{dest}:1.0.0");
+    let mut args: Vec<&str> = vec!["pull", &src];
+    args.extend_from_slice(&creds);
+    let (text, pulled) = token_run(&b, &args, &with_password);
+    let pulled = pulled.unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(pulled["digest"], digest.as_str());
+    assert_eq!(blobs(&a), blobs(&b));
+    outputs.push(text);
+    let pull_asks: Vec<_> = tokens.requests()[before..].to_vec();
+    assert!(
+        pull_asks
+            .iter()
+            .any(|r| r.scopes == ["repository:genes/tiny:pull"] && r.status == 200),
+        "{pull_asks:?}"
+    );
+
+    // A wrong password: the token server says 401, lgreg says so without the secret.
+    let secret = "wrong-s3cret-token-pass";
+    let mut args: Vec<&str> = vec!["push", "tiny:1.0.0", &dest];
+    args.extend_from_slice(&creds);
+    let (text, failed) = token_run(&a, &args, &format!("{secret}\n"));
+    assert!(failed.is_none(), "{text}");
+    assert!(text.contains("401") && text.contains("refused"), "{text}");
+    assert!(
+        text.contains("rejected") && !text.contains(secret),
+        "{text}"
+    );
+    assert!(tokens.requests().iter().any(|r| r.status == 401));
+    outputs.push(text);
+
+    // Anonymous: the token grants nothing on `genes/`, so the registry refuses, and lgreg
+    // says no credentials were sent.
+    let c = work.path().join("c");
+    let (text, failed) = token_run(&c, &["pull", &src, "--insecure"], "");
+    assert!(failed.is_none(), "{text}");
+    assert!(text.contains("no credentials"), "{text}");
+    outputs.push(text);
+    assert!(
+        tokens
+            .requests()
+            .iter()
+            .any(|r| r.user.is_none() && r.granted.is_empty())
+    );
+
+    // ...but `public/` is open to anonymous pulls.
+    let public = format!("oci://{}/public/tiny:1.0.0", server.host());
+    let mut args: Vec<&str> = vec!["push", "tiny:1.0.0", &public];
+    args.extend_from_slice(&creds);
+    let (text, ok) = token_run(&a, &args, &with_password);
+    assert!(ok.is_some(), "{text}");
+    outputs.push(text);
+    let (text, anon) = token_run(&c, &["pull", &public, "--insecure"], "");
+    assert_eq!(
+        anon.unwrap_or_else(|| panic!("{text}"))["digest"],
+        digest.as_str()
+    );
+    assert_eq!(blobs(&a), blobs(&c));
+    outputs.push(text);
+
+    // `login` accepts the right password even though the token grants nothing on the probe
+    // repository, and refuses a wrong one.
+    let docker = work.path().join("docker");
+    let login = |stdin: &str| {
+        run_stdin(
+            &a,
+            &[
+                "login",
+                &server.host(),
+                "-u",
+                "alice",
+                "--password-stdin",
+                "--insecure",
+            ],
+            stdin,
+            &[("DOCKER_CONFIG", &docker)],
+        )
+    };
+    let bad = login(&format!("{secret}\n"));
+    assert!(!bad.status.success());
+    assert!(!docker.join("config.json").exists());
+    outputs.push(all_output(&bad));
+    let good = login(&with_password);
+    assert!(good.status.success(), "{}", all_output(&good));
+    outputs.push(all_output(&good));
+    let probe = tokens
+        .requests()
+        .into_iter()
+        .rfind(|r| r.scopes == ["repository:lgreg-login-check:pull"])
+        .unwrap();
+    assert_eq!((probe.status, probe.granted.len()), (200, 0), "{probe:?}");
+
+    // No password and no token in anything lgreg printed.
+    let issued = tokens.tokens();
+    assert!(!issued.is_empty());
+    for text in &outputs {
+        assert!(!text.contains(password), "{text}");
+        assert!(!text.contains(secret), "{text}");
+        for t in &issued {
+            assert!(!text.contains(t.as_str()), "a token leaked: {text}");
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! A real OCI distribution registry (Debian's `docker-registry`, distribution 2.8) on a free
-//! loopback port with its data in a temp dir, optionally behind htpasswd basic auth; and a
-//! loopback proxy that corrupts one blob on its way to the client.
+//! loopback port with its data in a temp dir, anonymous, behind htpasswd basic auth, or behind
+//! token auth with a [`TokenServer`]; and a loopback proxy that corrupts one blob on its way to
+//! the client.
 //!
 //! Tests skip with a message when `docker-registry` is missing, and fail instead when
 //! `LGREG_REQUIRE_OCI_REGISTRY=1` is set (CI sets it after `apt-get install docker-registry`).
@@ -11,7 +12,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::token::{ISSUER, SERVICE, TokenServer};
+
 const BINARY: &str = "/usr/bin/docker-registry";
+
+/// How a test registry authenticates clients.
+pub enum Auth<'a> {
+    /// Not at all.
+    Anonymous,
+    /// HTTP basic auth for one user and password (htpasswd).
+    Basic(&'a str, &'a str),
+    /// Bearer tokens from this token server.
+    Token(&'a TokenServer),
+}
 
 /// A running registry.
 pub struct OciRegistry {
@@ -33,7 +46,7 @@ pub fn free_port() -> u16 {
 impl OciRegistry {
     /// Start one, or `None` (after a message) when the binary is missing.
     #[allow(clippy::print_stderr)]
-    pub fn start(basic: Option<(&str, &str)>) -> Option<OciRegistry> {
+    pub fn start(auth: Auth<'_>) -> Option<OciRegistry> {
         let binary = std::env::var("LGREG_OCI_REGISTRY").unwrap_or_else(|_| BINARY.into());
         if !Path::new(&binary).exists() {
             assert!(
@@ -46,16 +59,7 @@ impl OciRegistry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let data = dir.path().join("data");
-        let mut auth = String::new();
-        if let Some((user, pass)) = basic {
-            let hash = bcrypt_line(user, pass);
-            let file = dir.path().join("htpasswd");
-            fs_err::write(&file, hash).unwrap();
-            auth = format!(
-                "auth:\n  htpasswd:\n    realm: lgreg-test\n    path: {}\n",
-                file.display()
-            );
-        }
+        let auth = auth_config(dir.path(), &auth);
         let config = dir.path().join("config.yml");
         let yaml = format!(
             "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
@@ -134,6 +138,26 @@ impl OciRegistry {
 impl Drop for OciRegistry {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// The `auth:` section of the registry's configuration.
+fn auth_config(dir: &Path, auth: &Auth<'_>) -> String {
+    match auth {
+        Auth::Anonymous => String::new(),
+        Auth::Basic(user, pass) => {
+            let file = dir.join("htpasswd");
+            fs_err::write(&file, bcrypt_line(user, pass)).unwrap();
+            format!(
+                "auth:\n  htpasswd:\n    realm: lgreg-test\n    path: {}\n",
+                file.display()
+            )
+        }
+        Auth::Token(server) => format!(
+            "auth:\n  token:\n    realm: {}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+            server.realm(),
+            server.cert.display()
+        ),
     }
 }
 
