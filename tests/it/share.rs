@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::support::gene::{gene_dir, json, lgreg};
-use crate::support::oci::{Auth, FlipProxy, OciRegistry, http};
+use crate::support::oci::{Auth, Fault, OciRegistry, Proxy, http};
 use crate::support::token::{SERVICE, TokenServer};
 
 /// A local registry with `tiny:1.0.0` (three small units) published; returns the digest.
@@ -274,7 +274,12 @@ fn corrupted_blob_fails_pull_and_stores_nothing() {
     // Corrupt the largest unit on its way down.
     let m = json(&a, &["show", "tiny:1.0.0"]);
     let victim = m["units"][0]["digest"].as_str().unwrap().to_string();
-    let proxy = FlipProxy::start(server.port, victim.clone());
+    let proxy = Proxy::start(
+        server.port,
+        Fault::Flip {
+            path: victim.clone(),
+        },
+    );
     let b = work.path().join("b");
     let out = crate::support::gene::run(
         &b,
@@ -302,8 +307,13 @@ fn corrupted_blob_fails_pull_and_stores_nothing() {
     for (name, bytes) in &stored {
         assert_eq!(&lgreg::registry::Digest::of(bytes).hex(), name);
     }
-    let tmp: Vec<_> = fs_err::read_dir(b.join(".lgreg/tmp")).unwrap().collect();
-    assert!(tmp.is_empty());
+    // No temp data either: only the empty lock of the failed blob's download stays (for `gc`).
+    for e in fs_err::read_dir(b.join(".lgreg/tmp")).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        assert!(name.ends_with(".partial.lock"), "{name}");
+        assert_eq!(e.metadata().unwrap().len(), 0, "{name}");
+    }
 }
 
 #[test]
@@ -667,4 +677,168 @@ fn bearer_token_flow_push_pull_login_and_refusals() {
             assert!(!text.contains(t.as_str()), "a token leaked: {text}");
         }
     }
+}
+
+/// A gene whose first unit (4 MB) is big enough to cut mid-way; pushed to `genes/big`.
+/// Returns the local registry, the remote reference, the big unit's digest and its size.
+fn pushed_big_gene(server: &OciRegistry, work: &Path) -> (std::path::PathBuf, String, String, u64) {
+    let a = work.join("a");
+    publish_tiny(
+        &a,
+        work,
+        "big",
+        &[("embeddings", 1, 1_000_000), ("head", 2, 1024)],
+    );
+    let dest = format!("oci://{}/genes/big:1.0.0", server.host());
+    json(&a, &["push", "big:1.0.0", &dest, "--insecure"]);
+    let shown = json(&a, &["show", "big:1.0.0"]);
+    let unit = &shown["units"][0];
+    assert_eq!(unit["title"], "embeddings.safetensors", "{shown}");
+    let victim = unit["digest"].as_str().unwrap().to_string();
+    let size = unit["size"].as_u64().unwrap();
+    (a, dest, victim, size)
+}
+
+/// `lgreg pull` of genes/big:1.0.0 through the proxy.
+fn pull_via(reg: &Path, proxy: &Proxy) -> std::process::Output {
+    let src = format!("oci://127.0.0.1:{}/genes/big:1.0.0", proxy.port);
+    crate::support::gene::run(reg, &["--json", "pull", &src, "--insecure"])
+}
+
+/// Cut the download of `victim` after `after` bytes: the pull fails with a transfer error that
+/// says it resumes, and keeps the partial file. Returns the partial file's path and length.
+fn cut_pull(reg: &Path, proxy: &Proxy, victim: &str, after: usize) -> (std::path::PathBuf, u64) {
+    proxy.set_fault(Fault::Cut {
+        path: victim.to_string(),
+        after,
+    });
+    let out = pull_via(reg, proxy);
+    let text = all_output(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("broke off after") && text.contains("resume"),
+        "{text}"
+    );
+    let hex = victim.trim_start_matches("sha256:");
+    let partial = reg.join(".lgreg/tmp").join(format!("{hex}.partial"));
+    let len = fs_err::metadata(&partial).unwrap().len();
+    assert!(len > 0 && len <= after as u64, "{len}");
+    assert!(!reg.join("blobs/sha256").join(hex).exists());
+    (partial, len)
+}
+
+#[test]
+fn interrupted_pull_resumes_with_a_range_request() {
+    let Some(server) = OciRegistry::start(Auth::Anonymous) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let (a, _, victim, size) = pushed_big_gene(&server, work.path());
+    let proxy = Proxy::start(server.port, Fault::Nothing);
+    let b = work.path().join("b");
+    let (partial, len) = cut_pull(&b, &proxy, &victim, 1_500_000);
+    assert!(!json(&b, &["ls"]).to_string().contains("big"));
+
+    // A publish sweeps dead writers' temp files, but not a partial download.
+    publish_tiny(&b, work.path(), "other", &[("u", 9, 16)]);
+    assert_eq!(fs_err::metadata(&partial).unwrap().len(), len);
+
+    let out = pull_via(&b, &proxy);
+    assert!(out.status.success(), "{}", all_output(&out));
+    let gets = proxy.gets(&victim);
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    let resumed = &gets[1];
+    assert_eq!(
+        resumed.range.as_deref(),
+        Some(format!("bytes={len}-{}", size - 1).as_str()),
+        "{resumed:?}"
+    );
+    assert_eq!(resumed.status, 206);
+    assert_eq!(resumed.body_sent as u64, size - len);
+    let pulled: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(pulled["tag"], "big:1.0.0");
+    // Byte-identical; the partial file and its lock are gone.
+    let (ours, theirs) = (blobs(&a), blobs(&b));
+    for (name, bytes) in &ours {
+        assert_eq!(theirs.get(name), Some(bytes), "{name}");
+    }
+    assert!(!partial.exists());
+    let left: Vec<_> = fs_err::read_dir(b.join(".lgreg/tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    json(&b, &["verify"]);
+}
+
+#[test]
+fn corrupt_partial_is_never_stored_and_ignored_ranges_start_over() {
+    let Some(server) = OciRegistry::start(Auth::Anonymous) else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let (a, _, victim, size) = pushed_big_gene(&server, work.path());
+    let hex = victim.trim_start_matches("sha256:").to_string();
+    let proxy = Proxy::start(server.port, Fault::Nothing);
+    let b = work.path().join("b");
+
+    // A byte of the partial file goes bad on disk: the resumed blob fails its digest check,
+    // nothing is stored and the partial file is removed.
+    let (partial, _) = cut_pull(&b, &proxy, &victim, 1_000_000);
+    let mut bytes = fs_err::read(&partial).unwrap();
+    bytes[100] ^= 0x40;
+    fs_err::write(&partial, &bytes).unwrap();
+    let out = pull_via(&b, &proxy);
+    let text = all_output(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("digest") && text.contains(&hex), "{text}");
+    assert!(!partial.exists());
+    assert!(!b.join("blobs/sha256").join(&hex).exists());
+    assert!(!json(&b, &["ls"]).to_string().contains("big"));
+
+    // `gc` removes a partial download (no pull runs meanwhile); the next pull starts over.
+    let (partial, len) = cut_pull(&b, &proxy, &victim, 1_000_000);
+    let gc = json(&b, &["gc"]);
+    assert_eq!(gc["tmp_bytes_freed"].as_u64(), Some(len), "{gc}");
+    assert!(!partial.exists());
+
+    // A partial longer than the blob is dropped: the whole blob is asked for again.
+    fs_err::write(&partial, vec![7u8; size as usize + 10]).unwrap();
+    let out = pull_via(&b, &proxy);
+    assert!(out.status.success(), "{}", all_output(&out));
+    let last = proxy.gets(&victim).pop().unwrap();
+    assert_eq!(
+        last.range,
+        Some(format!("bytes=0-{}", size - 1)),
+        "{last:?}"
+    );
+    assert_eq!(last.body_sent as u64, size);
+    assert!(!partial.exists());
+    assert_eq!(blobs(&a), blobs(&b));
+
+    // A server that ignores the range answers 200 with the whole blob, which replaces the
+    // partial bytes.
+    let c = work.path().join("c");
+    let (partial, len) = cut_pull(&c, &proxy, &victim, 700_000);
+    proxy.set_fault(Fault::IgnoreRange {
+        path: victim.clone(),
+    });
+    let out = pull_via(&c, &proxy);
+    assert!(out.status.success(), "{}", all_output(&out));
+    let last = proxy.gets(&victim).pop().unwrap();
+    assert_eq!(
+        last.range,
+        Some(format!("bytes={len}-{}", size - 1)),
+        "{last:?}"
+    );
+    assert_eq!(
+        (last.status, last.body_sent as u64),
+        (200, size),
+        "{last:?}"
+    );
+    assert!(!partial.exists());
+    assert_eq!(blobs(&a), blobs(&c));
+    json(&b, &["verify"]);
+    json(&c, &["verify"]);
 }
