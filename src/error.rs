@@ -466,7 +466,7 @@ impl Error {
                 Some("check the repository, tag or digest; a private repository also needs credentials".into())
             }
             Error::RemoteTransfer { .. } => Some(
-                "run the same command again: blobs already transferred are skipped".into(),
+                "run the same command again: blobs already transferred are skipped, and a pulled blob that broke off resumes".into(),
             ),
             Error::RemoteDigestMismatch { .. } => Some(
                 "run the same command again; if it keeps failing, the registry or a proxy is corrupting data".into(),

@@ -53,12 +53,12 @@ impl Digest {
 
     /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Digest {
-        let mut ctx = Context::new(&SHA256);
-        ctx.update(bytes);
-        Digest::from_hasher(ctx)
+        let mut h = Hasher::new();
+        h.update(bytes);
+        h.finish()
     }
 
-    fn from_hasher(h: Context) -> Digest {
+    fn from_context(h: Context) -> Digest {
         let out = h.finish();
         let mut hex = String::with_capacity(64);
         for b in out.as_ref() {
@@ -100,14 +100,47 @@ impl<'de> serde::Deserialize<'de> for Digest {
     }
 }
 
-/// Stream `reader` into `writer` (when given), hashing on the way; returns the digest and the
-/// byte count. `progress` is called with the size of every chunk.
-pub fn copy_hashed(
+/// A running SHA-256 over bytes fed in pieces.
+#[derive(Clone)]
+pub struct Hasher(Context);
+
+impl Hasher {
+    /// An empty hash.
+    pub fn new() -> Hasher {
+        Hasher(Context::new(&SHA256))
+    }
+
+    /// Feed `bytes`.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The digest of everything fed.
+    pub fn finish(self) -> Digest {
+        Digest::from_context(self.0)
+    }
+}
+
+impl Default for Hasher {
+    fn default() -> Hasher {
+        Hasher::new()
+    }
+}
+
+impl fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Hasher(sha256)")
+    }
+}
+
+/// Stream `reader` into `writer` (when given), feeding `hasher` on the way; returns the byte
+/// count. `progress` is called with the size of every chunk.
+pub fn copy_into_hasher(
     reader: &mut dyn Read,
     mut writer: Option<&mut dyn Write>,
+    hasher: &mut Hasher,
     progress: &mut dyn FnMut(u64),
-) -> std::io::Result<(Digest, u64)> {
-    let mut hasher = Context::new(&SHA256);
+) -> std::io::Result<u64> {
     let mut buf = vec![0u8; BUF_SIZE];
     let mut total = 0u64;
     loop {
@@ -125,7 +158,19 @@ pub fn copy_hashed(
         total += n as u64;
         progress(n as u64);
     }
-    Ok((Digest::from_hasher(hasher), total))
+    Ok(total)
+}
+
+/// Stream `reader` into `writer` (when given), hashing on the way; returns the digest and the
+/// byte count. `progress` is called with the size of every chunk.
+pub fn copy_hashed(
+    reader: &mut dyn Read,
+    writer: Option<&mut dyn Write>,
+    progress: &mut dyn FnMut(u64),
+) -> std::io::Result<(Digest, u64)> {
+    let mut hasher = Hasher::new();
+    let total = copy_into_hasher(reader, writer, &mut hasher, progress)?;
+    Ok((hasher.finish(), total))
 }
 
 #[cfg(test)]

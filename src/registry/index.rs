@@ -50,7 +50,8 @@ pub struct Lock {
     _file: fs_err::File,
 }
 
-fn lock_file(path: &std::path::Path, exclusive: bool) -> Result<Lock> {
+/// Open (creating it when absent) and lock `path`, waiting for other holders.
+pub(crate) fn lock_file(path: &std::path::Path, exclusive: bool) -> Result<Lock> {
     if let Some(dir) = path.parent() {
         fs_err::create_dir_all(dir)?;
     }

@@ -2,13 +2,18 @@
 //!
 //! ```text
 //! <root>/
-//!   oci-layout              {"imageLayoutVersion": "1.0.0"}
-//!   index.json              the tags: an OCI image index
-//!   blobs/sha256/<hex>      manifests, gene cards and safetensors units, immutable
-//!   .lgreg/index.lock       exclusive while `index.json` changes
-//!   .lgreg/gc.lock          shared by writers, exclusive while `gc` sweeps
-//!   .lgreg/tmp/<pid>-<n>    blobs being written; renamed into `blobs/sha256/` when verified
-//!   .lgreg/seals/<hex>      blobs hashed in full, with the file identity hashed (a cache)
+//!   oci-layout                   {"imageLayoutVersion": "1.0.0"}
+//!   index.json                   the tags: an OCI image index
+//!   blobs/sha256/<hex>           manifests, gene cards and safetensors units, immutable
+//!   .lgreg/index.lock            exclusive while `index.json` changes
+//!   .lgreg/gc.lock               shared by writers, exclusive while `gc` sweeps
+//!   .lgreg/tmp/<pid>-<n>.tmp     blobs being written; renamed into `blobs/sha256/` when verified
+//!   .lgreg/tmp/<hex>.partial     a pulled blob being downloaded, kept when the pull breaks off
+//!                                so that the next pull resumes it
+//!   .lgreg/tmp/<hex>.partial.lock  held while `<hex>.partial` is written; removed once the
+//!                                blob is stored, else by `gc`
+//!   .lgreg/seals/<hex>           blobs hashed in full, with the identity of the file hashed
+//!                                (a cache; see `seal`)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -86,6 +91,29 @@ impl Layout {
     pub fn tmp_file(&self, pid: u32, n: u64) -> PathBuf {
         self.tmp_dir().join(format!("{pid}-{n}.tmp"))
     }
+
+    /// Where a pulled blob is downloaded, under a name derived from its digest so that a rerun
+    /// of an interrupted pull finds it and resumes.
+    pub fn partial_blob(&self, digest: &Digest) -> PathBuf {
+        self.tmp_dir()
+            .join(format!("{}{}", digest.hex(), Self::PARTIAL_SUFFIX))
+    }
+
+    /// The lock held while [`Layout::partial_blob`] is written.
+    pub fn partial_lock(&self, digest: &Digest) -> PathBuf {
+        self.tmp_dir()
+            .join(format!("{}{}", digest.hex(), Self::PARTIAL_LOCK_SUFFIX))
+    }
+
+    /// Whether a temp file name belongs to a resumable download (its data or its lock): the
+    /// sweep of dead writers' temp files leaves those; `gc`, which runs while no writer does,
+    /// removes them.
+    pub fn is_partial(name: &str) -> bool {
+        name.ends_with(Self::PARTIAL_SUFFIX) || name.ends_with(Self::PARTIAL_LOCK_SUFFIX)
+    }
+
+    const PARTIAL_SUFFIX: &'static str = ".partial";
+    const PARTIAL_LOCK_SUFFIX: &'static str = ".partial.lock";
 
     /// The process id a temp file name carries, if it is one of ours.
     pub fn tmp_owner(name: &str) -> Option<u32> {

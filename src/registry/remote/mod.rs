@@ -330,6 +330,11 @@ impl Remote {
 
 /// Check credentials against `host` (`lgreg login`): fails with
 /// [`Error::RemoteAccessDenied`] when the registry refuses them.
+///
+/// A registry with bearer tokens sends the client to its token server, which answers 401 to
+/// a wrong password and issues a token to a right one, whatever the token grants (the probe
+/// repository may well be out of the user's reach). Only without a token server is a request
+/// to the registry itself needed.
 pub fn check_login(host: &str, conn: &Connection) -> crate::Result<()> {
     let target = RemoteRef {
         host: host.to_string(),
@@ -340,10 +345,13 @@ pub fn check_login(host: &str, conn: &Connection) -> crate::Result<()> {
     let remote = Remote::connect(&target, conn, false)?;
     let r = target.client_ref();
     let result = remote.rt.block_on(async {
-        remote
+        let token = remote
             .client
             .auth(&r, &remote.auth, oci_client::RegistryOperation::Pull)
             .await?;
+        if token.is_some() && matches!(remote.auth, RegistryAuth::Basic(..)) {
+            return Ok(());
+        }
         remote
             .client
             .list_tags(&r, &remote.auth, Some(1), None)

@@ -1,15 +1,17 @@
-//! `pull oci://...`: fetch a manifest by tag or digest, stream each missing blob through the
-//! store's hashing stage, and keep it only when it hashes to its descriptor; then store the
-//! manifest bytes unchanged and tag it `name:version`.
+//! `pull oci://...`: fetch a manifest by tag or digest, stream each missing blob into the
+//! store, and keep it only when it hashes to its descriptor; then store the manifest bytes
+//! unchanged and tag it `name:version`.
 //!
-//! Each blob is hashed once, with ring, as it is written into the store's temp file (see
-//! [`store::stage`]); `oci-client` fetches it with a whole-blob range request so that its own
-//! sha2 check does not hash the bytes a second time (a registry that ignores the range gets
-//! both checks).
+//! Each blob downloads into its [`PartialBlob`], `.lgreg/tmp/<hex>.partial`, hashed once, with
+//! ring, as it is written. `oci-client` fetches it with a range request from the first byte the
+//! file lacks, so its own sha2 check does not hash the bytes a second time (a registry that
+//! ignores the range answers 200 with the whole blob: the partial file starts over, and that
+//! stream is checked by `oci-client` as well).
 //!
-//! Blobs already present are skipped, so rerunning an interrupted pull resumes it: completed
-//! blobs stay, a partial one restarts. A blob that fails its digest or size check never enters
-//! `blobs/`, and the manifest and tag are written only after every blob is in place.
+//! Rerunning an interrupted pull resumes it: complete blobs are skipped, and a blob that broke
+//! off continues from its partial file, whose bytes are hashed first, so the final check still
+//! covers every byte. A blob that fails its digest or size check never enters `blobs/` and its
+//! partial file is removed; the manifest and tag are written only after every blob is in place.
 
 use std::io::Read;
 
@@ -24,6 +26,7 @@ use super::{Connection, MAX_MANIFEST_SIZE, Remote, RemoteRef};
 use crate::error::Error;
 use crate::progress::{Event, Reporter};
 use crate::registry::manifest::MANIFEST_MEDIA_TYPE;
+use crate::registry::store::PartialBlob;
 use crate::registry::{Digest, Reference, Registry, index, store};
 
 /// How to pull.
@@ -179,16 +182,25 @@ impl Registry {
                 item: item.clone(),
                 total: size,
             });
-            if store::has_blob(&self.layout, &dg, size) {
-                report.blobs_skipped += 1;
-                reporter.report(Event::Advance {
-                    amount: size,
-                    item: None,
-                });
-            } else {
-                self.fetch_blob(&remote, &target, &dg, size, media_type, &item, reporter)?;
-                report.blobs_downloaded += 1;
-                report.bytes_downloaded += size;
+            let progress = Progress {
+                reporter,
+                item: &item,
+            };
+            let blob = BlobRef {
+                target: &target,
+                digest: &dg,
+                size,
+                media_type,
+            };
+            match self.fetch_blob(&remote, &blob, &progress)? {
+                Some(n) => {
+                    report.blobs_downloaded += 1;
+                    report.bytes_downloaded += n;
+                }
+                None => {
+                    report.blobs_skipped += 1;
+                    progress.advance(size);
+                }
             }
             reporter.report(Event::ItemFinish { item });
         }
@@ -205,82 +217,141 @@ impl Registry {
         Ok(report)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Download one blob into the store, resuming its partial file. `None` when it is stored
+    /// already; else the bytes that came over the network.
     fn fetch_blob(
         &self,
         remote: &Remote,
-        target: &oci_client::Reference,
-        digest: &Digest,
-        size: u64,
-        media_type: String,
-        item: &str,
-        reporter: &dyn Reporter,
-    ) -> crate::Result<()> {
-        let what = format!("{}/{}@{digest}", target.registry(), target.repository());
-        let desc = OciDescriptor {
-            media_type,
-            digest: digest.to_string(),
-            size: i64::try_from(size).unwrap_or(i64::MAX),
-            ..Default::default()
+        blob: &BlobRef<'_>,
+        progress: &Progress<'_>,
+    ) -> crate::Result<Option<u64>> {
+        let Some(mut partial) = PartialBlob::open(&self.layout, blob.digest, blob.size)? else {
+            return Ok(None);
         };
-        // A ranged request for the whole blob: a registry that honours it (206) sends an
-        // unverified stream, so the bytes are hashed once, by the store's stage below; one that
-        // answers 200 gets `oci-client`'s verifying stream as well. Either way nothing enters
-        // `blobs/` unless the stage's digest and size match the descriptor.
-        let sized = remote
-            .rt
-            .block_on(async {
-                if size == 0 {
-                    return remote.client.pull_blob_stream(target, &desc).await;
-                }
-                match remote
-                    .client
-                    .pull_blob_stream_partial(target, &desc, 0, Some(size))
-                    .await?
-                {
-                    BlobResponse::Full(s) | BlobResponse::Partial(s) => Ok(s),
-                }
-            })
-            .map_err(|e| remote.error(&what, e))?;
-        let mut reader = StreamReader {
-            rt: &remote.rt,
-            stream: sized.stream,
-            buf: Bytes::new(),
-            error: None,
+        let what = blob.describe();
+        let (downloaded, broke_off) = if partial.len() < blob.size {
+            blob.download_rest(remote, &mut partial, progress)?
+        } else {
+            progress.advance(partial.len());
+            (0, None)
         };
-        let staged = store::stage(&self.layout, &mut reader, &mut |n| {
-            reporter.report(Event::ItemAdvance {
-                item: item.to_string(),
-                amount: n,
+        if partial.len() < blob.size {
+            let got = partial.len();
+            partial.keep()?;
+            let cause = broke_off.map_or_else(
+                || "the registry sent too few bytes".to_string(),
+                |e| remote.scrub(&e.to_string()),
+            );
+            return Err(Error::RemoteTransfer {
+                reference: what,
+                reason: format!(
+                    "the download broke off after {got} of {} bytes ({cause}); the partial file is kept: run the same command again to resume",
+                    blob.size
+                ),
             });
-            reporter.report(Event::Advance {
-                amount: n,
-                item: None,
-            });
-        })?;
-        if &staged.digest != digest || staged.size != size {
-            if reader.error.is_some() && staged.size < size {
-                return Err(Error::RemoteTransfer {
-                    reference: what,
-                    reason: format!(
-                        "the download broke off after {} of {size} bytes; run the same command again to resume",
-                        staged.size
-                    ),
-                });
-            }
+        }
+        // Dropped unless committed: a blob with the wrong digest or size is removed.
+        let staged = partial.finish(&self.layout)?;
+        if &staged.digest != blob.digest || staged.size != blob.size {
             return Err(Error::RemoteDigestMismatch {
                 reference: what,
-                expected: format!("{digest} ({size} bytes)"),
+                expected: format!("{} ({} bytes)", blob.digest, blob.size),
                 actual: format!("{} ({} bytes)", staged.digest, staged.size),
             });
         }
-        if let Some(e) = reader.error {
-            return Err(Error::RemoteTransfer {
-                reference: what,
-                reason: remote.scrub(&e.to_string()),
-            });
-        }
         staged.commit()?;
-        Ok(())
+        Ok(Some(downloaded))
+    }
+}
+
+/// One blob of the manifest being pulled.
+struct BlobRef<'a> {
+    target: &'a oci_client::Reference,
+    digest: &'a Digest,
+    size: u64,
+    media_type: String,
+}
+
+impl BlobRef<'_> {
+    /// `host/repo@digest`, for messages.
+    fn describe(&self) -> String {
+        format!(
+            "{}/{}@{}",
+            self.target.registry(),
+            self.target.repository(),
+            self.digest
+        )
+    }
+
+    /// Append the bytes `partial` lacks, from a range request (or from the whole blob, when
+    /// the registry ignores the range). Returns the bytes that came, and the error that ended
+    /// the stream early, if one did.
+    fn download_rest(
+        &self,
+        remote: &Remote,
+        partial: &mut PartialBlob,
+        progress: &Progress<'_>,
+    ) -> crate::Result<(u64, Option<std::io::Error>)> {
+        let (stream, whole) = self.request(remote, partial.len())?;
+        if whole {
+            partial.restart()?;
+        }
+        progress.advance(partial.len());
+        let mut reader = StreamReader {
+            rt: &remote.rt,
+            stream,
+            buf: Bytes::new(),
+            error: None,
+        };
+        let n = partial.append(&mut reader, &mut |n| progress.advance(n))?;
+        Ok((n, reader.error))
+    }
+
+    /// Ask for the bytes from `offset` to the end. Returns the body and whether it is the whole
+    /// blob (the registry ignored the range); a whole body is also checked by `oci-client`.
+    fn request(
+        &self,
+        remote: &Remote,
+        offset: u64,
+    ) -> crate::Result<(BoxStream<'static, std::io::Result<Bytes>>, bool)> {
+        let desc = OciDescriptor {
+            media_type: self.media_type.clone(),
+            digest: self.digest.to_string(),
+            size: i64::try_from(self.size).unwrap_or(i64::MAX),
+            ..Default::default()
+        };
+        let length = self.size - offset;
+        let response = remote
+            .rt
+            .block_on(remote.client.pull_blob_stream_partial(
+                self.target,
+                &desc,
+                offset,
+                Some(length),
+            ))
+            .map_err(|e| remote.error(&self.describe(), e))?;
+        Ok(match response {
+            BlobResponse::Full(s) => (s.stream, true),
+            BlobResponse::Partial(s) => (s.stream, false),
+        })
+    }
+}
+
+/// Progress of one blob, reported to the bar of the item and to the total.
+struct Progress<'a> {
+    reporter: &'a dyn Reporter,
+    item: &'a str,
+}
+
+impl Progress<'_> {
+    fn advance(&self, amount: u64) {
+        if amount == 0 {
+            return;
+        }
+        self.reporter.report(Event::ItemAdvance {
+            item: self.item.to_string(),
+            amount,
+        });
+        self.reporter.report(Event::Advance { amount, item: None });
     }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 pub mod hub;
 pub mod oci;
 pub mod synth;
+pub mod token;
 
 /// Root of the fetched fixtures (`scripts/fetch-fixtures.sh`), overridable with `LGREG_FIXTURES`.
 pub fn fixtures() -> PathBuf {

@@ -1,6 +1,7 @@
 //! A real OCI distribution registry (Debian's `docker-registry`, distribution 2.8) on a free
-//! loopback port with its data in a temp dir, optionally behind htpasswd basic auth; and a
-//! loopback proxy that corrupts one blob on its way to the client.
+//! loopback port with its data in a temp dir, anonymous, behind htpasswd basic auth, or behind
+//! token auth with a [`TokenServer`]; and a loopback proxy that injects faults into blob
+//! downloads (a flipped byte, a connection cut, an ignored `Range`) and records what it sent.
 //!
 //! Tests skip with a message when `docker-registry` is missing, and fail instead when
 //! `LGREG_REQUIRE_OCI_REGISTRY=1` is set (CI sets it after `apt-get install docker-registry`).
@@ -9,9 +10,22 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::token::{ISSUER, SERVICE, TokenServer};
+
 const BINARY: &str = "/usr/bin/docker-registry";
+
+/// How a test registry authenticates clients.
+pub enum Auth<'a> {
+    /// Not at all.
+    Anonymous,
+    /// HTTP basic auth for one user and password (htpasswd).
+    Basic(&'a str, &'a str),
+    /// Bearer tokens from this token server.
+    Token(&'a TokenServer),
+}
 
 /// A running registry.
 pub struct OciRegistry {
@@ -33,7 +47,7 @@ pub fn free_port() -> u16 {
 impl OciRegistry {
     /// Start one, or `None` (after a message) when the binary is missing.
     #[allow(clippy::print_stderr)]
-    pub fn start(basic: Option<(&str, &str)>) -> Option<OciRegistry> {
+    pub fn start(auth: Auth<'_>) -> Option<OciRegistry> {
         let binary = std::env::var("LGREG_OCI_REGISTRY").unwrap_or_else(|_| BINARY.into());
         if !Path::new(&binary).exists() {
             assert!(
@@ -46,16 +60,7 @@ impl OciRegistry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let data = dir.path().join("data");
-        let mut auth = String::new();
-        if let Some((user, pass)) = basic {
-            let hash = bcrypt_line(user, pass);
-            let file = dir.path().join("htpasswd");
-            fs_err::write(&file, hash).unwrap();
-            auth = format!(
-                "auth:\n  htpasswd:\n    realm: lgreg-test\n    path: {}\n",
-                file.display()
-            );
-        }
+        let auth = auth_config(dir.path(), &auth);
         let config = dir.path().join("config.yml");
         let yaml = format!(
             "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
@@ -137,6 +142,26 @@ impl Drop for OciRegistry {
     }
 }
 
+/// The `auth:` section of the registry's configuration.
+fn auth_config(dir: &Path, auth: &Auth<'_>) -> String {
+    match auth {
+        Auth::Anonymous => String::new(),
+        Auth::Basic(user, pass) => {
+            let file = dir.join("htpasswd");
+            fs_err::write(&file, bcrypt_line(user, pass)).unwrap();
+            format!(
+                "auth:\n  htpasswd:\n    realm: lgreg-test\n    path: {}\n",
+                file.display()
+            )
+        }
+        Auth::Token(server) => format!(
+            "auth:\n  token:\n    realm: {}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+            server.realm(),
+            server.cert.display()
+        ),
+    }
+}
+
 /// An htpasswd line: `htpasswd -Bbn` when available, else a fixed bcrypt hash for the test
 /// password.
 fn bcrypt_line(user: &str, pass: &str) -> String {
@@ -180,71 +205,197 @@ pub fn http(port: u16, method: &str, path: &str) -> Option<(u16, Vec<u8>)> {
     Some((status, buf[body_at..].to_vec()))
 }
 
-/// A loopback proxy to `upstream` that serves one request per connection and flips the last
-/// byte of the body of every `GET` whose path contains `corrupt`.
-pub struct FlipProxy {
-    /// The port it listens on.
-    pub port: u16,
+/// What the proxy does to a `GET` whose request line contains `path` (a blob's digest).
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Pass everything through.
+    Nothing,
+    /// Flip the last byte of the body.
+    Flip {
+        /// The path part to match.
+        path: String,
+    },
+    /// Send the head and the first `after` bytes of the body, then close the connection;
+    /// once, after which the proxy passes everything through.
+    Cut {
+        /// The path part to match.
+        path: String,
+        /// Body bytes sent before the cut.
+        after: usize,
+    },
+    /// Drop the request's `Range` header, as a server that ignores ranges would.
+    IgnoreRange {
+        /// The path part to match.
+        path: String,
+    },
 }
 
-impl FlipProxy {
-    /// Start it in a background thread (it lives until the test process ends).
-    pub fn start(upstream: u16, corrupt: String) -> FlipProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let corrupt = corrupt.clone();
-                std::thread::spawn(move || {
-                    let _ = serve_one(conn, upstream, &corrupt);
-                });
-            }
-        });
-        FlipProxy { port }
+impl Fault {
+    fn matches(&self, request_line: &str) -> bool {
+        let path = match self {
+            Fault::Nothing => return false,
+            Fault::Flip { path } | Fault::Cut { path, .. } | Fault::IgnoreRange { path } => path,
+        };
+        request_line.starts_with("GET ") && request_line.contains(path.as_str())
     }
 }
 
-fn serve_one(mut client: TcpStream, upstream: u16, corrupt: &str) -> std::io::Result<()> {
+/// One request the proxy forwarded.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    /// The request line, e.g. `GET /v2/genes/tiny/blobs/sha256:... HTTP/1.1`.
+    pub request: String,
+    /// The `Range` header the client sent, if any.
+    pub range: Option<String>,
+    /// The status the registry answered.
+    pub status: u16,
+    /// Body bytes passed on to the client.
+    pub body_sent: usize,
+}
+
+#[derive(Debug)]
+struct ProxyState {
+    fault: Fault,
+    exchanges: Vec<Exchange>,
+}
+
+/// A loopback proxy to a registry that serves one request per connection, applying a
+/// [`Fault`] and recording every exchange.
+pub struct Proxy {
+    /// The port it listens on.
+    pub port: u16,
+    state: Arc<Mutex<ProxyState>>,
+}
+
+impl Proxy {
+    /// Start it in a background thread (it lives until the test process ends).
+    pub fn start(upstream: u16, fault: Fault) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(Mutex::new(ProxyState {
+            fault,
+            exchanges: Vec::new(),
+        }));
+        let shared = Arc::clone(&state);
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let state = Arc::clone(&shared);
+                std::thread::spawn(move || {
+                    let _ = serve_one(conn, upstream, &state);
+                });
+            }
+        });
+        Proxy { port, state }
+    }
+
+    /// Apply `fault` from now on.
+    pub fn set_fault(&self, fault: Fault) {
+        self.state.lock().unwrap().fault = fault;
+    }
+
+    /// The `GET`s so far whose request line contains `path`.
+    pub fn gets(&self, path: &str) -> Vec<Exchange> {
+        self.state
+            .lock()
+            .unwrap()
+            .exchanges
+            .iter()
+            .filter(|e| e.request.starts_with("GET ") && e.request.contains(path))
+            .cloned()
+            .collect()
+    }
+}
+
+/// A request head, forwarded with `Connection: close` (and without `Range` when asked).
+struct Request {
+    line: String,
+    range: Option<String>,
+    head: String,
+    body_len: usize,
+}
+
+fn read_request(client: &mut TcpStream, drop_range: &dyn Fn(&str) -> bool) -> Option<Request> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        if client.read(&mut byte)? == 0 {
-            return Ok(());
+        if client.read(&mut byte).ok()? == 0 {
+            return None;
         }
         head.push(byte[0]);
     }
     let text = String::from_utf8_lossy(&head).into_owned();
-    let request_line = text.lines().next().unwrap_or_default().to_string();
+    let line = text.lines().next().unwrap_or_default().to_string();
     let mut out = String::new();
-    let mut length = 0usize;
-    for (i, line) in text.split("\r\n").enumerate() {
-        if line.is_empty() {
-            continue;
-        }
-        let lower = line.to_ascii_lowercase();
-        if i > 0 && lower.starts_with("connection:") {
+    let mut body_len = 0usize;
+    let mut range = None;
+    for (i, header) in text.split("\r\n").enumerate() {
+        let lower = header.to_ascii_lowercase();
+        if header.is_empty() || (i > 0 && lower.starts_with("connection:")) {
             continue;
         }
         if let Some(v) = lower.strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap_or(0);
+            body_len = v.trim().parse().unwrap_or(0);
         }
-        out.push_str(line);
+        if let Some(v) = lower.strip_prefix("range:") {
+            range = Some(v.trim().to_string());
+            if drop_range(&line) {
+                continue;
+            }
+        }
+        out.push_str(header);
         out.push_str("\r\n");
     }
     out.push_str("Connection: close\r\n\r\n");
-    let mut body = vec![0u8; length];
+    Some(Request {
+        line,
+        range,
+        head: out,
+        body_len,
+    })
+}
+
+fn serve_one(
+    mut client: TcpStream,
+    upstream: u16,
+    state: &Mutex<ProxyState>,
+) -> std::io::Result<()> {
+    let fault = state.lock().unwrap().fault.clone();
+    let drop_range = |line: &str| matches!(fault, Fault::IgnoreRange { .. }) && fault.matches(line);
+    let Some(request) = read_request(&mut client, &drop_range) else {
+        return Ok(());
+    };
+    let mut body = vec![0u8; request.body_len];
     client.read_exact(&mut body)?;
     let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
-    up.write_all(out.as_bytes())?;
+    up.write_all(request.head.as_bytes())?;
     up.write_all(&body)?;
     let mut resp = Vec::new();
     up.read_to_end(&mut resp)?;
-    if request_line.starts_with("GET ")
-        && request_line.contains(corrupt)
-        && let Some(last) = resp.last_mut()
-    {
-        *last ^= 0x01;
+    let body_at = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(resp.len(), |p| p + 4);
+    let status = String::from_utf8_lossy(&resp[..body_at])
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let hit = fault.matches(&request.line);
+    let mut end = resp.len();
+    match &fault {
+        Fault::Flip { .. } if hit && end > body_at => resp[end - 1] ^= 0x01,
+        Fault::Cut { after, .. } if hit => {
+            end = (body_at + after).min(resp.len());
+            state.lock().unwrap().fault = Fault::Nothing;
+        }
+        _ => {}
     }
-    client.write_all(&resp)?;
+    state.lock().unwrap().exchanges.push(Exchange {
+        request: request.line,
+        range: request.range,
+        status,
+        body_sent: end - body_at,
+    });
+    client.write_all(&resp[..end])?;
     client.flush()
 }
