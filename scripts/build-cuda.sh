@@ -4,10 +4,10 @@
 #
 # - The toolkit comes from the PyPI `nvidia-*` 13.0 wheels (they hold a real `nvcc`), cached in
 #   $LGREG_CUDA_CACHE (default ~/.cache/lgreg-cuda), outside the source tree.
-# - libcuda and cuBLAS are not in that wheel set: the link uses stub libraries with the right
+# - libcuda, cuBLAS and cuBLASLt are not in that wheel set: the link uses stub libraries with the right
 #   sonames, generated from the symbols the first link attempt reports as undefined. At run
 #   time the GPU machine's real libraries are loaded (set LD_LIBRARY_PATH there).
-# Usage: scripts/build-cuda.sh [extra cargo args]   -> target/cuda/release/lgreg (CUDA build)
+# Usage: scripts/build-cuda.sh [extra cargo args]   -> target/cuda/lgreg (CUDA build, stripped)
 # The CUDA build has its own target directory, so it never replaces the CPU binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,18 +55,23 @@ export RUSTFLAGS="${RUSTFLAGS:-} -L native=$tk/lib -L native=$stubs -C link-arg=
 export LIBRARY_PATH="$tk/lib:$stubs${LIBRARY_PATH:+:$LIBRARY_PATH}"
 for attempt in 1 2 3; do
   make_stub cuda libcuda.so.1 '^cu[A-Z]'
-  make_stub cublas libcublas.so.13 '^cublas'
+  make_stub cublas libcublas.so.13 '^cublas([^L]|L[^t])'
+  make_stub cublasLt libcublasLt.so.13 '^cublasLt'
   if cargo build --release --features cuda --target-dir target/cuda "$@" 2> "$cache/build.log"; then
     break
   fi
-  grep -o "undefined reference to \`[A-Za-z0-9_]*'" "$cache/build.log" \
-    | sed "s/undefined reference to \`//; s/'//" > "$cache/undefined.syms" || true
+  # GNU ld says "undefined reference to `sym'", rust-lld says "undefined symbol: sym".
+  grep -oE "undefined reference to \`[A-Za-z0-9_]*'|undefined symbol: [A-Za-z0-9_]*" "$cache/build.log" \
+    | sed -E "s/undefined reference to \`//; s/'//; s/undefined symbol: //" | sort -u > "$cache/undefined.syms" || true
   if [ ! -s "$cache/undefined.syms" ] || [ "$attempt" = 3 ]; then
     tail -n 40 "$cache/build.log" >&2
     exit 1
   fi
   cat "$cache/undefined.syms" >> "$stubs/cuda.syms"
   cat "$cache/undefined.syms" >> "$stubs/cublas.syms"
+  cat "$cache/undefined.syms" >> "$stubs/cublasLt.syms"
 done
 readelf -d target/cuda/release/lgreg | grep NEEDED
-echo "built target/cuda/release/lgreg with cuda (sm_$CUDA_COMPUTE_CAP); run it with LD_LIBRARY_PATH=<cu13/lib>:<driver libs>"
+# A stripped copy small enough to carry to a GPU machine (the release profile keeps line tables).
+strip -o target/cuda/lgreg target/cuda/release/lgreg
+echo "built target/cuda/lgreg ($(du -h target/cuda/lgreg | cut -f1), stripped) with cuda (sm_$CUDA_COMPUTE_CAP); run it with LD_LIBRARY_PATH=<cu13/lib>:<driver libs>"
