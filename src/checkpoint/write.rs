@@ -282,10 +282,13 @@ fn write_tensor(
 ) -> Result<()> {
     let own = source.info(&t.source_name).map(|i| i.dtype) == Some(t.dtype);
     for (i, part) in bytes.chunks(RELEASE_EVERY).enumerate() {
+        let range = i * RELEASE_EVERY..i * RELEASE_EVERY + part.len();
+        if own {
+            source.prefetch_range(&t.source_name, range.clone());
+        }
         out.write_all(part)?;
         if own {
-            let start = i * RELEASE_EVERY;
-            source.release_range(&t.source_name, start..start + part.len());
+            source.release_range(&t.source_name, range);
         }
     }
     Ok(())
