@@ -10,8 +10,8 @@
 //!
 //! Two ways feed the same sums and give bit-identical results:
 //! - [`fit_tiled`], when every layer of the tensor is in memory at once (borrowed from the
-//!   memory map): tile after tile, all layers pass through one tile's sums while they sit in
-//!   cache, so the data is read once and the sums never leave the cache;
+//!   memory map): tile after tile, all layers pass through the sums of a few elements held in
+//!   registers, so the data is read once and the sums are stored once per tile;
 //! - [`LineFit`], one whole layer at a time (layers that had to be converted, and the aligned
 //!   fit, whose layers only exist one after the other).
 
@@ -19,6 +19,8 @@ use std::ops::Range;
 
 /// f64 lanes of the reductions over the elements.
 const LANES: usize = 4;
+/// Elements whose sums [`fit_tiled`] keeps in registers while every layer passes.
+const GROUP: usize = 8;
 /// Elements of one tile of [`fit_tiled`] (a multiple of [`LANES`], so that the reductions of
 /// both ways add every element to the same lane in the same order): its sums take 12 KiB.
 const TILE: usize = 1024;
@@ -98,6 +100,42 @@ fn accumulate(s0: &mut [f32], s1: &mut [f32], q: &mut [f32], w: &[f32], t: f32) 
         *s0 += x;
         *s1 += t * x;
         *q += x * x;
+    }
+}
+
+/// The sums over every layer of the elements from `start` on, as many as `sums` hold: groups
+/// of [`GROUP`] elements keep their sums in registers while all layers pass, the few left at
+/// the end go layer by layer. Each element sees the same additions in the same order as in
+/// [`accumulate`].
+fn accumulate_layers(layers: &[&[f32]], start: usize, grid: Grid, sums: [&mut [f32]; 3]) {
+    let [s0, s1, q] = sums;
+    let at_rest = start + s0.len() / GROUP * GROUP;
+    let (s0_groups, s0_rest) = s0.as_chunks_mut::<GROUP>();
+    let (s1_groups, s1_rest) = s1.as_chunks_mut::<GROUP>();
+    let (q_groups, q_rest) = q.as_chunks_mut::<GROUP>();
+    let groups = s0_groups.iter_mut().zip(s1_groups).zip(q_groups);
+    for (g, ((s0, s1), q)) in groups.enumerate() {
+        let at = start + g * GROUP;
+        let (mut a, mut b, mut c) = ([0.0f32; GROUP], [0.0f32; GROUP], [0.0f32; GROUP]);
+        for (l, w) in layers.iter().enumerate() {
+            let Some(x) = w.get(at..).and_then(<[f32]>::first_chunk::<GROUP>) else {
+                continue;
+            };
+            let t = grid.t(l);
+            for i in 0..GROUP {
+                a[i] += x[i];
+                b[i] += t * x[i];
+                c[i] += x[i] * x[i];
+            }
+        }
+        (*s0, *s1, *q) = (a, b, c);
+    }
+    s0_rest.fill(0.0);
+    s1_rest.fill(0.0);
+    q_rest.fill(0.0);
+    for (l, w) in layers.iter().enumerate() {
+        let x = w.get(at_rest..).unwrap_or_default();
+        accumulate(s0_rest, s1_rest, q_rest, x, grid.t(l));
     }
 }
 
@@ -186,7 +224,7 @@ pub(super) trait Bands {
 /// it is read and `bands.done` after, so that the caller can bring in and let go its pages.
 pub(super) fn fit_tiled(layers: &[&[f32]], bands: &mut impl Bands) -> Line {
     let grid = Grid::new(layers.len());
-    let n = layers.first().map_or(0, |w| w.len());
+    let n = layers.iter().map(|w| w.len()).min().unwrap_or(0);
     let (mut slope, mut base) = (vec![0.0; n], vec![0.0; n]);
     let mut moments = Moments::default();
     let mut sums = [[0.0f32; TILE]; 3];
@@ -198,12 +236,7 @@ pub(super) fn fit_tiled(layers: &[&[f32]], bands: &mut impl Bands) -> Line {
             let len = tile.len();
             let [s0, s1, q] = &mut sums;
             let (s0, s1, q) = (&mut s0[..len], &mut s1[..len], &mut q[..len]);
-            s0.fill(0.0);
-            s1.fill(0.0);
-            q.fill(0.0);
-            for (l, w) in layers.iter().enumerate() {
-                accumulate(s0, s1, q, &w[tile.clone()], grid.t(l));
-            }
+            accumulate_layers(layers, tile.start, grid, [&mut *s0, &mut *s1, &mut *q]);
             let (a, b) = (&mut slope[tile.clone()], &mut base[tile]);
             solve(grid, [s0, s1, q], a, b, &mut moments);
         }
