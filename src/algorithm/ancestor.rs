@@ -1,7 +1,9 @@
 //! [`AncestorModel`]: an opened ancestor seen as a stack of identical layers, each a map from
 //! (role, param) to one tensor, plus the global tensors.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use crate::anatomy::{Anatomy, Family, Naming, Param, Role, Slot, analyze, slot_name};
 use crate::checkpoint::{Checkpoint, TensorInfo};
@@ -131,11 +133,44 @@ impl<'a> AncestorModel<'a> {
         self.ckpt.source.read_f32(self.tensor(layer, key)?)
     }
 
+    /// One layer tensor as f32 values, borrowed from the memory map when it is stored as f32
+    /// (see [`crate::checkpoint::TensorSource::view_f32`]), else converted.
+    pub fn view(&self, layer: usize, key: Key) -> Result<Cow<'_, [f32]>> {
+        self.ckpt.source.view_f32(self.tensor(layer, key)?)
+    }
+
     /// Let the pages of a layer tensor go once it has been used.
     pub fn release(&self, layer: usize, key: Key) {
         if let Ok(name) = self.tensor(layer, key) {
             self.ckpt.source.release(name);
         }
+    }
+
+    /// Let the pages of the elements `elements` of a layer tensor go.
+    pub fn release_elements(&self, layer: usize, key: Key, elements: Range<usize>) {
+        if let Some((name, bytes)) = self.byte_range(layer, key, elements) {
+            self.ckpt.source.release_range(name, bytes);
+        }
+    }
+
+    /// Bring in the pages of the elements `elements` of a layer tensor, which are read next.
+    pub fn prefetch_elements(&self, layer: usize, key: Key, elements: Range<usize>) {
+        if let Some((name, bytes)) = self.byte_range(layer, key, elements) {
+            self.ckpt.source.prefetch_range(name, bytes);
+        }
+    }
+
+    /// The name of a layer tensor and the bytes that hold its elements `elements`.
+    fn byte_range(
+        &self,
+        layer: usize,
+        key: Key,
+        elements: Range<usize>,
+    ) -> Option<(&str, Range<usize>)> {
+        let name = self.tensor(layer, key).ok()?;
+        let size = self.info(name).ok()?.dtype.size();
+        let bytes = elements.start.saturating_mul(size)..elements.end.saturating_mul(size);
+        Some((name, bytes))
     }
 
     /// The name a layer tensor has inside a gene block unit: its name as layer 0.

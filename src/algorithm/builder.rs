@@ -1,14 +1,19 @@
 //! [`GeneBuilder`]: collects a gene's units in a private temp directory, with their roles and
 //! diagnostics, and writes `gene.json` so that [`crate::registry::Registry::publish`] can take it.
+//!
+//! The units are scratch files: verified, but not fsynced, because `publish` copies them into
+//! the registry's blobs (temp file, fsync, hash check, rename) and the directory is deleted
+//! afterwards; a crash before that leaves the registry as it was.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Instant;
 
 use serde_json::{Map, Value};
 
 use super::ancestor::{AncestorModel, Key};
 use crate::checkpoint::memory::MemorySource;
-use crate::checkpoint::write::{Planned, WriteOptions, plan_one, write_file_at};
+use crate::checkpoint::write::{Planned, WriteOptions, plan_one, write_scratch_file_at};
 use crate::checkpoint::{DType, SideFile, TensorSource};
 use crate::error::{Error, Result};
 use crate::gene::{check_unit_name, gene_json_bytes};
@@ -31,6 +36,9 @@ pub struct GeneBuilder {
     pub diagnostics: Map<String, Value>,
     /// Overrides the recipe's fidelity (e.g. an imported official checkpoint is faithful).
     pub fidelity: Option<Fidelity>,
+    /// Wall time of each build step in seconds, in the order recorded. `extract` reports them;
+    /// they never enter the card, whose content must not depend on how fast it was built.
+    pub steps: Map<String, Value>,
 }
 
 fn role_name(key: Key) -> String {
@@ -49,6 +57,7 @@ impl GeneBuilder {
             roles: BTreeMap::new(),
             diagnostics: Map::new(),
             fidelity: None,
+            steps: Map::new(),
         })
     }
 
@@ -69,6 +78,12 @@ impl GeneBuilder {
         Ok(())
     }
 
+    /// Record the wall time of one build step, from `started` until now.
+    pub fn record_step(&mut self, step: &str, started: Instant) {
+        let seconds = started.elapsed().as_secs_f64();
+        self.steps.insert(step.to_string(), Value::from(seconds));
+    }
+
     fn add_unit(
         &mut self,
         unit: &str,
@@ -87,7 +102,7 @@ impl GeneBuilder {
                 reason: "the gene already has a unit of that name".into(),
             });
         }
-        write_file_at(&self.dir.path().join(unit), source, plan, &Silent)?;
+        write_scratch_file_at(&self.dir.path().join(unit), source, plan, &Silent)?;
         self.units.push(unit.to_string());
         Ok(())
     }

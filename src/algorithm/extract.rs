@@ -90,6 +90,12 @@ pub struct Extracted {
     pub diagnostics: Map<String, Value>,
     /// Wall time of building the gene (reading the ancestor and running the algorithm).
     pub extract_seconds: f64,
+    /// `extract_seconds` by step, in seconds: `globals` (copying the global tensors into their
+    /// unit), `side_files` (the tokenizer unit) and `algorithm` (the algorithm's whole
+    /// extraction). An algorithm may also report parts of its own step; tleg reports `fit`
+    /// (reading every layer tensor, accumulating the sums and solving) and `units` (writing
+    /// the base and slope units). Empty for an imported gene.
+    pub extract_steps: Map<String, Value>,
     /// Wall time of hashing the ancestor's files (on a second thread, during the build).
     pub hash_seconds: f64,
     /// Wall time of publishing (hashing and storing the units).
@@ -243,6 +249,7 @@ fn publish(
         bytes: published.bytes,
         diagnostics: card.diagnostics,
         extract_seconds,
+        extract_steps: gene.builder.steps.clone(),
         hash_seconds,
         publish_seconds: publishing.elapsed().as_secs_f64(),
     })
@@ -260,8 +267,12 @@ fn build(
         total: 0,
     });
     let mut builder = GeneBuilder::new()?;
+    let started = Instant::now();
     builder.add_globals(ancestor)?;
+    builder.record_step("globals", started);
+    let started = Instant::now();
     builder.add_side_files(ancestor)?;
+    builder.record_step("side_files", started);
     let job = ExtractJob {
         ancestor,
         recipe,
@@ -269,7 +280,9 @@ fn build(
         seed: request.seed,
         reporter,
     };
+    let started = Instant::now();
     algorithm.extract(&job, &mut builder)?;
+    builder.record_step("algorithm", started);
     reporter.report(Event::Finish);
     Ok(builder)
 }

@@ -38,6 +38,23 @@ pub fn cast_bytes<'a>(
     Ok(Cow::Owned(out))
 }
 
+/// Little-endian f32 bytes seen as f32 values without a copy, when they start at an f32
+/// boundary (as the tensors of a memory-mapped safetensors file do) and the machine is
+/// little-endian; `None` otherwise.
+pub fn f32_view(bytes: &[u8]) -> Option<&[f32]> {
+    if cfg!(target_endian = "little") {
+        bytemuck::try_cast_slice(bytes).ok()
+    } else {
+        None
+    }
+}
+
+/// Little-endian f32 bytes decoded into a new vector (a trailing partial value is dropped).
+pub fn f32_values(bytes: &[u8]) -> Vec<f32> {
+    let (values, _) = bytes.as_chunks::<4>();
+    values.iter().map(|b| f32::from_le_bytes(*b)).collect()
+}
+
 fn decode(dtype: DType, c: &[u8]) -> f64 {
     match dtype {
         DType::F64 => f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
@@ -84,6 +101,18 @@ mod tests {
         assert_eq!(out.len(), 4);
         assert_eq!(bf16::from_le_bytes([out[0], out[1]]).to_f32(), 1.0);
         assert_eq!(bf16::from_le_bytes([out[2], out[3]]).to_f32(), 3.0);
+    }
+
+    #[test]
+    fn f32_bytes_are_viewed_in_place_only_at_an_f32_boundary() {
+        let stored = vec![1.5f32, -2.0, 3.25, 0.5];
+        let bytes: &[u8] = bytemuck::cast_slice(&stored);
+        if cfg!(target_endian = "little") {
+            assert_eq!(f32_view(bytes), Some(&stored[..]));
+            assert_eq!(f32_values(bytes), stored);
+        }
+        assert!(f32_view(&bytes[1..13]).is_none());
+        assert_eq!(f32_values(&f32_bytes(&stored)), stored);
     }
 
     #[test]

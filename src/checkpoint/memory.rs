@@ -52,7 +52,11 @@ impl MemorySource {
 
     /// Add an f32 tensor.
     pub fn insert_f32(&mut self, name: &str, shape: &[usize], values: &[f32]) -> Result<()> {
-        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let bytes = if cfg!(target_endian = "little") {
+            bytemuck::cast_slice(values).to_vec()
+        } else {
+            values.iter().flat_map(|v| v.to_le_bytes()).collect()
+        };
         self.insert(name, DType::F32, shape, bytes)
     }
 }

@@ -16,7 +16,7 @@ pub mod write;
 mod cast;
 mod open;
 
-pub use cast::cast_bytes;
+pub use cast::{cast_bytes, f32_values, f32_view};
 pub use dtype::DType;
 pub use open::{Checkpoint, Format, SideFile, open};
 use std::borrow::Cow;
@@ -71,15 +71,32 @@ pub trait TensorSource: Send + Sync {
         })
     }
 
+    /// Like [`TensorSource::release`], for the bytes `range` of tensor `name` only (offsets
+    /// into its data). The default does nothing.
+    fn release_range(&self, _name: &str, _range: std::ops::Range<usize>) {}
+
+    /// Hint that the bytes `range` of tensor `name` (offsets into its data) are read next, so
+    /// that mapped pages can be brought in at once. The default does nothing.
+    fn prefetch_range(&self, _name: &str, _range: std::ops::Range<usize>) {}
+
     /// The tensor converted to f32 values (floating-point dtypes only).
     fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
+        self.view_f32(name).map(Cow::into_owned)
+    }
+
+    /// The tensor as f32 values (floating-point dtypes only): borrowed without a copy when it
+    /// is stored as f32 at an f32 boundary (a memory-mapped safetensors file), else converted.
+    fn view_f32(&self, name: &str) -> Result<Cow<'_, [f32]>> {
         let info = self.require(name)?;
         let bytes = self.read(name)?;
+        if info.dtype == DType::F32
+            && let Cow::Borrowed(stored) = bytes
+            && let Some(values) = f32_view(stored)
+        {
+            return Ok(Cow::Borrowed(values));
+        }
         let f32_bytes = cast_bytes(&info.name, info.dtype, DType::F32, &bytes)?;
-        Ok(f32_bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect())
+        Ok(Cow::Owned(f32_values(&f32_bytes)))
     }
 }
 

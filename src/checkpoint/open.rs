@@ -389,4 +389,16 @@ impl TensorSource for Sharded {
             self.shards[self.owner[i]].release(name);
         }
     }
+
+    fn release_range(&self, name: &str, range: std::ops::Range<usize>) {
+        if let Ok(i) = index_of(&self.infos, name) {
+            self.shards[self.owner[i]].release_range(name, range);
+        }
+    }
+
+    fn prefetch_range(&self, name: &str, range: std::ops::Range<usize>) {
+        if let Ok(i) = index_of(&self.infos, name) {
+            self.shards[self.owner[i]].prefetch_range(name, range);
+        }
+    }
 }

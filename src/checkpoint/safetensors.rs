@@ -212,6 +212,17 @@ impl SafetensorsFile {
         let (begin, end) = self.ranges[i];
         Ok(self.data_start + begin..self.data_start + end)
     }
+
+    /// The absolute byte range of the bytes `range` of tensor `name`, cut to the tensor.
+    fn part_range(
+        &self,
+        name: &str,
+        range: std::ops::Range<usize>,
+    ) -> Result<std::ops::Range<usize>> {
+        let whole = self.file_range(name)?;
+        let end = whole.start.saturating_add(range.end).min(whole.end);
+        Ok(whole.start.saturating_add(range.start).min(end)..end)
+    }
 }
 
 impl TensorSource for SafetensorsFile {
@@ -227,6 +238,18 @@ impl TensorSource for SafetensorsFile {
     fn release(&self, name: &str) {
         if let Ok(range) = self.file_range(name) {
             self.map.release(range);
+        }
+    }
+
+    fn release_range(&self, name: &str, range: std::ops::Range<usize>) {
+        if let Ok(part) = self.part_range(name, range) {
+            self.map.release(part);
+        }
+    }
+
+    fn prefetch_range(&self, name: &str, range: std::ops::Range<usize>) {
+        if let Ok(part) = self.part_range(name, range) {
+            self.map.prefetch(part);
         }
     }
 }

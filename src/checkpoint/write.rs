@@ -98,7 +98,7 @@ pub fn write_model(
     let mut weight_map = BTreeMap::new();
     for (shard, file) in shards.iter().zip(&names) {
         let path = dir.join(file);
-        write_file(&path, source, shard, reporter)?;
+        write_file(&path, source, shard, Sync::Durable, reporter)?;
         verify_file(&path, shard)?;
         for t in *shard {
             weight_map.insert(t.name.clone(), file.clone());
@@ -119,12 +119,41 @@ pub fn write_model(
 pub fn write_file_at(
     path: &Path,
     source: &dyn TensorSource,
+    plan: Vec<Planned>,
+    reporter: &dyn Reporter,
+) -> Result<u64> {
+    write_verified(path, source, plan, Sync::Durable, reporter)
+}
+
+/// [`write_file_at`] without the fsync, for a scratch file that is only read back by this
+/// process and then stored durably elsewhere: the units of a gene under construction, which
+/// `publish` copies into fsynced, verified blobs. A crash loses only the scratch file.
+pub fn write_scratch_file_at(
+    path: &Path,
+    source: &dyn TensorSource,
+    plan: Vec<Planned>,
+    reporter: &dyn Reporter,
+) -> Result<u64> {
+    write_verified(path, source, plan, Sync::Scratch, reporter)
+}
+
+/// Whether a written file is flushed to disk before it is verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sync {
+    Durable,
+    Scratch,
+}
+
+fn write_verified(
+    path: &Path,
+    source: &dyn TensorSource,
     mut plan: Vec<Planned>,
+    sync: Sync,
     reporter: &dyn Reporter,
 ) -> Result<u64> {
     plan.sort_by(|a, b| a.name.cmp(&b.name));
     check_unique(&plan)?;
-    write_file(path, source, &plan, reporter)?;
+    write_file(path, source, &plan, sync, reporter)?;
     verify_file(path, &plan)?;
     Ok(plan.iter().map(Planned::nbytes).sum())
 }
@@ -197,6 +226,7 @@ fn write_file(
     path: &Path,
     source: &dyn TensorSource,
     tensors: &[Planned],
+    sync: Sync,
     reporter: &dyn Reporter,
 ) -> Result<()> {
     let header = header_bytes(tensors)?;
@@ -221,7 +251,7 @@ fn write_file(
             let bytes = rx.recv().map_err(|_| Error::MissingTensor {
                 name: t.source_name.clone(),
             })??;
-            out.write_all(&bytes)?;
+            write_tensor(&mut out, source, t, &bytes)?;
             drop(bytes);
             source.release(&t.source_name);
             reporter.report(Event::Advance {
@@ -232,7 +262,35 @@ fn write_file(
         Ok(())
     })?;
     let file = out.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
+    if sync == Sync::Durable {
+        file.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Bytes of a tensor written between two releases of the source's pages behind them, so that
+/// a large tensor (an embedding) never has all its pages mapped at once.
+const RELEASE_EVERY: usize = 16 << 20;
+
+/// Write the bytes of one tensor; when they are the source's own (no cast), let the source's
+/// pages go behind the write, part by part.
+fn write_tensor(
+    out: &mut impl Write,
+    source: &dyn TensorSource,
+    t: &Planned,
+    bytes: &[u8],
+) -> Result<()> {
+    let own = source.info(&t.source_name).map(|i| i.dtype) == Some(t.dtype);
+    for (i, part) in bytes.chunks(RELEASE_EVERY).enumerate() {
+        let range = i * RELEASE_EVERY..i * RELEASE_EVERY + part.len();
+        if own {
+            source.prefetch_range(&t.source_name, range.clone());
+        }
+        out.write_all(part)?;
+        if own {
+            source.release_range(&t.source_name, range);
+        }
+    }
     Ok(())
 }
 

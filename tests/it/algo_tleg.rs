@@ -11,8 +11,8 @@ use lgreg::algorithm::AncestorModel;
 use lgreg::algorithm::align::{Layer, LayerSpec, Permutation, align_layer, apply};
 use lgreg::anatomy::{Param, Role};
 use lgreg::checkpoint::memory::MemorySource;
-use lgreg::checkpoint::open;
 use lgreg::checkpoint::write::{WriteOptions, plan_all, write_file_at, write_model};
+use lgreg::checkpoint::{DType, open};
 use lgreg::nn::init::{Rng, config_json, layout};
 use lgreg::nn::{Input, Mode, Model, Pooling};
 use lgreg::progress::Silent;
@@ -141,6 +141,57 @@ fn exact_lines_spawn_back_the_ancestor() {
             assert!(diff < 1e-5, "{name}: `{}` differs by {diff}", t.name);
         }
     }
+}
+
+/// A copy of the model in `from` at `to`, each tensor in the dtype `dtype_of` gives its name.
+fn recast(from: &Path, to: &Path, dtype_of: impl Fn(&str) -> DType) {
+    let ckpt = open(from).unwrap();
+    let mut plan = plan_all(ckpt.source.as_ref(), &WriteOptions::default());
+    for t in &mut plan {
+        t.dtype = dtype_of(&t.name);
+    }
+    fs_err::create_dir_all(to).unwrap();
+    let opts = WriteOptions::default();
+    write_model(to, ckpt.source.as_ref(), plan, &opts, &Silent).unwrap();
+    fs_err::copy(from.join("config.json"), to.join("config.json")).unwrap();
+}
+
+#[test]
+fn converted_borrowed_and_mixed_layers_fit_the_same_gene() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let lines = linear_llama(&home.join("linear"), 6, None);
+    // The same f16-exact values: converted from f16 in every layer, borrowed from the f32 map in
+    // every layer, and borrowed for layers 0-2, converted after (the fit switches mid-way).
+    let halves = home.join("f16");
+    recast(&lines, &halves, |_| DType::F16);
+    let singles = home.join("f32");
+    recast(&halves, &singles, |_| DType::F32);
+    let mixed = home.join("mixed");
+    let layer = |name: &str| -> Option<usize> { name.split('.').nth(2)?.parse().ok() };
+    recast(&singles, &mixed, |name| match layer(name) {
+        Some(l) if l >= 3 => DType::F16,
+        _ => DType::F32,
+    });
+    let genes: Vec<(Value, Vec<Value>)> = [("h", &halves), ("s", &singles), ("m", &mixed)]
+        .into_iter()
+        .map(|(name, dir)| {
+            let e = extract(home, dir, name, &[]);
+            let units = ok_json(home, &["show", name])["units"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|u| u["title"].as_str().unwrap().starts_with("tleg."))
+                .map(|u| u["digest"].clone())
+                .collect();
+            (e["diagnostics"]["r2"].clone(), units)
+        })
+        .collect();
+    assert_eq!(genes[0].1.len(), 2, "{:?}", genes[0]);
+    assert_eq!(genes[0], genes[1]);
+    assert_eq!(genes[1], genes[2]);
+    let r2 = r2_values(&serde_json::json!({ "r2": genes[0].0 }), "r2");
+    assert!(r2.iter().all(|r| (0.99..=1.0).contains(r)), "{r2:?}");
 }
 
 /// Align every layer of `dir`'s model to the one before, write the aligned weights into the
