@@ -52,11 +52,20 @@ measure() { # OUTPUT cmd... -> "seconds maxrss_kb" (best of $runs); OUTPUT remov
 
 rm -rf "$LGREG_HOME"
 "$lgreg" extract --algo sws "$anc" --name bench-sws --no-progress >/dev/null
+# Spawn checks every gene unit. A unit hashed in full once its file is 2 s old gets a seal
+# (registry/FORMAT.md), and later spawns trust the seal while the file is unchanged. Measured
+# both ways: seals removed before each run (every unit hashed), and sealed.
+seals=$(find "$LGREG_HOME" -maxdepth 3 -type d -name .lgreg)/seals
+read -r sh_s sh_rss < <(measure "$work/d16" sh -c 'rm -rf "$1"; shift; exec "$@"' _ "$seals" "$lgreg" spawn bench-sws --layers 16 --no-smoke --no-progress -o "$work/d16")
+sleep 2.5
+rm -rf "$work/d16"; "$lgreg" spawn bench-sws --layers 16 --no-smoke --no-progress -o "$work/d16" >/dev/null
+[ -n "$(ls -A "$seals")" ] || { echo "no seals were written in $seals" >&2; exit 1; }
 read -r sp_s sp_rss < <(measure "$work/d16" "$lgreg" spawn bench-sws --layers 16 --no-smoke --no-progress -o "$work/d16")
 bytes=$(stat -c %s "$work/d16/model.safetensors")
 read -r np_s np_rss < <(measure "$work/np16.safetensors" "$venv/bin/python" "$work/slice.py" "$anc/model.safetensors" "$work/np16.safetensors" 16)
 cp "$work/d16/model.safetensors" "$work/copy-src"
 read -r cp_s cp_rss < <(measure "$work/copy" cp "$work/copy-src" "$work/copy")
+read -r cs_s cs_rss < <(measure "$work/copy" sh -c 'cp "$1" "$2" && sync "$2"' _ "$work/copy-src" "$work/copy")
 mb=$((bytes / 1000000))
 
 echo
@@ -65,11 +74,13 @@ echo
 echo "| tool | wall time (best of $runs) | peak RSS |"
 echo "| --- | --- | --- |"
 row() { awk -v n="$1" -v s="$2" -v r="$3" 'BEGIN{printf "| %s | %.2f s | %.0f MB |\n", n, s, r/1024}'; }
-row "lgreg spawn (sws gene, --no-smoke)" "$sp_s" "$sp_rss"
+row "lgreg spawn (sws gene, --no-smoke), units sealed" "$sp_s" "$sp_rss"
+row "lgreg spawn, every unit hashed (no seals)" "$sh_s" "$sh_rss"
 row "numpy + safetensors slicer" "$np_s" "$np_rss"
 row "cp of the output (no fsync)" "$cp_s" "$cp_rss"
+row "cp of the output, then sync of the file" "$cs_s" "$cs_rss"
 echo "| mergekit passthrough (FIXTURES.md record) | 7.1-8.6 s | 1.15 GB |"
-awk -v a="$sp_s" -v n="$np_s" -v c="$cp_s" 'BEGIN{printf "\nlgreg/numpy %.2fx faster; lgreg is %.2fx the time of cp; %.0fx faster than mergekit at 7.1 s.\n", n/a, a/c, 7.1/a}'
+awk -v a="$sp_s" -v h="$sh_s" -v n="$np_s" -v c="$cp_s" -v cs="$cs_s" 'BEGIN{printf "\nsealed: %.2fx faster than numpy, %.2fx the time of cp, %.2fx the time of cp + sync, %.0fx faster than mergekit at 7.1 s.\nhashed: %.2fx faster than numpy, %.2fx the time of cp, %.0fx faster than mergekit.\n", n/a, a/c, a/cs, 7.1/a, n/h, h/c, 7.1/h}'
 
 # 2. The tleg fit against one sequential read of the model file. `extract --json` splits its
 #    build time (`extract_seconds`) into `extract_steps`: `fit` is reading every layer tensor,

@@ -25,7 +25,7 @@ if ! "$venv/bin/python" -c "import torch, transformers" 2>/dev/null; then
   "$venv/bin/pip" install -q transformers safetensors
 fi
 
-rate() { sed -n 's/.*"samples_per_sec":\([0-9.]*\).*/\1/p'; }
+rate() { sed -n 's/.*"samples_per_sec": *\([0-9.]*\).*/\1/p'; }
 ours_vit=$(target/release/examples/bench_train vit 64 "$vit_steps" | rate)
 torch_vit=$("$venv/bin/python" scripts/bench_train.py vit 64 "$vit_steps" | rate)
 ours_llama=$(target/release/examples/bench_train llama "$smol" 1 "$llama_steps" | rate)
