@@ -10,7 +10,8 @@
 //! same clock tick as the hash cannot hide behind an unchanged time (git's "racy" rule).
 //!
 //! Seals are a cache: a missing, unreadable or torn seal only means the blob is hashed again.
-//! `lgreg verify` ignores them, always hashes every byte, and renews or drops them.
+//! Only [`super::store::check_sealed`] (spawn's check of gene units) reads and writes them;
+//! `lgreg verify` ignores them and hashes every byte.
 
 use std::fs::Metadata;
 use std::path::PathBuf;

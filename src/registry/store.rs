@@ -304,17 +304,15 @@ pub fn copy_verified(
         }
         .into());
     }
-    let before = file.metadata()?;
-    let hashed_at = SystemTime::now();
     let (actual, n) = copy_hashed(&mut file, writer, progress)?;
-    check(layout, digest, actual, n, len).inspect_err(|_| seal::unseal(layout, digest))?;
-    seal::seal(layout, digest, &before, hashed_at);
+    check(layout, digest, actual, n, len)?;
     Ok(n)
 }
 
 /// Check the blob against `digest` and `size`, trusting its seal when the file is exactly the
-/// version that was last hashed in full, and hashing it (and sealing it) otherwise. Returns
-/// whether the bytes were hashed.
+/// version that was last hashed in full, and otherwise hashing it, then sealing it (or, when it
+/// does not match, dropping its seal). Returns whether the bytes were hashed. The only reader
+/// that writes seals; every other read hashes and changes nothing.
 pub fn check_sealed(layout: &Layout, digest: &Digest, size: u64) -> Result<bool> {
     let meta = match fs_err::metadata(layout.blob(digest)) {
         Ok(meta) => meta,
@@ -330,7 +328,10 @@ pub fn check_sealed(layout: &Layout, digest: &Digest, size: u64) -> Result<bool>
     if meta.len() == size && seal::is_sealed(layout, digest, &meta) {
         return Ok(false);
     }
-    copy_verified(layout, digest, Some(size), None, &mut |_| {})?;
+    let hashed_at = SystemTime::now();
+    copy_verified(layout, digest, Some(size), None, &mut |_| {})
+        .inspect_err(|_| seal::unseal(layout, digest))?;
+    seal::seal(layout, digest, &meta, hashed_at);
     Ok(true)
 }
 
