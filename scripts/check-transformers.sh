@@ -50,9 +50,13 @@ for family in llama bert; do
       auto) extra=(--data "$work/calib.txt" --set layers=3) ;;
       pool) extra=(--data "$work/calib.txt" --set samples=16 --set seq_len=32) ;;
     esac
+    depth="$layers"
+    # A pool descendant without a stitch: one instance (half the ancestor). Stitched ones hold
+    # `lgreg_stitch.*` tensors that transformers does not know, so it would skip the stitch.
+    if [ "$algo" = pool ]; then depth=$([ "$family" = llama ] && echo 15 || echo 3); fi
     gene=$("$lgreg" extract --algo "$algo" "$anc" --name "check-$family-$algo" "${extra[@]}" "${q[@]}" | field '["reference"]' | tr -d '"')
     out="$work/d-$family-$algo"
-    "$lgreg" spawn "$gene" --layers "$layers" --no-smoke -o "$out" "${q[@]}" >/dev/null
+    "$lgreg" spawn "$gene" --layers "$depth" --no-smoke -o "$out" "${q[@]}" >/dev/null
     if [ "$family" = llama ]; then
       ours=$("$lgreg" eval "$out" --data "$work/passage.txt" --seq-len 128 "${q[@]}" | field '["perplexity"]')
       line=$("$venv/bin/python" scripts/check_transformers.py llama "$out" "$work/passage.txt" "$ours" 128) || status=1
