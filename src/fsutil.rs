@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
+use crate::registry::layout::Layout;
 
 /// Write `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync dir.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -42,10 +43,44 @@ fn parent_of(path: &Path) -> &Path {
     }
 }
 
+/// Staging directories are named `.lgreg-tmp-<pid>-<random>` after the process writing them.
+const STAGING_PREFIX: &str = ".lgreg-tmp-";
+
+/// The writer's process id in a staging directory's name.
+fn staging_owner(name: &str) -> Option<u32> {
+    name.strip_prefix(STAGING_PREFIX)?
+        .split_once('-')?
+        .0
+        .parse()
+        .ok()
+}
+
+/// Remove the staging directories in `parent` left by writers that were killed: those whose
+/// process is gone (Linux `/proc`). Best effort; a directory that cannot be removed stays.
+fn remove_dead_staging(parent: &Path) {
+    if !Layout::proc_dir(std::process::id()).exists() {
+        return;
+    }
+    let Ok(entries) = fs_err::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(staging_owner) else {
+            continue;
+        };
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && !Layout::proc_dir(pid).exists() {
+            let _ = fs_err::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// An output directory that appears all at once.
 ///
 /// Files are written into a hidden sibling directory; [`StagedDir::commit`] renames it to the
-/// final name. Dropping it uncommitted removes everything it wrote.
+/// final name. Dropping it uncommitted removes everything it wrote; the staging directory of a
+/// writer that was killed is removed by the next `StagedDir` in the same parent directory.
 #[derive(Debug)]
 pub struct StagedDir {
     staging: Option<tempfile::TempDir>,
@@ -63,8 +98,9 @@ impl StagedDir {
         }
         let parent = parent_of(target);
         fs_err::create_dir_all(parent)?;
+        remove_dead_staging(parent);
         let staging = tempfile::Builder::new()
-            .prefix(".lgreg-tmp-")
+            .prefix(&format!("{STAGING_PREFIX}{}-", std::process::id()))
             .tempdir_in(parent)
             .map_err(|e| with_path(e, parent))?;
         Ok(StagedDir {

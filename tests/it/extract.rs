@@ -513,3 +513,37 @@ fn gene_side_files_cannot_leave_or_overwrite_the_descendant() {
     }
     assert!(!home.path().join("escaped.txt").exists());
 }
+
+#[test]
+fn a_killed_writers_staging_directory_is_removed_by_the_next_spawn() {
+    let home = tempfile::tempdir().unwrap();
+    tiny_gene(home.path(), 4, "tleg", "t");
+    let parent = home.path().join("outputs");
+    std::fs::create_dir_all(&parent).unwrap();
+    // A process that has exited stands for a spawn killed mid-write.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let stale = parent.join(format!(".lgreg-tmp-{dead}-x1y2z3"));
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("model.safetensors"), vec![0u8; 4096]).unwrap();
+    // A staging directory of a live process (this test) is left alone.
+    let live = parent.join(format!(".lgreg-tmp-{}-a1b2c3", std::process::id()));
+    std::fs::create_dir_all(&live).unwrap();
+    let out = parent.join("d3");
+    ok(
+        home.path(),
+        &["spawn", "t", "--layers", "3", "-o", out.to_str().unwrap()],
+    );
+    assert!(out.join("model.safetensors").is_file());
+    assert!(
+        !stale.exists(),
+        "the dead writer's staging directory is gone"
+    );
+    assert!(live.exists(), "a live writer's staging directory stays");
+    let left: Vec<String> = std::fs::read_dir(&parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+}
