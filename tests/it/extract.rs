@@ -405,6 +405,20 @@ fn unit_blob(home: &Path, reference: &str, title: &str) -> (String, PathBuf) {
     (hex, blob)
 }
 
+/// `spawn t --layers 3 -o OUT --seed SEED`.
+fn spawn_args<'a>(out: &'a Path, seed: &'a str) -> Vec<&'a str> {
+    vec![
+        "spawn",
+        "t",
+        "--layers",
+        "3",
+        "-o",
+        out.to_str().unwrap(),
+        "--seed",
+        seed,
+    ]
+}
+
 #[test]
 fn a_unit_changed_after_its_seal_is_hashed_again_and_refused() {
     let home = tempfile::tempdir().unwrap();
@@ -420,20 +434,7 @@ fn a_unit_changed_after_its_seal_is_hashed_again_and_refused() {
     );
     assert!(!seal.exists());
     std::thread::sleep(lgreg::registry::seal::SETTLE + std::time::Duration::from_millis(100));
-    let second = home.path().join("second");
-    ok(
-        home.path(),
-        &[
-            "spawn",
-            "t",
-            "--layers",
-            "3",
-            "-o",
-            second.to_str().unwrap(),
-            "--seed",
-            "1",
-        ],
-    );
+    ok(home.path(), &spawn_args(&home.path().join("second"), "1"));
     assert!(seal.exists());
 
     // Flip a byte in place and put the modification time back: the change time still moves,
@@ -447,19 +448,7 @@ fn a_unit_changed_after_its_seal_is_hashed_again_and_refused() {
     file.set_modified(mtime).unwrap();
     drop(file);
     let out = home.path().join("out");
-    let err = fails(
-        home.path(),
-        &[
-            "spawn",
-            "t",
-            "--layers",
-            "3",
-            "-o",
-            out.to_str().unwrap(),
-            "--seed",
-            "2",
-        ],
-    );
+    let err = fails(home.path(), &spawn_args(&out, "2"));
     assert!(err.stderr.contains(&hex), "{}", err.stderr);
     assert!(!out.exists());
     assert!(!seal.exists(), "a failed hash drops the seal");

@@ -52,6 +52,23 @@ fn run_stdin(
     child.wait_with_output().unwrap()
 }
 
+/// `lgreg login HOST -u alice --password-stdin --insecure` with Docker's files in `docker`.
+fn login_as_alice(reg: &Path, host: &str, stdin: &str, docker: &Path) -> std::process::Output {
+    run_stdin(
+        reg,
+        &[
+            "login",
+            host,
+            "-u",
+            "alice",
+            "--password-stdin",
+            "--insecure",
+        ],
+        stdin,
+        &[("DOCKER_CONFIG", docker)],
+    )
+}
+
 /// Every blob file of a local registry, by name, with its bytes.
 fn blobs(reg: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     let mut out = std::collections::BTreeMap::new();
@@ -375,35 +392,11 @@ fn basic_auth_wrong_password_is_a_clear_401_without_the_secret() {
         String::from_utf8_lossy(&out.stderr)
     );
     let docker = work.path().join("docker");
-    let bad_login = run_stdin(
-        &a,
-        &[
-            "login",
-            &server.host(),
-            "-u",
-            "alice",
-            "--password-stdin",
-            "--insecure",
-        ],
-        &format!("{secret}\n"),
-        &[("DOCKER_CONFIG", &docker)],
-    );
+    let bad_login = login_as_alice(&a, &server.host(), &format!("{secret}\n"), &docker);
     assert!(!bad_login.status.success());
     assert!(!String::from_utf8_lossy(&bad_login.stderr).contains(secret));
     assert!(!docker.join("config.json").exists());
-    let login = run_stdin(
-        &a,
-        &[
-            "login",
-            &server.host(),
-            "-u",
-            "alice",
-            "--password-stdin",
-            "--insecure",
-        ],
-        "correct-horse\n",
-        &[("DOCKER_CONFIG", &docker)],
-    );
+    let login = login_as_alice(&a, &server.host(), "correct-horse\n", &docker);
     assert!(
         login.status.success(),
         "{}",
@@ -638,21 +631,7 @@ fn bearer_token_flow_push_pull_login_and_refusals() {
     // `login` accepts the right password even though the token grants nothing on the probe
     // repository, and refuses a wrong one.
     let docker = work.path().join("docker");
-    let login = |stdin: &str| {
-        run_stdin(
-            &a,
-            &[
-                "login",
-                &server.host(),
-                "-u",
-                "alice",
-                "--password-stdin",
-                "--insecure",
-            ],
-            stdin,
-            &[("DOCKER_CONFIG", &docker)],
-        )
-    };
+    let login = |stdin: &str| login_as_alice(&a, &server.host(), stdin, &docker);
     let bad = login(&format!("{secret}\n"));
     assert!(!bad.status.success());
     assert!(!docker.join("config.json").exists());
