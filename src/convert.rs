@@ -61,7 +61,8 @@ pub fn convert(
         shard_size: opts.shard_size,
     };
     let plan = write::plan_all(ckpt.source.as_ref(), &wopts);
-    let written = write::write_model(staged.path(), ckpt.source.as_ref(), plan, &wopts, reporter)?;
+    let written = write::write_model(staged.path(), ckpt.source.as_ref(), plan, &wopts, reporter)
+        .map_err(|e| staged.in_target_terms(e))?;
     let mut other_files = vec!["config.json".to_string()];
     staged.write_file("config.json", &config_bytes(config, opts.dtype)?)?;
     for side in &ckpt.side_files {

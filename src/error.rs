@@ -237,7 +237,7 @@ pub enum Error {
         actual: String,
     },
 
-    /// The disk filled up while writing into the cache.
+    /// The disk filled up while writing a file.
     #[error(
         "no space left on the device while writing `{path}` ({needed} bytes needed for this file)"
     )]
@@ -246,6 +246,8 @@ pub enum Error {
         path: PathBuf,
         /// The size of the file being written.
         needed: u64,
+        /// Where to make room, and what happens to what was written.
+        fix: String,
     },
 
     /// Offline, and the cache does not hold the repo at that revision.
@@ -446,10 +448,7 @@ impl Error {
                 "run the same command again to download it afresh; if it keeps failing, the mirror or proxy is corrupting data"
                     .into(),
             ),
-            Error::DiskFull { .. } => Some(
-                "free some space, or point `HF_HUB_CACHE` (or `HF_HOME`) at a larger disk; the partial file resumes on the next run"
-                    .into(),
-            ),
+            Error::DiskFull { fix, .. } => Some(fix.clone()),
             Error::OfflineNotCached { .. } => Some(
                 "run `lgreg pull` for it while online (unset `HF_HUB_OFFLINE` and drop `--offline`)".into(),
             ),

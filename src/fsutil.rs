@@ -36,6 +36,11 @@ pub fn with_path(e: std::io::Error, path: &Path) -> Error {
     ))
 }
 
+/// Whether an I/O error says the disk is full (`ENOSPC`).
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28)
+}
+
 fn parent_of(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -121,6 +126,21 @@ impl StagedDir {
     /// The final directory.
     pub fn target(&self) -> &Path {
         &self.target
+    }
+
+    /// `e`, with a disk-full error naming the file under its final directory instead of the
+    /// staging directory, which is gone once the error reaches the user.
+    pub fn in_target_terms(&self, e: Error) -> Error {
+        match e {
+            Error::DiskFull { path, needed, fix } => {
+                let path = match path.strip_prefix(self.path()) {
+                    Ok(rest) => self.target.join(rest),
+                    Err(_) => path,
+                };
+                Error::DiskFull { path, needed, fix }
+            }
+            e => e,
+        }
     }
 
     /// Write one small file into the staging directory (fsynced).

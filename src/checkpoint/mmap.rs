@@ -8,6 +8,8 @@ use crate::error::Result;
 #[derive(Debug)]
 pub struct Mapped {
     map: Option<memmap2::Mmap>,
+    /// The open file behind the map, kept so that its bytes can also be copied in the kernel.
+    file: fs_err::File,
 }
 
 impl Mapped {
@@ -15,7 +17,7 @@ impl Mapped {
     pub fn open(path: &Path) -> Result<Mapped> {
         let file = fs_err::File::open(path)?;
         if file.metadata()?.len() == 0 {
-            return Ok(Mapped { map: None });
+            return Ok(Mapped { map: None, file });
         }
         // SAFETY: the map is read-only and lgreg never writes to a file it has mapped: every
         // output goes to a fresh temp file that is renamed into place, so the mapped inode is
@@ -24,7 +26,10 @@ impl Mapped {
         // while it runs.
         #[allow(unsafe_code)]
         let map = unsafe { memmap2::Mmap::map(file.file())? };
-        Ok(Mapped { map: Some(map) })
+        Ok(Mapped {
+            map: Some(map),
+            file,
+        })
     }
 
     /// Tell the kernel that `range` will not be needed soon, so its pages leave this process's
@@ -67,6 +72,11 @@ impl Mapped {
         }
         #[cfg(not(target_os = "linux"))]
         let _ = range;
+    }
+
+    /// The file that is mapped.
+    pub fn file(&self) -> &std::fs::File {
+        self.file.file()
     }
 
     /// The mapped bytes.

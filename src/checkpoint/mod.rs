@@ -11,6 +11,7 @@ pub mod memory;
 pub mod mmap;
 pub mod pickle;
 pub mod safetensors;
+pub mod sink;
 pub mod write;
 
 mod cast;
@@ -46,6 +47,15 @@ impl TensorInfo {
     }
 }
 
+/// A tensor's bytes as they lie in a file: `nbytes` of them from `offset`.
+#[derive(Debug, Clone, Copy)]
+pub struct Stored<'a> {
+    /// The open file.
+    pub file: &'a std::fs::File,
+    /// The byte offset of the tensor's first byte.
+    pub offset: u64,
+}
+
 /// A lazy view of the tensors of a checkpoint.
 pub trait TensorSource: Send + Sync {
     /// Every tensor, sorted by name.
@@ -78,6 +88,13 @@ pub trait TensorSource: Send + Sync {
     /// Hint that the bytes `range` of tensor `name` (offsets into its data) are read next, so
     /// that mapped pages can be brought in at once. The default does nothing.
     fn prefetch_range(&self, _name: &str, _range: std::ops::Range<usize>) {}
+
+    /// Where the bytes [`TensorSource::read`] returns for `name` are stored verbatim in a file,
+    /// so that a writer can copy them file to file in the kernel. The default is `None`: the
+    /// bytes are decoded, cast or computed.
+    fn stored_at(&self, _name: &str) -> Option<Stored<'_>> {
+        None
+    }
 
     /// The tensor converted to f32 values (floating-point dtypes only).
     fn read_f32(&self, name: &str) -> Result<Vec<f32>> {

@@ -295,6 +295,12 @@ struct Sharded {
 }
 
 impl Sharded {
+    /// The shard holding tensor `name`.
+    fn shard_of(&self, name: &str) -> Option<&dyn TensorSource> {
+        let i = index_of(&self.infos, name).ok()?;
+        Some(self.shards[self.owner[i]].as_ref())
+    }
+
     fn open(index_path: &Path, format: Format) -> Result<Sharded> {
         let dir = index_path.parent().unwrap_or(Path::new("."));
         let weight_map = read_weight_map(index_path)?;
@@ -385,20 +391,24 @@ impl TensorSource for Sharded {
     }
 
     fn release(&self, name: &str) {
-        if let Ok(i) = index_of(&self.infos, name) {
-            self.shards[self.owner[i]].release(name);
+        if let Some(shard) = self.shard_of(name) {
+            shard.release(name);
         }
     }
 
     fn release_range(&self, name: &str, range: std::ops::Range<usize>) {
-        if let Ok(i) = index_of(&self.infos, name) {
-            self.shards[self.owner[i]].release_range(name, range);
+        if let Some(shard) = self.shard_of(name) {
+            shard.release_range(name, range);
         }
     }
 
     fn prefetch_range(&self, name: &str, range: std::ops::Range<usize>) {
-        if let Ok(i) = index_of(&self.infos, name) {
-            self.shards[self.owner[i]].prefetch_range(name, range);
+        if let Some(shard) = self.shard_of(name) {
+            shard.prefetch_range(name, range);
         }
+    }
+
+    fn stored_at(&self, name: &str) -> Option<super::Stored<'_>> {
+        self.shard_of(name)?.stored_at(name)
     }
 }

@@ -252,4 +252,12 @@ impl TensorSource for SafetensorsFile {
             self.map.prefetch(part);
         }
     }
+
+    fn stored_at(&self, name: &str) -> Option<super::Stored<'_>> {
+        let range = self.file_range(name).ok()?;
+        Some(super::Stored {
+            file: self.map.file(),
+            offset: range.start as u64,
+        })
+    }
 }

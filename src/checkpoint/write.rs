@@ -11,6 +11,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use super::safetensors::SafetensorsFile;
+use super::sink::Sink;
 use super::{DType, TensorInfo, TensorSource, cast_bytes};
 use crate::error::{Error, Result};
 use crate::progress::{Event, Reporter};
@@ -230,10 +231,31 @@ fn write_file(
     reporter: &dyn Reporter,
 ) -> Result<()> {
     let header = header_bytes(tensors)?;
-    let file = fs_err::File::create(path)?;
-    let mut out = BufWriter::with_capacity(8 << 20, file);
+    let size = 8 + header.len() as u64 + tensors.iter().map(Planned::nbytes).sum::<u64>();
+    write_file_body(path, source, tensors, &header, size, sync, reporter).map_err(|e| match e {
+        Error::Io(io) if crate::fsutil::is_disk_full(&io) => Error::DiskFull {
+            path: path.to_path_buf(),
+            needed: size,
+            fix: "free some space on that disk, or write the output to another one".into(),
+        },
+        e => e,
+    })
+}
+
+fn write_file_body(
+    path: &Path,
+    source: &dyn TensorSource,
+    tensors: &[Planned],
+    header: &[u8],
+    size: u64,
+    sync: Sync,
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    let mut sink = Sink::create(path, sync == Sync::Durable)?;
+    sink.reserve(size)?;
+    let mut out = BufWriter::with_capacity(8 << 20, sink);
     out.write_all(&(header.len() as u64).to_le_bytes())?;
-    out.write_all(&header)?;
+    out.write_all(header)?;
     // One thread reads (and dequantises or casts) the next tensor while this one writes the
     // current one, so at most two tensors are in memory at once.
     std::thread::scope(|scope| -> Result<()> {
@@ -251,7 +273,9 @@ fn write_file(
             let bytes = rx.recv().map_err(|_| Error::MissingTensor {
                 name: t.source_name.clone(),
             })??;
-            write_tensor(&mut out, source, t, &bytes)?;
+            if !copy_stored(&mut out, source, t)? {
+                write_tensor(&mut out, source, t, &bytes)?;
+            }
             drop(bytes);
             source.release(&t.source_name);
             reporter.report(Event::Advance {
@@ -261,11 +285,27 @@ fn write_file(
         }
         Ok(())
     })?;
-    let file = out.into_inner().map_err(|e| e.into_error())?;
-    if sync == Sync::Durable {
-        file.sync_all()?;
-    }
+    out.into_inner().map_err(|e| e.into_error())?.finish()?;
     Ok(())
+}
+
+/// Copy a tensor that is stored verbatim in a file (same dtype, no cast) file to file in the
+/// kernel. `false` when it is not stored so, or the kernel cannot copy it: nothing was written.
+fn copy_stored(out: &mut BufWriter<Sink>, source: &dyn TensorSource, t: &Planned) -> Result<bool> {
+    let Some(stored) = source
+        .stored_at(&t.source_name)
+        .filter(|_| keeps_dtype(source, t))
+    else {
+        return Ok(false);
+    };
+    out.flush()?;
+    out.get_mut()
+        .copy_from(stored.file, stored.offset, t.nbytes())
+}
+
+/// Whether `t` is written in its source's own dtype, so its bytes are the source's bytes.
+fn keeps_dtype(source: &dyn TensorSource, t: &Planned) -> bool {
+    source.info(&t.source_name).map(|i| i.dtype) == Some(t.dtype)
 }
 
 /// Bytes of a tensor written between two releases of the source's pages behind them, so that
@@ -280,7 +320,7 @@ fn write_tensor(
     t: &Planned,
     bytes: &[u8],
 ) -> Result<()> {
-    let own = source.info(&t.source_name).map(|i| i.dtype) == Some(t.dtype);
+    let own = keeps_dtype(source, t);
     for (i, part) in bytes.chunks(RELEASE_EVERY).enumerate() {
         let range = i * RELEASE_EVERY..i * RELEASE_EVERY + part.len();
         if own {

@@ -143,7 +143,8 @@ pub fn spawn(
     let plan = plan_all(&source, &opts);
     let (verified, written) = std::thread::scope(|scope| {
         let verifying = scope.spawn(|| gene.verify(registry));
-        let written = write_model(staged.path(), &source, plan, &opts, reporter);
+        let written = write_model(staged.path(), &source, plan, &opts, reporter)
+            .map_err(|e| staged.in_target_terms(e));
         let verified = verifying.join().unwrap_or_else(|_| {
             Err(Error::Io(std::io::Error::other(
                 "the hashing thread panicked",

@@ -9,7 +9,8 @@ use crate::algorithm::ancestor::Key;
 use crate::algorithm::builder::{FILES_UNIT, GLOBALS_UNIT};
 use crate::algorithm::{Blueprint, GeneView, LayerSource};
 use crate::anatomy::{Param, Role, Slot, slot_name};
-use crate::checkpoint::{DType, TensorInfo, TensorSource};
+use crate::checkpoint::safetensors::SafetensorsFile;
+use crate::checkpoint::{DType, Stored, TensorInfo, TensorSource};
 use crate::error::{Error, Result};
 use crate::nn::init::{Rng, init_values};
 
@@ -152,6 +153,14 @@ impl<'g> DescendantSource<'g> {
         Ok(src)
     }
 
+    /// The gene unit and tensor that `name` is a verbatim copy of, if it is one.
+    fn copied_from(&self, name: &str) -> Option<(&'g SafetensorsFile, &str)> {
+        match self.origins.get(name)? {
+            Origin::Copy { unit, tensor } => Some((self.gene.unit(unit).ok()?, tensor)),
+            _ => None,
+        }
+    }
+
     fn add(&mut self, name: &str, dtype: DType, shape: &[usize], origin: Origin) {
         self.infos.push(TensorInfo {
             name: name.to_string(),
@@ -270,11 +279,26 @@ impl TensorSource for DescendantSource<'_> {
     }
 
     fn release(&self, name: &str) {
-        if let Some(Origin::Copy { unit, tensor }) = self.origins.get(name)
-            && let Ok(file) = self.gene.unit(unit)
-        {
+        if let Some((file, tensor)) = self.copied_from(name) {
             file.release(tensor);
         }
+    }
+
+    fn release_range(&self, name: &str, range: std::ops::Range<usize>) {
+        if let Some((file, tensor)) = self.copied_from(name) {
+            file.release_range(tensor, range);
+        }
+    }
+
+    fn prefetch_range(&self, name: &str, range: std::ops::Range<usize>) {
+        if let Some((file, tensor)) = self.copied_from(name) {
+            file.prefetch_range(tensor, range);
+        }
+    }
+
+    fn stored_at(&self, name: &str) -> Option<Stored<'_>> {
+        let (file, tensor) = self.copied_from(name)?;
+        file.stored_at(tensor)
     }
 }
 

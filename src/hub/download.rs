@@ -255,10 +255,13 @@ impl BlobJob<'_> {
     }
 
     fn write_error(&self, e: std::io::Error, path: &Path) -> Error {
-        if e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28) {
+        if crate::fsutil::is_disk_full(&e) {
             Error::DiskFull {
                 path: path.to_path_buf(),
                 needed: self.meta.size,
+                fix: "free some space, or point `HF_HUB_CACHE` (or `HF_HOME`) at a larger disk; \
+                      the partial file resumes on the next run"
+                    .into(),
             }
         } else {
             crate::fsutil::with_path(e, path)

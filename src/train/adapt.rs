@@ -423,7 +423,9 @@ fn write_output(
         .clone()
         .unwrap_or_else(|| crate::nn::init::config_json(&model.config));
     staged.write_file("config.json", &serde_json::to_vec_pretty(&config)?)?;
-    model.write_weights(staged.path())?;
+    model
+        .write_weights(staged.path())
+        .map_err(|e| staged.in_target_terms(e))?;
     for side in &ckpt.side_files {
         match side {
             SideFile::Copy { name, path } => staged.copy_file(name, path)?,

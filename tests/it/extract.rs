@@ -536,3 +536,49 @@ fn a_killed_writers_staging_directory_is_removed_by_the_next_spawn() {
         .collect();
     assert_eq!(left.len(), 2, "{left:?}");
 }
+
+#[test]
+fn spawn_onto_a_full_disk_fails_at_once_and_leaves_nothing() {
+    let home = tempfile::tempdir().unwrap();
+    tiny_gene(home.path(), 4, "tleg", "t");
+    let small = home.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    // 20 layers of the tiny model are about 750 KB of weights: more than this disk holds.
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&small)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let out = small.join("d20");
+    let run = run_str(
+        home.path(),
+        &["spawn", "t", "--layers", "20", "-o", out.to_str().unwrap()],
+    );
+    let left = crate::support::listing(&small);
+    let _ = std::process::Command::new("umount").arg(&small).status();
+    assert_eq!(run.code, 2, "{run:?}");
+    let file = out.join("model.safetensors");
+    assert!(
+        run.stderr.contains(&format!(
+            "no space left on the device while writing `{}`",
+            file.display()
+        )),
+        "the error names the output file: {}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("hint: free some space"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        left.is_empty(),
+        "nothing is left on the full disk: {left:?}"
+    );
+    let ls = run_str(home.path(), &["ls"]);
+    assert!(!ls.stdout.contains("t-l20-s0"), "{}", ls.stdout);
+}
