@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::support::gene::snapshot;
 use crate::support::synth::{hashed, tiny_llama, write_model_dir};
-use crate::support::{Run, json_result, run_str};
+use crate::support::{Run, Tmpfs, json_result, run_str};
 
 fn ok(home: &Path, args: &[&str]) -> Value {
     let mut all = vec!["--json", "--no-progress"];
@@ -542,24 +542,17 @@ fn spawn_onto_a_full_disk_fails_at_once_and_leaves_nothing() {
     let home = tempfile::tempdir().unwrap();
     tiny_gene(home.path(), 4, "tleg", "t");
     let small = home.path().join("small");
-    std::fs::create_dir_all(&small).unwrap();
     // 20 layers of the tiny model are about 750 KB of weights: more than this disk holds.
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
-        .arg(&small)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+    let Some(tmpfs) = Tmpfs::mount(&small, "256k") else {
         return;
-    }
+    };
     let out = small.join("d20");
     let run = run_str(
         home.path(),
         &["spawn", "t", "--layers", "20", "-o", out.to_str().unwrap()],
     );
     let left = crate::support::listing(&small);
-    let _ = std::process::Command::new("umount").arg(&small).status();
+    drop(tmpfs);
     assert_eq!(run.code, 2, "{run:?}");
     let file = out.join("model.safetensors");
     assert!(
@@ -581,4 +574,40 @@ fn spawn_onto_a_full_disk_fails_at_once_and_leaves_nothing() {
     );
     let ls = run_str(home.path(), &["ls"]);
     assert!(!ls.stdout.contains("t-l20-s0"), "{}", ls.stdout);
+}
+
+#[test]
+fn spawn_onto_another_file_system_writes_the_same_bytes() {
+    // The gene units live on this disk; a tmpfs output makes the in-kernel copy refuse
+    // (EXDEV), so spawn falls back to writing the bytes itself, with the same result.
+    let home = tempfile::tempdir().unwrap();
+    tiny_gene(home.path(), 6, "sws", "t");
+    let here = home.path().join("here");
+    ok(home.path(), &spawn_args_at(&here, "7"));
+    let other = home.path().join("other");
+    let Some(tmpfs) = Tmpfs::mount(&other, "16m") else {
+        return;
+    };
+    let there = other.join("d7");
+    let run = run_str(home.path(), &spawn_args_at(&there, "7"));
+    let bytes = std::fs::read(there.join("model.safetensors"));
+    drop(tmpfs);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        bytes.unwrap(),
+        std::fs::read(here.join("model.safetensors")).unwrap()
+    );
+}
+
+/// `spawn t --layers LAYERS -o OUT` (sws genes have no random parts, so every such spawn of
+/// one gene writes the same weights).
+fn spawn_args_at<'a>(out: &'a Path, layers: &'a str) -> Vec<&'a str> {
+    vec![
+        "spawn",
+        "t",
+        "--layers",
+        layers,
+        "-o",
+        out.to_str().unwrap(),
+    ]
 }

@@ -506,22 +506,14 @@ fn a_full_disk_is_reported_and_leaves_no_snapshot_entry() {
     let (hub, _) = tiny_hub(4 << 20);
     let sb = Sandbox::new(hub);
     let mnt = sb.dir.path().join("small");
-    std::fs::create_dir_all(&mnt).unwrap();
-    let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !mounted {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+    let Some(tmpfs) = crate::support::Tmpfs::mount(&mnt, "1m") else {
         return;
-    }
+    };
     let mut cmd = sb.cmd();
     cmd.env("HF_HUB_CACHE", &mnt).args(["pull", TINY]);
     let r = sb.run_with(&mut cmd);
     let listing = crate::support::listing(&mnt);
-    let _ = Command::new("umount").arg(&mnt).status();
+    drop(tmpfs);
     assert_eq!(r.code, 2, "{r:?}");
     assert!(r.stderr.contains("no space left"), "{}", r.stderr);
     assert!(r.stderr.contains("HF_HUB_CACHE"), "{}", r.stderr);

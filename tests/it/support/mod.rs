@@ -114,3 +114,36 @@ pub fn listing(dir: &std::path::Path) -> Vec<String> {
     out
 }
 pub mod gene;
+
+/// A small tmpfs mounted on `dir` for the life of the guard (root only): a second file system,
+/// or a disk that fills up.
+pub struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mount a tmpfs of `size` (`mount -o size=…`, e.g. "256k") on `dir`, creating it; `None`,
+    /// with a note on stderr, when this process may not mount.
+    #[allow(clippy::print_stderr)]
+    pub fn mount(dir: &std::path::Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+            return None;
+        }
+        Some(Tmpfs {
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.dir).status();
+    }
+}
