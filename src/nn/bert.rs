@@ -5,7 +5,7 @@ use candle_core::{DType, Tensor};
 
 use super::config::ModelConfig;
 use super::model::Ctx;
-use super::ops::{layer_norm, merge_heads, padding_mask, split_heads};
+use super::ops::{SelfAttention, gelu, layer_norm};
 use crate::anatomy::{Param, Role};
 use crate::error::Result;
 
@@ -39,18 +39,21 @@ pub(crate) fn blocks(
     mask: Option<&Tensor>,
     mut hidden: Option<&mut Vec<Tensor>>,
 ) -> Result<Tensor> {
-    let additive = match mask {
-        Some(m) => Some(padding_mask(m)?),
-        None => None,
+    let spec = SelfAttention {
+        heads: c.heads,
+        kv_heads: c.heads,
+        causal: false,
+        key_mask: mask,
+        rope: None,
     };
     for l in start..ctx.depth() {
         let (wq, bq) = ctx.wb(l, Role::AttnQ)?;
         let (wk, bk) = ctx.wb(l, Role::AttnK)?;
         let (wv, bv) = ctx.wb(l, Role::AttnV)?;
-        let q = split_heads(&ctx.linear(&h, &wq, bq.as_ref())?, c.heads)?;
-        let k = split_heads(&ctx.linear(&h, &wk, bk.as_ref())?, c.heads)?;
-        let v = split_heads(&ctx.linear(&h, &wv, bv.as_ref())?, c.heads)?;
-        let att = merge_heads(&ctx.attention(&q, &k, &v, additive.as_ref())?)?;
+        let q = ctx.linear(&h, &wq, bq.as_ref())?;
+        let k = ctx.linear(&h, &wk, bk.as_ref())?;
+        let v = ctx.linear(&h, &wv, bv.as_ref())?;
+        let att = ctx.attention(&q, &k, &v, &spec)?;
         let (wo, bo) = ctx.wb(l, Role::AttnO)?;
         let (wn, bn) = ctx.wb(l, Role::AttnNorm)?;
         h = layer_norm(
@@ -63,7 +66,7 @@ pub(crate) fn blocks(
         let (wu, bu) = ctx.wb(l, Role::MlpUp)?;
         let (wd, bd) = ctx.wb(l, Role::MlpDown)?;
         let (wn, bn) = ctx.wb(l, Role::MlpNorm)?;
-        let inner = ctx.linear(&h, &wu, bu.as_ref())?.gelu_erf()?;
+        let inner = gelu(&ctx.linear(&h, &wu, bu.as_ref())?)?;
         h = layer_norm(
             &(h + ctx.linear(&inner, &wd, bd.as_ref())?)?,
             &wn,

@@ -4,7 +4,7 @@ use candle_core::Tensor;
 
 use super::config::ModelConfig;
 use super::model::Ctx;
-use super::ops::{causal_mask, merge_heads, repeat_kv, rms_norm, rope, rope_tables, split_heads};
+use super::ops::{SelfAttention, rms_norm, rope_tables, swiglu};
 use crate::anatomy::{Param, Role};
 use crate::error::Result;
 
@@ -28,21 +28,23 @@ pub(crate) fn blocks(
     let t = h.dim(1)?;
     let hd = c.head_dim();
     let (cos, sin) = rope_tables(t, hd, c.rope_theta, h.device())?;
-    let mask = causal_mask(t, h.device())?;
-    let rep = c.heads / c.kv_heads.max(1);
+    let spec = SelfAttention {
+        heads: c.heads,
+        kv_heads: c.kv_heads,
+        causal: true,
+        key_mask: None,
+        rope: Some((&cos, &sin)),
+    };
     for l in start..ctx.depth() {
         let (w, _) = ctx.wb(l, Role::AttnNorm)?;
         let x = rms_norm(&h, &w, c.norm_eps, ctx.mode)?;
         let (wq, bq) = ctx.wb(l, Role::AttnQ)?;
         let (wk, bk) = ctx.wb(l, Role::AttnK)?;
         let (wv, bv) = ctx.wb(l, Role::AttnV)?;
-        let q = split_heads(&ctx.linear(&x, &wq, bq.as_ref())?, c.heads)?;
-        let k = split_heads(&ctx.linear(&x, &wk, bk.as_ref())?, c.kv_heads)?;
-        let v = split_heads(&ctx.linear(&x, &wv, bv.as_ref())?, c.kv_heads)?;
-        let q = rope(&q, &cos, &sin, ctx.mode)?;
-        let k = repeat_kv(&rope(&k, &cos, &sin, ctx.mode)?, rep)?;
-        let v = repeat_kv(&v, rep)?;
-        let att = merge_heads(&ctx.attention(&q, &k, &v, Some(&mask))?)?;
+        let q = ctx.linear(&x, &wq, bq.as_ref())?;
+        let k = ctx.linear(&x, &wk, bk.as_ref())?;
+        let v = ctx.linear(&x, &wv, bv.as_ref())?;
+        let att = ctx.attention(&q, &k, &v, &spec)?;
         let (wo, bo) = ctx.wb(l, Role::AttnO)?;
         h = (h + ctx.linear(&att, &wo, bo.as_ref())?)?;
         let (w, _) = ctx.wb(l, Role::MlpNorm)?;
@@ -50,7 +52,7 @@ pub(crate) fn blocks(
         let (wg, _) = ctx.wb(l, Role::MlpGate)?;
         let (wu, _) = ctx.wb(l, Role::MlpUp)?;
         let (wd, _) = ctx.wb(l, Role::MlpDown)?;
-        let gated = (ctx.linear(&x, &wg, None)?.silu()? * ctx.linear(&x, &wu, None)?)?;
+        let gated = swiglu(&ctx.linear(&x, &wg, None)?, &ctx.linear(&x, &wu, None)?)?;
         h = (h + ctx.linear(&gated, &wd, None)?)?;
         h = ctx.stitch(l, h)?;
         if let Some(states) = hidden.as_deref_mut() {

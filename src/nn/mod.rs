@@ -15,6 +15,7 @@
 mod bert;
 mod config;
 pub mod init;
+pub(crate) mod kernels;
 mod llama;
 mod model;
 mod ops;
@@ -24,6 +25,7 @@ mod vit;
 use candle_core::DType;
 
 pub use config::{ModelConfig, Pooling};
+pub use kernels::reference_only;
 pub use model::{Forward, Hooks, Input, Model, device, mean_pool};
 pub use param::{LinearExpanded, Parametrisation, Plain, StageShared, Stitched, Store};
 

@@ -151,15 +151,16 @@ impl<'a> Ctx<'a> {
         super::ops::linear(x, w, b, self.compute)
     }
 
-    /// Scaled dot-product attention in the model's [`super::Precision`] and this pass's mode.
+    /// Attention over projections `[batch, seq, heads · head_dim]` in the model's
+    /// [`super::Precision`] and this pass's mode.
     pub fn attention(
         &self,
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
-        mask: Option<&Tensor>,
+        spec: &super::ops::SelfAttention<'_>,
     ) -> Result<Tensor> {
-        super::ops::attention(q, k, v, mask, self.mode, self.compute)
+        super::ops::self_attention(q, k, v, spec, self.mode, self.compute)
     }
 
     /// Apply the stitch after block `layer`, if the parametrisation has one.

@@ -1,9 +1,14 @@
-//! The building blocks every family shares, each in a differentiable form for training and a
-//! fused form for inference.
+//! The building blocks every family shares. Each dispatches to the fused kernels of
+//! [`super::kernels`] where they apply (f32 on the CPU, products in f32) and otherwise to a
+//! reference form: differentiable tensor ops for [`Mode::Train`], candle's fused inference
+//! kernels for [`Mode::Infer`]. The `*_reference` functions are also the kernels' test oracle.
+
+use std::sync::Arc;
 
 use candle_core::{D, DType, Device, Tensor};
 
 use super::Mode;
+use super::kernels::{self, fusable};
 use crate::error::Result;
 
 /// `a · b`, computed in `compute` when given (operands cast down, the result cast back to
@@ -30,18 +35,58 @@ pub(crate) fn linear(
     let (lead, in_dim) = dims.split_at(dims.len().saturating_sub(1));
     let rows: usize = lead.iter().product();
     let out_dim = w.dim(0)?;
-    let y = matmul(&x.reshape((rows, in_dim[0]))?, &w.t()?, compute)?;
-    let y = match b {
-        Some(b) => y.broadcast_add(b)?,
-        None => y,
+    let x2 = x.reshape((rows, in_dim[0]))?;
+    let fused = compute.is_none_or(|dt| dt == x.dtype())
+        && fusable(&[x, w])
+        && b.is_none_or(|b| fusable(&[b]));
+    let y = if fused {
+        kernels::linear(&x2, w, b)?
+    } else {
+        linear_reference(&x2, w, b, compute)?
     };
     let mut shape = lead.to_vec();
     shape.push(out_dim);
     Ok(y.reshape(shape)?)
 }
 
+/// `x [rows, in] · wᵀ + b` in tensor ops.
+pub(crate) fn linear_reference(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    compute: Option<DType>,
+) -> Result<Tensor> {
+    let y = matmul(x, &w.t()?, compute)?;
+    Ok(match b {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    })
+}
+
 /// Layer normalisation over the last dimension.
 pub(crate) fn layer_norm(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    eps: f64,
+    mode: Mode,
+) -> Result<Tensor> {
+    if fusable(&[x, w]) && b.is_none_or(|b| fusable(&[b])) {
+        let zeros;
+        let b = match b {
+            Some(b) => b,
+            None => {
+                zeros = w.zeros_like()?.detach();
+                &zeros
+            }
+        };
+        return Ok(kernels::layer_norm(x, w, b, eps)?);
+    }
+    layer_norm_reference(x, w, b, eps, mode)
+}
+
+/// [`layer_norm`] without the fused kernel.
+pub(crate) fn layer_norm_reference(
     x: &Tensor,
     w: &Tensor,
     b: Option<&Tensor>,
@@ -71,6 +116,14 @@ pub(crate) fn layer_norm(
 
 /// RMS normalisation over the last dimension.
 pub(crate) fn rms_norm(x: &Tensor, w: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
+    if fusable(&[x, w]) {
+        return Ok(kernels::rms_norm(x, w, eps)?);
+    }
+    rms_norm_reference(x, w, eps, mode)
+}
+
+/// [`rms_norm`] without the fused kernel.
+pub(crate) fn rms_norm_reference(x: &Tensor, w: &Tensor, eps: f64, mode: Mode) -> Result<Tensor> {
     match mode {
         Mode::Infer => Ok(candle_nn::ops::rms_norm(&x.contiguous()?, w, eps as f32)?),
         Mode::Train => {
@@ -87,6 +140,22 @@ pub(crate) fn softmax(x: &Tensor, mode: Mode) -> Result<Tensor> {
         Mode::Infer => Ok(candle_nn::ops::softmax_last_dim(&x.contiguous()?)?),
         Mode::Train => Ok(candle_nn::ops::softmax(x, D::Minus1)?),
     }
+}
+
+/// GELU in its exact (erf) form.
+pub(crate) fn gelu(x: &Tensor) -> Result<Tensor> {
+    if fusable(&[x]) {
+        return Ok(kernels::gelu(x)?);
+    }
+    Ok(x.gelu_erf()?)
+}
+
+/// SwiGLU's gate `silu(gate) · up`.
+pub(crate) fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    if fusable(&[gate, up]) {
+        return Ok(kernels::swiglu(gate, up)?);
+    }
+    Ok((gate.silu()? * up)?)
 }
 
 /// The cosine and sine tables of rotary embeddings, `[seq, head_dim / 2]` each.
@@ -150,6 +219,93 @@ pub(crate) fn repeat_kv(x: &Tensor, n: usize) -> Result<Tensor> {
         .expand((b, h, n, t, d))?
         .contiguous()?
         .reshape((b, h * n, t, d))?)
+}
+
+/// How a block attends: its heads, causality, key padding and rotary tables.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SelfAttention<'a> {
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (`heads` without grouped-query attention).
+    pub kv_heads: usize,
+    /// Each position attends only to itself and the positions before it.
+    pub causal: bool,
+    /// The 0/1 padding mask `[batch, seq]` over the keys.
+    pub key_mask: Option<&'a Tensor>,
+    /// The cosine and sine tables of [`rope_tables`], applied to queries and keys.
+    pub rope: Option<(&'a Tensor, &'a Tensor)>,
+}
+
+/// Attention of `q [batch, seq, heads · head_dim]` over `k`, `v`
+/// `[batch, seq, kv_heads · head_dim]`, with RoPE first where `spec` has tables; the output is
+/// shaped like `q`.
+pub(crate) fn self_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    spec: &SelfAttention<'_>,
+    mode: Mode,
+    compute: Option<DType>,
+) -> Result<Tensor> {
+    if compute.is_none_or(|dt| dt == q.dtype()) && fusable(&[q, k, v]) {
+        let (q, k) = match spec.rope {
+            Some((cos, sin)) => (
+                kernels::rope(q, spec.heads, cos, sin)?,
+                kernels::rope(k, spec.kv_heads, cos, sin)?,
+            ),
+            None => (q.clone(), k.clone()),
+        };
+        let key_mask = match spec.key_mask {
+            Some(m) => Some(Arc::new(
+                m.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+            )),
+            None => None,
+        };
+        let fused = kernels::AttentionSpec {
+            heads: spec.heads,
+            kv_heads: spec.kv_heads,
+            causal: spec.causal,
+            key_mask,
+        };
+        return Ok(kernels::attention(&q, &k, v, fused)?);
+    }
+    self_attention_reference(q, k, v, spec, mode, compute)
+}
+
+/// [`self_attention`] in tensor ops: heads split, RoPE, repeated key/value heads, an explicit
+/// additive mask and [`attention`].
+pub(crate) fn self_attention_reference(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    spec: &SelfAttention<'_>,
+    mode: Mode,
+    compute: Option<DType>,
+) -> Result<Tensor> {
+    let rep = spec.heads / spec.kv_heads.max(1);
+    let mut q = split_heads(q, spec.heads)?;
+    let mut k = split_heads(k, spec.kv_heads)?;
+    let v = split_heads(v, spec.kv_heads)?;
+    if let Some((cos, sin)) = spec.rope {
+        q = rope(&q, cos, sin, mode)?;
+        k = rope(&k, cos, sin, mode)?;
+    }
+    let (k, v) = (repeat_kv(&k, rep)?, repeat_kv(&v, rep)?);
+    let t = q.dim(2)?;
+    let causal = if spec.causal {
+        Some(causal_mask(t, q.device())?)
+    } else {
+        None
+    };
+    let padding = match spec.key_mask {
+        Some(m) => Some(padding_mask(m)?),
+        None => None,
+    };
+    let mask = match (causal, padding) {
+        (Some(c), Some(p)) => Some(p.broadcast_add(&c)?),
+        (c, p) => c.or(p),
+    };
+    merge_heads(&attention(&q, &k, &v, mask.as_ref(), mode, compute)?)
 }
 
 /// Scaled dot-product attention with an optional additive mask broadcastable to

@@ -5,7 +5,7 @@ use candle_core::{D, Tensor};
 
 use super::config::{ModelConfig, Pooling};
 use super::model::Ctx;
-use super::ops::{layer_norm, merge_heads, split_heads};
+use super::ops::{SelfAttention, gelu, layer_norm};
 use crate::anatomy::{Param, Role};
 use crate::error::Result;
 
@@ -47,23 +47,25 @@ pub(crate) fn blocks(
     mut hidden: Option<&mut Vec<Tensor>>,
 ) -> Result<Tensor> {
     let prefix = usize::from(c.class_token);
+    let spec = SelfAttention {
+        heads: c.heads,
+        kv_heads: c.heads,
+        causal: false,
+        key_mask: None,
+        rope: None,
+    };
     for l in start..ctx.depth() {
         let (wn, bn) = ctx.wb(l, Role::AttnNorm)?;
         let x = layer_norm(&h, &wn, bn.as_ref(), c.norm_eps, ctx.mode)?;
         let (q, k, v) = qkv(ctx, l, &x)?;
-        let att = merge_heads(&ctx.attention(
-            &split_heads(&q, c.heads)?,
-            &split_heads(&k, c.heads)?,
-            &split_heads(&v, c.heads)?,
-            None,
-        )?)?;
+        let att = ctx.attention(&q, &k, &v, &spec)?;
         let (wo, bo) = ctx.wb(l, Role::AttnO)?;
         h = (h + ctx.linear(&att, &wo, bo.as_ref())?)?;
         let (wn, bn) = ctx.wb(l, Role::MlpNorm)?;
         let x = layer_norm(&h, &wn, bn.as_ref(), c.norm_eps, ctx.mode)?;
         let (wu, bu) = ctx.wb(l, Role::MlpUp)?;
         let (wd, bd) = ctx.wb(l, Role::MlpDown)?;
-        let inner = ctx.linear(&x, &wu, bu.as_ref())?.gelu_erf()?;
+        let inner = gelu(&ctx.linear(&x, &wu, bu.as_ref())?)?;
         h = (h + ctx.linear(&inner, &wd, bd.as_ref())?)?;
         h = ctx.stitch(l, h)?;
         if let Some(states) = hidden.as_deref_mut() {

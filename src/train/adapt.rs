@@ -15,7 +15,7 @@ use super::eval::{
     Metrics, accuracy, as_strs, checkpoint_tokenizer, embed_in, perplexity, similarities,
 };
 use super::loss::{cross_entropy, lm_loss};
-use super::optim::{AdamW, AdamWConfig, clip_grad_norm, cosine_lr};
+use super::optim::{AdamW, AdamWConfig, cosine_lr};
 use super::state::{self, StateMeta};
 use super::text::{TextBlocks, Tokenizer, read_pairs};
 use crate::anatomy::Family;
@@ -306,10 +306,8 @@ pub fn adapt(
             }
             Data::Pairs { pairs, tok } => pair_loss(&model, tok, pairs, &batch)?,
         };
-        let mut grads = loss.backward()?;
-        clip_grad_norm(&mut grads, &vars, opts.max_grad_norm)?;
         let lr = cosine_lr(step, total, opts.warmup, opts.lr, opts.lr * 0.01);
-        opt.step(&grads, lr)?;
+        opt.backward_step(&loss, opts.max_grad_norm, lr)?;
         last_loss = loss.to_scalar::<f32>()?;
         if !last_loss.is_finite() {
             return Err(Error::InvalidValue {

@@ -1,12 +1,22 @@
 //! Losses: cross-entropy for labels and next tokens, and the KL distillation loss with
 //! temperature used by the faithful extractors.
 
-use candle_core::{D, Tensor};
+use candle_core::{D, DType, Tensor};
 
 use crate::error::Result;
+use crate::nn::kernels;
 
-/// Mean cross-entropy of `logits [n, classes]` against `targets [n]` (u32).
+/// Mean cross-entropy of `logits [n, classes]` against `targets [n]` (u32), by the fused kernel
+/// on f32 CPU logits.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if kernels::fusable(&[logits]) && targets.dtype() == DType::U32 {
+        return Ok(kernels::cross_entropy(logits, targets)?);
+    }
+    cross_entropy_reference(logits, targets)
+}
+
+/// [`cross_entropy`] in tensor ops: log-softmax, gather and mean.
+pub fn cross_entropy_reference(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     Ok(candle_nn::loss::cross_entropy(logits, targets)?)
 }
 

@@ -1,5 +1,5 @@
 //! AdamW with saveable state, a cosine schedule with linear warm-up, and global-norm gradient
-//! clipping.
+//! clipping folded into the update.
 
 use std::collections::BTreeMap;
 
@@ -7,6 +7,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 
 use crate::error::Result;
+use crate::nn::kernels;
 
 /// AdamW hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,8 +65,25 @@ impl AdamW {
         })
     }
 
+    /// The training step of `lgreg adapt` after the forward pass: backpropagate `loss`, clip
+    /// the global gradient norm to `max_norm` and update with learning rate `lr`. Returns the
+    /// gradient norm before clipping.
+    pub fn backward_step(&mut self, loss: &Tensor, max_norm: f64, lr: f64) -> Result<f64> {
+        let grads = loss.backward()?;
+        let norm = grad_norm(&grads, &self.vars)?;
+        self.step_scaled(&grads, lr, clip_scale(norm, max_norm))?;
+        Ok(norm)
+    }
+
     /// One update with learning rate `lr`; 1-D tensors (norms, biases) get no weight decay.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
+        self.step_scaled(grads, lr, 1.0)
+    }
+
+    /// [`AdamW::step`] on the gradients times `grad_scale` (see [`clip_scale`]), without
+    /// materialising the scaled gradients. f32 CPU tensors are updated in place by the fused
+    /// kernel; others by tensor ops.
+    pub fn step_scaled(&mut self, grads: &GradStore, lr: f64, grad_scale: f64) -> Result<()> {
         self.step += 1;
         let c = self.config;
         let t = self.step as i32;
@@ -78,11 +96,33 @@ impl AdamW {
             let (Some(m), Some(v)) = (self.m.get_mut(name), self.v.get_mut(name)) else {
                 continue;
             };
-            *m = ((&*m * c.beta1)? + (g * (1.0 - c.beta1))?)?;
+            let decay = if var.rank() > 1 { c.weight_decay } else { 0.0 };
+            let p = var.as_tensor();
+            if kernels::fusable(&[p, m, v, g]) && p.is_contiguous() {
+                let constants = kernels::AdamWStep {
+                    lr: lr as f32,
+                    beta1: c.beta1 as f32,
+                    beta2: c.beta2 as f32,
+                    eps: c.eps as f32,
+                    decay: decay as f32,
+                    bias1: bc1 as f32,
+                    bias2: bc2 as f32,
+                    grad_scale: grad_scale as f32,
+                };
+                *m = m.contiguous()?;
+                *v = v.contiguous()?;
+                kernels::adamw_step(p, m, v, g, &constants)?;
+                continue;
+            }
+            let g = if grad_scale == 1.0 {
+                g.clone()
+            } else {
+                (g * grad_scale)?
+            };
+            *m = ((&*m * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
             *v = ((&*v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
             let update = ((&*m / bc1)? / ((&*v / bc2)?.sqrt()? + c.eps)?)?;
-            let decay = if var.rank() > 1 { c.weight_decay } else { 0.0 };
-            let decayed = (var.as_tensor() * (1.0 - lr * decay))?;
+            let decayed = (p * (1.0 - lr * decay))?;
             var.set(&(decayed - (update * lr)?)?)?;
         }
         Ok(())
@@ -100,23 +140,27 @@ pub fn cosine_lr(step: usize, total: usize, warmup: usize, peak: f64, min: f64) 
     min + 0.5 * (peak - min) * (1.0 + (std::f64::consts::PI * progress).cos())
 }
 
-/// Scale the gradients of `vars` so their global L2 norm is at most `max_norm`; returns the
-/// norm before clipping.
-pub fn clip_grad_norm(grads: &mut GradStore, vars: &[(String, Var)], max_norm: f64) -> Result<f64> {
+/// The global L2 norm of the gradients of `vars`.
+pub fn grad_norm(grads: &GradStore, vars: &[(String, Var)]) -> Result<f64> {
     let mut total = 0.0f64;
     for (_, var) in vars {
         if let Some(g) = grads.get(var.as_tensor()) {
-            total += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
+            total += if kernels::fusable(&[g]) {
+                kernels::sum_of_squares(g)?
+            } else {
+                f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?)
+            };
         }
     }
-    let norm = total.sqrt();
+    Ok(total.sqrt())
+}
+
+/// The factor that brings gradients of global norm `norm` down to at most `max_norm`
+/// (1 when they are within it, or when the norm is not finite).
+pub fn clip_scale(norm: f64, max_norm: f64) -> f64 {
     if norm > max_norm && norm.is_finite() {
-        let scale = max_norm / (norm + 1e-6);
-        for (_, var) in vars {
-            if let Some(g) = grads.remove(var.as_tensor()) {
-                grads.insert(var.as_tensor(), (g * scale)?);
-            }
-        }
+        max_norm / (norm + 1e-6)
+    } else {
+        1.0
     }
-    Ok(norm)
 }

@@ -1,0 +1,49 @@
+//! GELU in its exact (erf) form, `x · Φ(x)`, with the closed-form derivative
+//! `Φ(x) + x · φ(x)`.
+
+use std::f32::consts::FRAC_1_SQRT_2;
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+
+use super::{host, map_par, slice, tensor, wants_grad, zip_map_par};
+
+/// `1 / sqrt(2π)`.
+const INV_SQRT_2PI: f32 = 0.398_942_3;
+
+struct Gelu;
+
+/// The standard normal distribution function `Φ(x)`.
+fn cdf(x: f32) -> f32 {
+    0.5 * (1.0 + libm::erff(x * FRAC_1_SQRT_2))
+}
+
+impl CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "lgreg-gelu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, "gelu")?;
+        Ok((
+            CpuStorage::F32(map_par(x, |v| v * cdf(v))),
+            l.shape().clone(),
+        ))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        if !wants_grad(x) {
+            return Ok(None);
+        }
+        let g = g.contiguous()?;
+        let (xh, gh) = (host(x)?, host(&g)?);
+        let dx = zip_map_par(xh.as_slice()?, gh.as_slice()?, |v, g| {
+            g * (cdf(v) + v * INV_SQRT_2PI * (-0.5 * v * v).exp())
+        });
+        Ok(Some(tensor(dx, x.shape().clone())?))
+    }
+}
+
+/// `gelu_erf(x)`, f32 on the CPU.
+pub(crate) fn gelu(x: &Tensor) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op1(Gelu)
+}
