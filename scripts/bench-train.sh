@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Benchmark: training throughput (samples/s, forward + backward) of lgreg's engine against
-# PyTorch CPU on the same model and batch, for two workloads:
-#   vit   - ViT-Tiny-sized (width 192, 12 layers, patch 4, 28x28 images), batch 64;
-#   llama - SmolLM2-135M (F32 conversion of the fixture GGUF) at sequence length 256, batch 1.
-# PyTorch (PyPI `torch`, about 6 GB with its CUDA libraries) is installed into target/bench-venv here and nowhere else;
-# tests never use it. Prints a Markdown table for BENCHMARKS.md.
+# Benchmark: the engine's training step against PyTorch CPU at the same thread count, one run.
+# Workloads (see examples/bench_train.rs and scripts/bench_train.py):
+#   vit     - ViT-Tiny-shaped encoder, batch 64: forward + backward + clipping + AdamW step;
+#   llama   - SmolLM2-135M (F32 conversion of the fixture GGUF), 1 x 256 tokens, the same step;
+#   eval    - SmolLM2 no-grad forward (lgreg eval against a transformers no-grad forward);
+#   distill - SmolLM2 teacher without gradients + a 12-virtual-layer TLEG student step
+#             (PyTorch: a plain 12-layer student of the same width).
+# Each lgreg workload also runs with --reference (every op in its reference form: the engine
+# before the fused kernels). PyTorch (PyPI `torch`, several GB) is installed into
+# target/bench-venv here and nowhere else; tests never use it. Prints a Markdown table.
 # Usage: scripts/bench-train.sh [VIT_STEPS] [LLAMA_STEPS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +16,8 @@ vit_steps="${1:-5}"
 llama_steps="${2:-3}"
 venv="${LGREG_TORCH_VENV:-target/bench-venv}"  # or an existing venv with torch + transformers
 smol=target/bench-train/smollm2-f32
+threads="${RAYON_NUM_THREADS:-$(nproc)}"
+export RAYON_NUM_THREADS="$threads" LGREG_THREADS="$threads"
 
 scripts/fetch-fixtures.sh >/dev/null
 cargo build --release --locked -q --example bench_train
@@ -25,15 +31,20 @@ if ! "$venv/bin/python" -c "import torch, transformers" 2>/dev/null; then
   "$venv/bin/pip" install -q transformers safetensors
 fi
 
-rate() { sed -n 's/.*"samples_per_sec": *\([0-9.]*\).*/\1/p'; }
-ours_vit=$(target/release/examples/bench_train vit 64 "$vit_steps" | rate)
-torch_vit=$("$venv/bin/python" scripts/bench_train.py vit 64 "$vit_steps" | rate)
-ours_llama=$(target/release/examples/bench_train llama "$smol" 1 "$llama_steps" | rate)
-torch_llama=$("$venv/bin/python" scripts/bench_train.py llama "$smol" 1 "$llama_steps" | rate)
+field() { sed -n "s/.*\"$1\": *\([0-9.]*\).*/\1/p"; }
+ours() { target/release/examples/bench_train "$@"; }
+peer() { "$venv/bin/python" scripts/bench_train.py "$@" 2>/dev/null | tail -1; }
 
-echo "| workload | lgreg (samples/s) | PyTorch CPU (samples/s) | ratio lgreg/PyTorch |"
-echo "| --- | --- | --- | --- |"
-for w in vit llama; do
-  o=ours_$w; t=torch_$w
-  echo "| $w | ${!o} | ${!t} | $(python3 -c "print(f'{${!o}/${!t}:.2f}')") |"
+echo "threads: $threads"
+echo "| workload | lgreg reference (s/step) | lgreg fused (s/step) | PyTorch (s/step) | PyTorch/lgreg | lgreg peak RSS (MiB) | PyTorch peak RSS (MiB) |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
+for w in vit llama eval distill; do
+  if [ "$w" = vit ]; then args=(vit 64 "$vit_steps"); else args=("$w" "$smol" 1 "$llama_steps"); fi
+  before=$(ours --reference "${args[@]}")
+  after=$(ours "${args[@]}")
+  torch=$(peer "${args[@]}")
+  b=$(echo "$before" | field secs_per_step); a=$(echo "$after" | field secs_per_step)
+  t=$(echo "$torch" | field secs_per_step)
+  ra=$(echo "$after" | field peak_rss_mib); rt=$(echo "$torch" | field peak_rss_mib)
+  echo "| $w | $b | $a | $t | $(python3 -c "print(f'{$t/$a:.2f}')") | $ra | $rt |"
 done

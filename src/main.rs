@@ -2,6 +2,11 @@
 
 mod cli;
 
+/// mimalloc keeps freed memory for reuse, where glibc returns each large training buffer to the
+/// kernel and page-faults it back in on the next step.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     cli::main()
 }

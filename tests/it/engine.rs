@@ -7,8 +7,10 @@ use lgreg::checkpoint::open;
 use lgreg::nn::init::{Rng, VitSpec, random_plain};
 use lgreg::nn::{
     Input, LinearExpanded, Mode, Model, ModelConfig, Parametrisation, Plain, Pooling, Precision,
-    StageShared, Stitched,
+    StageShared, Stitched, reference_only,
 };
+use lgreg::train::loss::{cross_entropy, lm_loss};
+use lgreg::train::optim::{AdamW, AdamWConfig, cosine_lr};
 use lgreg::train::text::Tokenizer;
 
 use crate::support::minilm_dir;
@@ -546,4 +548,55 @@ fn smollm2_perplexity_on_held_out_shakespeare_is_plausible() {
     let ppl = j["perplexity"].as_f64().unwrap();
     eprintln!("smollm2 perplexity on a held-out Hamlet passage: {ppl:.2}");
     assert!(ppl.is_finite() && (2.0..300.0).contains(&ppl), "{j}");
+}
+
+/// The loss of each of `steps` seeded training steps, as `lgreg adapt` takes them (forward,
+/// backward, clipping, AdamW on a cosine schedule), on a fresh model of `c` over `params`.
+fn loss_curve(c: &ModelConfig, make: &dyn Fn() -> Box<dyn Parametrisation>, steps: usize) -> Vec<f32> {
+    let model = Model::new(c.clone(), make(), Device::Cpu);
+    let mut opt = AdamW::new(model.vars(), AdamWConfig::default()).unwrap();
+    let inp = input(c);
+    (0..steps)
+        .map(|step| {
+            let out = model.forward(&inp, Mode::Train, false).unwrap().output;
+            let loss = match (c.family, &inp) {
+                (Family::Llama, Input::Tokens { ids, .. }) => lm_loss(&out, ids).unwrap(),
+                (Family::Vit, _) => {
+                    let y: Vec<u32> = (0..out.dim(0).unwrap() as u32).map(|i| i % 3).collect();
+                    let y = Tensor::from_vec(y, out.dim(0).unwrap(), &Device::Cpu).unwrap();
+                    cross_entropy(&out, &y).unwrap()
+                }
+                _ => loss_of(&model, &inp),
+            };
+            let lr = cosine_lr(step, steps, 3, 3e-3, 3e-5);
+            opt.backward_step(&loss, 1.0, lr).unwrap();
+            loss.to_scalar::<f32>().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn twenty_seeded_steps_follow_the_reference_loss_curve() {
+    for c in all_configs() {
+        for (what, _) in parametrisations(&c) {
+            let make = || {
+                parametrisations(&c)
+                    .into_iter()
+                    .find(|(w, _)| *w == what)
+                    .unwrap()
+                    .1
+            };
+            let fused = loss_curve(&c, &make, 20);
+            let reference = reference_only(|| loss_curve(&c, &make, 20));
+            for (step, (a, b)) in fused.iter().zip(&reference).enumerate() {
+                let rel = (a - b).abs() / b.abs().max(1e-6);
+                assert!(
+                    rel <= 1e-4,
+                    "{:?}/{what} step {step}: fused loss {a}, reference {b}",
+                    c.family
+                );
+            }
+            assert!(fused[19] < fused[0], "{:?}/{what}: {fused:?}", c.family);
+        }
+    }
 }

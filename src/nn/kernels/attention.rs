@@ -59,31 +59,65 @@ struct Operands<'a> {
     v: (&'a CpuStorage, &'a Layout),
 }
 
-/// A `[rows, cols]` view with the given strides, at `offset`.
-fn view(rows: usize, cols: usize, strides: (usize, usize), offset: usize) -> Layout {
-    Layout::new(
-        Shape::from((rows, cols)),
-        vec![strides.0, strides.1],
-        offset,
-    )
+/// A `[batch, rows, cols]` view with the given strides, at `offset`.
+fn view(shape: (usize, usize, usize), strides: [usize; 3], offset: usize) -> Layout {
+    Layout::new(Shape::from(shape), strides.to_vec(), offset)
 }
 
-/// `a · b` for views `a [m, k]` and `b [k, n]`, row-major `[m, n]`.
-fn product(a: (&CpuStorage, &Layout), b: (&CpuStorage, &Layout)) -> candle_core::Result<Vec<f32>> {
-    let (m, k) = a.1.shape().dims2()?;
-    let n = b.1.shape().dims()[1];
-    match a.0.matmul(b.0, (1, m, n, k), a.1, b.1)? {
+/// The batched product `a · b` of views `a [n, m, k]` and `b [n, k, p]`, row-major `[n, m, p]`.
+fn product(
+    a: (&CpuStorage, &Layout),
+    b: (&CpuStorage, &Layout),
+) -> candle_core::Result<Vec<f32>> {
+    let (batch, m, k) = a.1.shape().dims3()?;
+    let p = b.1.shape().dims()[2];
+    match a.0.matmul(b.0, (batch, m, p, k), a.1, b.1)? {
         CpuStorage::F32(v) => Ok(v),
         _ => candle_core::bail!("attention: the product is not f32"),
     }
 }
 
-/// A contiguous `[rows, cols]` matrix as a storage and layout.
-fn matrix(values: Vec<f32>, rows: usize, cols: usize) -> (CpuStorage, Layout) {
-    (
-        CpuStorage::F32(values),
-        Layout::contiguous(Shape::from((rows, cols))),
-    )
+/// The views of one (batch, repeat) slice: query head `g · rep + r` of every key/value head `g`
+/// next to that key/value head.
+struct Views {
+    /// Queries `[kv_heads, seq, head_dim]`.
+    q: Layout,
+    /// Keys `[kv_heads, seq, head_dim]`.
+    k: Layout,
+    /// Keys transposed, `[kv_heads, head_dim, seq]`.
+    kt: Layout,
+    /// Values transposed, `[kv_heads, head_dim, seq]`.
+    vt: Layout,
+    /// Values `[kv_heads, seq, head_dim]`.
+    v: Layout,
+    /// The output gradient, laid out like the queries (offset from its own start).
+    dout: Layout,
+}
+
+impl Dims {
+    fn views(&self, ops: &Operands<'_>, dout_at: usize, (b, r): (usize, usize)) -> Views {
+        let (t, d, g) = (self.seq, self.head_dim, self.kv_heads);
+        let rep = self.heads / self.kv_heads;
+        let (qw, kw) = (self.q_width(), self.kv_width());
+        let q_at = self.offset(b, r, qw);
+        let k_at = ops.k.1.start_offset() + self.offset(b, 0, kw);
+        let v_at = ops.v.1.start_offset() + self.offset(b, 0, kw);
+        Views {
+            q: view((g, t, d), [rep * d, qw, 1], ops.q.1.start_offset() + q_at),
+            k: view((g, t, d), [d, kw, 1], k_at),
+            kt: view((g, d, t), [d, 1, kw], k_at),
+            vt: view((g, d, t), [d, 1, kw], v_at),
+            v: view((g, t, d), [d, kw, 1], v_at),
+            dout: view((g, t, d), [rep * d, qw, 1], dout_at + q_at),
+        }
+    }
+}
+
+/// Contiguous `[n, rows, cols]` values as a storage, with its layout and its transpose.
+fn batched(values: Vec<f32>, n: usize, rows: usize, cols: usize) -> (CpuStorage, Layout, Layout) {
+    let plain = Layout::contiguous(Shape::from((n, rows, cols)));
+    let transposed = view((n, cols, rows), [rows * cols, 1, cols], 0);
+    (CpuStorage::F32(values), plain, transposed)
 }
 
 struct Attention {
@@ -164,79 +198,68 @@ impl Attention {
         out
     }
 
-    /// The output `[seq, head_dim]` and logsumexp `[seq]` of head `h` of batch `b`.
-    fn head_forward(
+    /// Turn the scores `[kv_heads, seq, seq]` of slice `(b, r)` into probabilities in place,
+    /// from the saved logsumexp when given; returns the logsumexp computed otherwise, head by
+    /// head.
+    fn slice_probabilities(
+        &self,
+        scores: &mut [f32],
+        dims: Dims,
+        (b, r): (usize, usize),
+        lse: Option<&[f32]>,
+    ) -> Vec<Vec<f32>> {
+        let t = dims.seq;
+        let rep = dims.heads / dims.kv_heads;
+        scores
+            .chunks_exact_mut(t * t)
+            .enumerate()
+            .map(|(g, head)| {
+                let h = g * rep + r;
+                let saved = lse.map(|l| &l[(b * dims.heads + h) * t..(b * dims.heads + h + 1) * t]);
+                self.probabilities(head, b, dims, saved)
+            })
+            .collect()
+    }
+
+    /// The output `[kv_heads, seq, head_dim]` and logsumexp of the query heads `g · rep + r`
+    /// of batch `b`.
+    fn slice_forward(
         &self,
         ops: &Operands<'_>,
         dims: Dims,
-        b: usize,
-        h: usize,
-    ) -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
-        let (t, d) = (dims.seq, dims.head_dim);
-        let kvh = h / (dims.heads / dims.kv_heads);
-        let (qw, kw) = (dims.q_width(), dims.kv_width());
-        let q = view(
-            t,
-            d,
-            (qw, 1),
-            ops.q.1.start_offset() + dims.offset(b, h, qw),
-        );
-        let kt = view(
-            d,
-            t,
-            (1, kw),
-            ops.k.1.start_offset() + dims.offset(b, kvh, kw),
-        );
-        let v = view(
-            t,
-            d,
-            (kw, 1),
-            ops.v.1.start_offset() + dims.offset(b, kvh, kw),
-        );
-        let mut scores = product((ops.q.0, &q), (ops.k.0, &kt))?;
-        let lse = self.probabilities(&mut scores, b, dims, None);
-        let (p, pl) = matrix(scores, t, t);
-        let out = product((&p, &pl), (ops.v.0, &v))?;
+        at: (usize, usize),
+    ) -> candle_core::Result<(Vec<f32>, Vec<Vec<f32>>)> {
+        let (t, g) = (dims.seq, dims.kv_heads);
+        let views = dims.views(ops, 0, at);
+        let mut scores = product((ops.q.0, &views.q), (ops.k.0, &views.kt))?;
+        let lse = self.slice_probabilities(&mut scores, dims, at, None);
+        let (p, pl, _) = batched(scores, g, t, t);
+        let out = product((&p, &pl), (ops.v.0, &views.v))?;
         Ok((out, lse))
     }
 
-    /// The gradients of the key/value head `kvh` of batch `b` and of the query heads sharing
-    /// it: `(dq per query head, dk, dv)`, each `[seq, head_dim]`.
-    fn group_backward(
+    /// The gradients of batch `b`: `(dq of each repeat, dk, dv)`, each `[kv_heads, seq, head_dim]`.
+    fn batch_backward(
         &self,
         ops: &Operands<'_>,
         (dout, dout_at): (&CpuStorage, usize),
         dims: Dims,
         lse: &[f32],
-        (b, kvh): (usize, usize),
+        b: usize,
     ) -> candle_core::Result<GroupGrads> {
-        let (t, d) = (dims.seq, dims.head_dim);
+        let (t, d, g) = (dims.seq, dims.head_dim, dims.kv_heads);
         let rep = dims.heads / dims.kv_heads;
-        let (qw, kw) = (dims.q_width(), dims.kv_width());
         let scale = 1.0 / (d as f32).sqrt();
-        let k_at = ops.k.1.start_offset() + dims.offset(b, kvh, kw);
-        let v_at = ops.v.1.start_offset() + dims.offset(b, kvh, kw);
-        let k = view(t, d, (kw, 1), k_at);
-        let kt = view(d, t, (1, kw), k_at);
-        let vt = view(d, t, (1, kw), v_at);
-        let mut dk = vec![0f32; t * d];
-        let mut dv = vec![0f32; t * d];
+        let mut dk = vec![0f32; g * t * d];
+        let mut dv = vec![0f32; g * t * d];
         let mut dqs = Vec::with_capacity(rep);
-        for h in kvh * rep..(kvh + 1) * rep {
-            let q = view(
-                t,
-                d,
-                (qw, 1),
-                ops.q.1.start_offset() + dims.offset(b, h, qw),
-            );
-            let g = view(t, d, (qw, 1), dout_at + dims.offset(b, h, qw));
-            let row_lse = &lse[(b * dims.heads + h) * t..(b * dims.heads + h + 1) * t];
-            let mut p = product((ops.q.0, &q), (ops.k.0, &kt))?;
-            self.probabilities(&mut p, b, dims, Some(row_lse));
-            let (ps, _) = matrix(p, t, t);
-            let pt = view(t, t, (1, t), 0);
-            add(&mut dv, &product((&ps, &pt), (dout, &g))?);
-            let mut ds = product((dout, &g), (ops.v.0, &vt))?;
+        for r in 0..rep {
+            let views = dims.views(ops, dout_at, (b, r));
+            let mut p = product((ops.q.0, &views.q), (ops.k.0, &views.kt))?;
+            self.slice_probabilities(&mut p, dims, (b, r), Some(lse));
+            let (ps, _, pt) = batched(p, g, t, t);
+            add(&mut dv, &product((&ps, &pt), (dout, &views.dout))?);
+            let mut ds = product((dout, &views.dout), (ops.v.0, &views.vt))?;
             let probs = ps.as_slice::<f32>()?;
             for (dsr, pr) in ds.chunks_exact_mut(t).zip(probs.chunks_exact(t)) {
                 let di: f32 = dsr.iter().zip(pr).map(|(a, b)| a * b).sum();
@@ -244,16 +267,15 @@ impl Attention {
                     *s = p * (*s - di) * scale;
                 }
             }
-            let (dss, dsl) = matrix(ds, t, t);
-            dqs.push(product((&dss, &dsl), (ops.k.0, &k))?);
-            let dst = view(t, t, (1, t), 0);
-            add(&mut dk, &product((&dss, &dst), (ops.q.0, &q))?);
+            let (dss, dsl, dst) = batched(ds, g, t, t);
+            dqs.push(product((&dss, &dsl), (ops.k.0, &views.k))?);
+            add(&mut dk, &product((&dss, &dst), (ops.q.0, &views.q))?);
         }
         Ok((dqs, dk, dv))
     }
 }
 
-/// The gradients of one key/value group: `dq` of each query head sharing it, `dk`, `dv`.
+/// The gradients of one batch element: `dq` of each repeat, `dk`, `dv`.
 type GroupGrads = (Vec<Vec<f32>>, Vec<f32>, Vec<f32>);
 
 /// `acc += x`.
@@ -263,12 +285,15 @@ fn add(acc: &mut [f32], x: &[f32]) {
     }
 }
 
-/// Write head `h`'s rows `[seq, head_dim]` into batch `b` of a `[batch, seq, width]` buffer.
-fn scatter(dst: &mut [f32], rows: &[f32], dims: Dims, (b, h): (usize, usize), width: usize) {
+/// Write `[kv_heads, seq, head_dim]` blocks into batch `b` of a `[batch, seq, width]` buffer:
+/// block `g` to head `g · stride + r`.
+fn scatter(dst: &mut [f32], blocks: &[f32], dims: Dims, (b, r, stride): (usize, usize, usize), width: usize) {
     let d = dims.head_dim;
-    for (i, row) in rows.chunks_exact(d).enumerate() {
-        let at = dims.offset(b, h, width) + i * width;
-        dst[at..at + d].copy_from_slice(row);
+    for (g, block) in blocks.chunks_exact(dims.seq * d).enumerate() {
+        for (i, row) in block.chunks_exact(d).enumerate() {
+            let at = dims.offset(b, g * stride + r, width) + i * width;
+            dst[at..at + d].copy_from_slice(row);
+        }
     }
 }
 
@@ -295,16 +320,20 @@ impl CustomOp3 for Attention {
             k: (ks, kl),
             v: (vs, vl),
         };
-        let heads: Vec<(Vec<f32>, Vec<f32>)> = (0..dims.batch * dims.heads)
+        let rep = dims.heads / dims.kv_heads;
+        let slices: Vec<(Vec<f32>, Vec<Vec<f32>>)> = (0..dims.batch * rep)
             .into_par_iter()
-            .map(|bh| self.head_forward(&ops, dims, bh / dims.heads, bh % dims.heads))
+            .map(|br| self.slice_forward(&ops, dims, (br / rep, br % rep)))
             .collect::<candle_core::Result<_>>()?;
         let mut out = vec![0f32; dims.batch * dims.seq * dims.q_width()];
-        let mut lse = Vec::with_capacity(dims.batch * dims.heads * dims.seq);
-        for (bh, (o, l)) in heads.into_iter().enumerate() {
-            let at = (bh / dims.heads, bh % dims.heads);
-            scatter(&mut out, &o, dims, at, dims.q_width());
-            lse.extend(l);
+        let mut lse = vec![0f32; dims.batch * dims.heads * dims.seq];
+        for (br, (o, l)) in slices.into_iter().enumerate() {
+            let (b, r) = (br / rep, br % rep);
+            scatter(&mut out, &o, dims, (b, r, rep), dims.q_width());
+            for (g, row_lse) in l.into_iter().enumerate() {
+                let at = (b * dims.heads + g * rep + r) * dims.seq;
+                lse[at..at + dims.seq].copy_from_slice(&row_lse);
+            }
         }
         if let Ok(mut saved) = self.lse.lock() {
             *saved = Some(Arc::new(lse));
@@ -343,25 +372,21 @@ impl CustomOp3 for Attention {
             k: (ks, kl),
             v: (vs, vl),
         };
-        let groups: Vec<_> = (0..dims.batch * dims.kv_heads)
+        let batches: Vec<_> = (0..dims.batch)
             .into_par_iter()
-            .map(|bk| {
-                let at = (bk / dims.kv_heads, bk % dims.kv_heads);
-                self.group_backward(&ops, (gs, gl.start_offset()), dims, &lse, at)
-            })
+            .map(|b| self.batch_backward(&ops, (gs, gl.start_offset()), dims, &lse, b))
             .collect::<candle_core::Result<_>>()?;
         let rows = dims.batch * dims.seq;
         let mut dq = vec![0f32; rows * dims.q_width()];
         let mut dk = vec![0f32; rows * dims.kv_width()];
         let mut dv = vec![0f32; rows * dims.kv_width()];
         let rep = dims.heads / dims.kv_heads;
-        for (bk, (dqs, dkg, dvg)) in groups.into_iter().enumerate() {
-            let (b, kvh) = (bk / dims.kv_heads, bk % dims.kv_heads);
-            for (r, dqh) in dqs.iter().enumerate() {
-                scatter(&mut dq, dqh, dims, (b, kvh * rep + r), dims.q_width());
+        for (b, (dqs, dkb, dvb)) in batches.into_iter().enumerate() {
+            for (r, dqr) in dqs.iter().enumerate() {
+                scatter(&mut dq, dqr, dims, (b, r, rep), dims.q_width());
             }
-            scatter(&mut dk, &dkg, dims, (b, kvh), dims.kv_width());
-            scatter(&mut dv, &dvg, dims, (b, kvh), dims.kv_width());
+            scatter(&mut dk, &dkb, dims, (b, 0, 1), dims.kv_width());
+            scatter(&mut dv, &dvb, dims, (b, 0, 1), dims.kv_width());
         }
         let grad = |t: &Tensor, values: Vec<f32>| {
             wants_grad(t)
