@@ -26,7 +26,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The peak resident set of this process in MiB, from `/proc/self/status`.
 fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let status = fs_err::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -59,7 +59,12 @@ fn tleg_student(teacher: &Model, dev: &Device) -> lgreg::Result<Model> {
 }
 
 /// Random token ids `[batch, 257]`: inputs are the first 256, targets the last 256.
-fn tokens(rng: &mut Rng, batch: usize, vocab: usize, dev: &Device) -> lgreg::Result<(Tensor, Tensor)> {
+fn tokens(
+    rng: &mut Rng,
+    batch: usize,
+    vocab: usize,
+    dev: &Device,
+) -> lgreg::Result<(Tensor, Tensor)> {
     let ids: Vec<u32> = (0..batch * 257).map(|_| rng.below(vocab) as u32).collect();
     let t = Tensor::from_vec(ids, (batch, 257), dev)?;
     Ok((t.narrow(1, 0, 256)?, t.narrow(1, 1, 256)?.contiguous()?))
@@ -69,14 +74,23 @@ fn bench(args: &[String]) -> lgreg::Result<String> {
     let what = args.first().map_or("vit", String::as_str);
     let dev = Device::Cpu;
     let mut rng = Rng::new(0);
-    let number = |i: usize, default: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default);
+    let number =
+        |i: usize, default: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default);
     let (model, batch, steps) = if what == "vit" {
         (vit_model(&dev)?, number(1, 64), number(2, 5))
     } else {
         let dir = std::path::PathBuf::from(args.get(1).map_or("model", String::as_str));
-        (Model::load(&lgreg::checkpoint::open(&dir)?, &dev)?, number(2, 1), number(3, 3))
+        (
+            Model::load(&lgreg::checkpoint::open(&dir)?, &dev)?,
+            number(2, 1),
+            number(3, 3),
+        )
     };
-    let student = if what == "distill" { Some(tleg_student(&model, &dev)?) } else { None };
+    let student = if what == "distill" {
+        Some(tleg_student(&model, &dev)?)
+    } else {
+        None
+    };
     let trained = student.as_ref().unwrap_or(&model);
     let mut opt = AdamW::new(trained.vars(), AdamWConfig::default())?;
     let vocab = model.config.vocab;
@@ -92,7 +106,8 @@ fn bench(args: &[String]) -> lgreg::Result<String> {
             }
             "eval" => {
                 let (x, y) = tokens(rng, batch, vocab, &dev)?;
-                let out = model.forward(&Input::Tokens { ids: x, mask: None }, Mode::Infer, false)?;
+                let out =
+                    model.forward(&Input::Tokens { ids: x, mask: None }, Mode::Infer, false)?;
                 lm_loss(&out.output, &y)?.to_scalar::<f32>()?;
                 return Ok(());
             }
@@ -105,7 +120,8 @@ fn bench(args: &[String]) -> lgreg::Result<String> {
             }
             _ => {
                 let (x, y) = tokens(rng, batch, vocab, &dev)?;
-                let out = model.forward(&Input::Tokens { ids: x, mask: None }, Mode::Train, false)?;
+                let out =
+                    model.forward(&Input::Tokens { ids: x, mask: None }, Mode::Train, false)?;
                 lm_loss(&out.output, &y)?
             }
         };
@@ -135,7 +151,11 @@ fn main() -> lgreg::Result<()> {
     if reference {
         args.remove(0);
     }
-    let line = if reference { reference_only(|| bench(&args))? } else { bench(&args)? };
+    let line = if reference {
+        reference_only(|| bench(&args))?
+    } else {
+        bench(&args)?
+    };
     println!("{line}");
     Ok(())
 }

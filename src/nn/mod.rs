@@ -7,8 +7,11 @@
 //! - [`Model::forward_with`] runs a batch with [`Hooks`]; the returned [`Forward`] holds the
 //!   per-layer hidden states, and [`Forward::layer_grads`] gives per-layer weight gradients for
 //!   any parametrisation.
-//! - [`Mode::Train`] uses differentiable, hand-written norms, softmax and RoPE; [`Mode::Infer`]
-//!   uses candle's fused kernels, which carry no gradient.
+//! - [`Mode::Train`] carries gradients. On the CPU in f32 its linear layers, norms, attention,
+//!   RoPE, activations and loss are fused kernels with hand-written backward passes
+//!   (`kernels`); elsewhere, and under [`reference_only`], they are the differentiable
+//!   reference forms written out in tensor ops, which the kernels are tested against.
+//!   [`Mode::Infer`] uses candle's fused kernels, which carry no gradient.
 //! - [`Precision`] runs the matrix products in bf16 or f16 while the weights, norms, softmax and
 //!   loss stay in f32 (mixed precision).
 
@@ -32,8 +35,9 @@ pub use param::{LinearExpanded, Parametrisation, Plain, StageShared, Stitched, S
 /// Which implementation of the non-linear ops a forward pass uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Differentiable ops (`rms_norm`, `layer_norm`, `softmax` and RoPE written out in tensor
-    /// ops), for training and gradient hooks.
+    /// Differentiable ops, for training and gradient hooks: the fused CPU kernels with their
+    /// own backward passes, or the reference forms in tensor ops where the kernels do not
+    /// apply (another device, a compute precision, [`reference_only`]).
     Train,
     /// candle's fused kernels, faster but without gradients.
     Infer,

@@ -1,11 +1,12 @@
 //! Scaled dot-product attention over activations in their projection layout
 //! `[batch, seq, heads · head_dim]`: causal or bidirectional, with a key padding mask and
-//! grouped-query heads, one parallel task per (batch, head).
+//! grouped-query heads. The forward pass runs one parallel task per (batch, head repeat): each
+//! is a batched product over the key/value heads.
 //!
 //! The forward pass keeps only the output and each query's logsumexp. The backward pass, in
 //! the manner of flash attention, recomputes the probabilities from that logsumexp, one task
-//! per (batch, key/value head) so that the heads sharing a key/value head add into it without
-//! contention. The per-head products run through candle's gemm on strided views; no mask
+//! per batch row, so that the query heads sharing a key/value head add into its gradient
+//! without contention. The per-head products run through candle's gemm on strided views; no mask
 //! tensor, no head split and no repeated key/value heads are materialised.
 
 use std::sync::{Arc, Mutex};
@@ -65,10 +66,7 @@ fn view(shape: (usize, usize, usize), strides: [usize; 3], offset: usize) -> Lay
 }
 
 /// The batched product `a · b` of views `a [n, m, k]` and `b [n, k, p]`, row-major `[n, m, p]`.
-fn product(
-    a: (&CpuStorage, &Layout),
-    b: (&CpuStorage, &Layout),
-) -> candle_core::Result<Vec<f32>> {
+fn product(a: (&CpuStorage, &Layout), b: (&CpuStorage, &Layout)) -> candle_core::Result<Vec<f32>> {
     let (batch, m, k) = a.1.shape().dims3()?;
     let p = b.1.shape().dims()[2];
     match a.0.matmul(b.0, (batch, m, p, k), a.1, b.1)? {
@@ -287,7 +285,13 @@ fn add(acc: &mut [f32], x: &[f32]) {
 
 /// Write `[kv_heads, seq, head_dim]` blocks into batch `b` of a `[batch, seq, width]` buffer:
 /// block `g` to head `g · stride + r`.
-fn scatter(dst: &mut [f32], blocks: &[f32], dims: Dims, (b, r, stride): (usize, usize, usize), width: usize) {
+fn scatter(
+    dst: &mut [f32],
+    blocks: &[f32],
+    dims: Dims,
+    (b, r, stride): (usize, usize, usize),
+    width: usize,
+) {
     let d = dims.head_dim;
     for (g, block) in blocks.chunks_exact(dims.seq * d).enumerate() {
         for (i, row) in block.chunks_exact(d).enumerate() {
