@@ -103,6 +103,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// A run config (`--config`) key that is unknown, mistyped or not applied.
+    #[error("`{path}`: `{key}` {reason}")]
+    RunConfig {
+        /// The config file.
+        path: PathBuf,
+        /// The dotted key, e.g. `TRAIN.EPOCHS`.
+        key: String,
+        /// What is wrong, and the fix.
+        reason: String,
+    },
+
     /// The architecture is not one of the known families.
     #[error("unknown model family: {seen}; known families: {known}")]
     UnknownFamily {
@@ -480,6 +491,9 @@ impl Error {
                 "compare it with the embedded recipes in `recipes/` of the lgreg source; only the fields they use are allowed".into(),
             ),
             Error::Algorithm { fix, .. } => Some(fix.clone()),
+            Error::RunConfig { .. } => Some(
+                "configs/README.md lists every key, what it does and whether it is applied; `--set SECTION.KEY=VALUE` overrides one".into(),
+            ),
             Error::ModelMismatch { .. } => Some(
                 "the weights and config.json disagree: fix config.json or use the weights it was written for"
                     .into(),

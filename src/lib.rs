@@ -16,6 +16,7 @@
 //! - [`registry`]: the local gene registry, an OCI image layout; [`gene`]: a gene as plain files.
 //! - [`algorithm`]: the five learngene algorithms (extract and grow); [`recipe`]: their
 //!   embedded defaults; [`descendant`]: `lgreg spawn`, a gene grown into a model directory.
+//! - [`config`]: run configs (`configs/`, the toolbox's keys) for `train` and `adapt --config`.
 //!
 //! # Files lgreg touches
 //! - Input checkpoints: read only, memory-mapped ([`checkpoint::mmap`]).
@@ -32,6 +33,7 @@
 pub mod algorithm;
 pub mod anatomy;
 pub mod checkpoint;
+pub mod config;
 pub mod convert;
 pub mod descendant;
 pub mod error;

@@ -42,6 +42,8 @@ pub struct ExtractRequest {
     pub name: Option<String>,
     /// Gene version (default `0.1.0`).
     pub version: Option<String>,
+    /// The resolved run config (`lgreg train --config`), recorded in the card.
+    pub run_config: Option<Value>,
 }
 
 /// Everything an algorithm's `extract` reads.
@@ -323,12 +325,24 @@ fn gene_card(
             hyper_parameters: hyper,
         },
         roles: gene.builder.roles.clone(),
-        diagnostics: gene.builder.diagnostics.clone(),
+        diagnostics: run_diagnostics(&gene.builder.diagnostics, request),
         metrics: Map::new(),
         lgreg_version: env!("CARGO_PKG_VERSION").to_string(),
         created: None,
         derived_from: None,
     })
+}
+
+/// The algorithm's diagnostics, with the run config (when there is one) as `run_config`.
+fn run_diagnostics(
+    diagnostics: &Map<String, Value>,
+    request: &ExtractRequest,
+) -> Map<String, Value> {
+    let mut out = diagnostics.clone();
+    if let Some(config) = &request.run_config {
+        out.insert("run_config".into(), config.clone());
+    }
+    out
 }
 
 /// `(repo, commit)` of the ancestor: from the Hub cache path when it is a snapshot, else
@@ -451,6 +465,7 @@ mod tests {
             seed: 0,
             name: None,
             version: None,
+            run_config: None,
         };
         assert_eq!(default_name(&r, "tleg"), "smollm2-135m-q4-1-tleg");
         r.hub_repo = Some("HuggingFaceTB/SmolLM2-135M".into());

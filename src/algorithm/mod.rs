@@ -96,7 +96,7 @@ pub fn find(name: &str) -> Result<&'static dyn Algorithm> {
 }
 
 /// Levenshtein distance, for did-you-mean hints.
-fn edit_distance(a: &str, b: &str) -> usize {
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

@@ -54,7 +54,7 @@ impl Probe {
             }
             Family::Bert => {
                 let tokenizer = checkpoint_tokenizer(ancestor.ckpt)?;
-                let text = fs_err::read_to_string(data)?;
+                let text = crate::train::corpus::read_text(data)?;
                 let lines: Vec<String> = text
                     .lines()
                     .map(str::trim)

@@ -1,27 +1,46 @@
-//! `lgreg adapt MODEL --data PATH -o OUT`.
+//! `lgreg adapt MODEL --data PATH -o OUT`, or `lgreg adapt --config FILE` (a `descendant_*`
+//! config: spawn from the gene, then fine-tune).
 
 use std::path::PathBuf;
 
+use lgreg::config::plan::descendant_run;
+use lgreg::config::run::{Adapted as ConfigAdapted, adapt as adapt_config};
 use lgreg::nn::Precision;
+use lgreg::registry::{Registry, RemoteRef};
 use lgreg::train::{AdaptOptions, AdaptReport, adapt};
 
-use super::GlobalArgs;
+use super::env::RemoteArgs;
 use super::eval::metrics_text;
 use super::progress::Bars;
 use super::render::Output;
+use super::train::load_config;
+use super::{GlobalArgs, registry_root};
 
 /// Fine-tune a model (vit on labelled images, llama on text) and write a Hugging Face
-/// directory whose model card holds the metrics.
+/// directory whose model card holds the metrics. With `--config`, spawn the descendant a
+/// `descendant_*` config describes from its gene first.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// A model directory or checkpoint file.
-    model: PathBuf,
+    #[arg(required_unless_present = "config", conflicts_with = "config")]
+    model: Option<PathBuf>,
     /// Training data: an image dataset (vit) or a text file (llama).
-    #[arg(long)]
-    data: PathBuf,
+    #[arg(long, required_unless_present = "config", conflicts_with = "config")]
+    data: Option<PathBuf>,
     /// The directory to create.
-    #[arg(long, short)]
-    output: PathBuf,
+    #[arg(
+        long,
+        short,
+        required_unless_present = "config",
+        conflicts_with = "config"
+    )]
+    output: Option<PathBuf>,
+    /// A `descendant_*` config (see `configs/README.md`); its keys replace the flags below.
+    #[arg(long, conflicts_with_all = ["steps", "epochs", "lr", "batch_size", "warmup", "weight_decay", "val_fraction", "limit", "seq_len", "seed", "save_every", "precision"])]
+    config: Option<PathBuf>,
+    /// With `--config`: override a key, e.g. `--set TRAIN.EPOCHS=1` (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE", num_args = 1.., requires = "config")]
+    sets: Vec<String>,
     /// Optimiser steps.
     #[arg(long, conflicts_with = "epochs")]
     steps: Option<usize>,
@@ -71,6 +90,8 @@ pub(crate) struct Args {
     /// stay f32). Reduced precision pays off on CUDA; candle's CPU backend widens bf16 to f32.
     #[arg(long, default_value = "f32", value_parser = parse_precision)]
     precision: Precision,
+    #[command(flatten)]
+    remote: RemoteArgs,
 }
 
 fn parse_precision(value: &str) -> Result<Precision, String> {
@@ -78,6 +99,12 @@ fn parse_precision(value: &str) -> Result<Precision, String> {
 }
 
 pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Output>> {
+    if let Some(file) = &args.config {
+        return run_config(file, args, global);
+    }
+    let (Some(model), Some(data), Some(output)) = (&args.model, &args.data, &args.output) else {
+        anyhow::bail!("give MODEL, --data and --output, or --config FILE");
+    };
     let opts = AdaptOptions {
         steps: args.steps,
         epochs: args.epochs,
@@ -96,15 +123,63 @@ pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Ou
         force: args.force,
         cuda: args.cuda,
         precision: args.precision,
+        ..AdaptOptions::default()
     };
-    let report = adapt(
-        &args.model,
-        &args.data,
-        &args.output,
-        &opts,
+    let report = adapt(model, data, output, &opts, &Bars::new(global))?;
+    Ok(Box::new(Adapted(report)))
+}
+
+fn run_config(
+    file: &std::path::Path,
+    args: &Args,
+    global: &GlobalArgs,
+) -> anyhow::Result<Box<dyn Output>> {
+    let cfg = load_config(file, &args.sets, args.cuda, global)?;
+    let mut plan = descendant_run(&cfg)?;
+    let registry = Registry::open_or_init(&registry_root(global)?)?;
+    if plan.gene.starts_with("oci://") {
+        let src = RemoteRef::parse(&plan.gene)?;
+        let opts = lgreg::registry::remote::PullRemoteOptions {
+            connection: super::env::connection(&args.remote, &src.host)?,
+            as_tag: None,
+        };
+        let pulled = registry.pull_remote(&src, &opts, &Bars::new(global))?;
+        plan.gene = pulled.tag.unwrap_or(pulled.reference);
+    }
+    let done = adapt_config(
+        &cfg,
+        plan,
+        &registry,
+        args.resume,
+        args.force,
         &Bars::new(global),
     )?;
-    Ok(Box::new(Adapted(report)))
+    Ok(Box::new(FromConfig(done)))
+}
+
+#[derive(serde::Serialize)]
+#[serde(transparent)]
+struct FromConfig(ConfigAdapted);
+
+impl Output for FromConfig {
+    fn command(&self) -> &'static str {
+        "adapt"
+    }
+
+    fn text(&self) -> String {
+        let spawned = match &self.0.spawned {
+            Some(s) => format!(
+                "spawned {} layers from {} ({})\n",
+                s.layers, s.gene, s.algorithm
+            ),
+            None => "resumed; the spawned descendant was already there\n".into(),
+        };
+        format!(
+            "run directory {}\n{spawned}{}",
+            self.0.run_dir,
+            Adapted(self.0.adapted.clone()).text()
+        )
+    }
 }
 
 #[derive(serde::Serialize)]

@@ -60,6 +60,7 @@ pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Ou
         seed: args.seed,
         name: args.name.clone(),
         version: args.version.clone(),
+        run_config: None,
     };
     let registry = Registry::open_or_init(&registry_root(global)?)?;
     let extracted = extract(&request, &registry, &Bars::new(global))?;

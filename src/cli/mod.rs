@@ -21,6 +21,7 @@ mod show;
 mod size;
 mod spawn;
 mod tag;
+mod train;
 mod verify;
 
 pub(crate) use env::registry_root;
@@ -65,8 +66,11 @@ enum Command {
     Convert(convert::Args),
     /// Measure a model: perplexity (llama), accuracy (vit) or pair similarity (bert).
     Eval(eval::Args),
-    /// Fine-tune a model on a dataset and write a Hugging Face directory.
+    /// Fine-tune a model on a dataset and write a Hugging Face directory (or run a
+    /// `descendant_*` config: spawn from the gene, then fine-tune).
     Adapt(adapt::Args),
+    /// Run an `ancestor_*` config: make the gene it describes and publish it.
+    Train(train::Args),
     /// Extract a learngene from an ancestor with one of five algorithms and publish it.
     Extract(extract::Args),
     /// Build a descendant of any size from a gene, as a Hugging Face model directory.
@@ -122,6 +126,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Login(args) => login::run(args, &cli.global),
         Command::Eval(args) => eval::run(args, &cli.global),
         Command::Adapt(args) => adapt::run(args, &cli.global),
+        Command::Train(args) => train::run(args, &cli.global),
     };
     match result {
         Ok(output) => renderer.result(output.as_ref()),

@@ -79,6 +79,13 @@ impl Renderer {
     }
 }
 
+/// A note for the user on stderr (a config key with no effect, say), unless `--quiet`.
+pub(crate) fn note(global: &GlobalArgs, msg: &str) {
+    if !global.quiet {
+        eprintln!("note: {msg}");
+    }
+}
+
 fn result_line(output: &dyn Output) -> serde_json::Result<String> {
     let mut value = serde_json::to_value(output)?;
     let mut line = serde_json::Map::new();

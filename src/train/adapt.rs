@@ -15,7 +15,8 @@ use super::eval::{
     Metrics, accuracy, as_strs, checkpoint_tokenizer, embed_in, perplexity, similarities,
 };
 use super::loss::{cross_entropy, lm_loss};
-use super::optim::{AdamW, AdamWConfig, cosine_lr};
+use super::metrics::{MetricsLog, StepRecord};
+use super::optim::{AdamW, AdamWConfig, Schedule};
 use super::state::{self, StateMeta};
 use super::text::{TextBlocks, Tokenizer, read_pairs};
 use crate::anatomy::Family;
@@ -35,6 +36,14 @@ pub struct AdaptOptions {
     pub epochs: Option<usize>,
     /// Peak learning rate.
     pub lr: f64,
+    /// The floor of the cosine (default `lr / 100`).
+    pub min_lr: Option<f64>,
+    /// Warm-up in epochs (`TRAIN.WARMUP_EPOCHS`); overrides `warmup` when given.
+    pub warmup_epochs: Option<f64>,
+    /// The learning rate the warm-up starts from.
+    pub warmup_lr: f64,
+    /// AdamW's ε.
+    pub adam_eps: f64,
     /// Examples per step.
     pub batch_size: usize,
     /// Warm-up steps.
@@ -63,6 +72,8 @@ pub struct AdaptOptions {
     pub cuda: bool,
     /// The dtype of the matrix products (mixed precision; the weights stay f32).
     pub precision: Precision,
+    /// Append a record per step and per evaluation to this `metrics.jsonl`.
+    pub metrics: Option<PathBuf>,
 }
 
 impl Default for AdaptOptions {
@@ -71,6 +82,10 @@ impl Default for AdaptOptions {
             steps: None,
             epochs: None,
             lr: 1e-3,
+            min_lr: None,
+            warmup_epochs: None,
+            warmup_lr: 0.0,
+            adam_eps: AdamWConfig::default().eps,
             batch_size: 32,
             warmup: 0,
             weight_decay: 0.05,
@@ -85,6 +100,7 @@ impl Default for AdaptOptions {
             force: false,
             cuda: false,
             precision: Precision::F32,
+            metrics: None,
         }
     }
 }
@@ -248,11 +264,22 @@ pub fn adapt(
     let total = opts
         .steps
         .unwrap_or_else(|| opts.epochs.unwrap_or(1) * per_epoch);
+    let warmup = opts
+        .warmup_epochs
+        .map_or(opts.warmup, |e| (e * per_epoch as f64).round() as usize);
+    let schedule = Schedule {
+        total,
+        warmup,
+        start: opts.warmup_lr,
+        peak: opts.lr,
+        min: opts.min_lr.unwrap_or(opts.lr * 0.01),
+    };
     let vars = model.vars();
     let mut opt = AdamW::new(
         vars.clone(),
         AdamWConfig {
             weight_decay: opts.weight_decay,
+            eps: opts.adam_eps,
             ..AdamWConfig::default()
         },
     )?;
@@ -286,6 +313,11 @@ pub fn adapt(
             item: Some(format!("resumed at step {start}")),
         });
     }
+    let mut log = match &opts.metrics {
+        Some(path) => Some(MetricsLog::open(path, start)?),
+        None => None,
+    };
+    let epoch_of = |done: usize| (done * opts.batch_size) as f64 / train.len() as f64;
     let began = Instant::now();
     let mut seen = 0usize;
     let mut order = EpochOrder::new(train.clone(), opts.seed);
@@ -306,7 +338,7 @@ pub fn adapt(
             }
             Data::Pairs { pairs, tok } => pair_loss(&model, tok, pairs, &batch)?,
         };
-        let lr = cosine_lr(step, total, opts.warmup, opts.lr, opts.lr * 0.01);
+        let lr = schedule.at(step);
         opt.backward_step(&loss, opts.max_grad_norm, lr)?;
         last_loss = loss.to_scalar::<f32>()?;
         if !last_loss.is_finite() {
@@ -325,6 +357,15 @@ pub fn adapt(
             item: Some(format!("loss {last_loss:.4} · {rate:.0} samples/s")),
         });
         let done = step + 1;
+        if let Some(log) = log.as_mut() {
+            log.append(&StepRecord {
+                step: done,
+                epoch: epoch_of(done),
+                loss: last_loss,
+                lr,
+                samples_per_sec: rate,
+            })?;
+        }
         if done % opts.save_every.max(1) == 0 || done == stop {
             let meta = StateMeta {
                 step: done,
@@ -360,6 +401,13 @@ pub fn adapt(
             similarities(&model, tok, &as_strs(&held))?
         }
     };
+    if let Some(log) = log.as_mut() {
+        log.append(&serde_json::json!({
+            "step": total,
+            "epoch": epoch_of(total),
+            "eval": &metrics,
+        }))?;
+    }
     let written = write_output(&mut model, &ckpt, out, opts, &metrics, total, last_loss)?;
     let _ = fs_err::remove_dir_all(&state_path);
     Ok(AdaptReport {

@@ -1,11 +1,14 @@
 //! Training and evaluation: datasets, AdamW with a cosine schedule, gradient clipping,
-//! resumable training state, losses (cross-entropy, KL distillation), and the two verbs built on
+//! resumable training state, losses (cross-entropy, KL distillation), text corpora from files,
+//! directories, globs and JSON Lines ([`corpus`]), and the two verbs built on
 //! them, [`adapt`] and [`evaluate`].
 
 mod adapt;
+pub mod corpus;
 pub mod data;
 pub mod eval;
 pub mod loss;
+pub mod metrics;
 pub mod optim;
 pub mod state;
 pub mod text;

@@ -132,12 +132,42 @@ impl AdamW {
 /// Learning rate at `step` (0-based) of `total`: linear warm-up from 0 over `warmup` steps,
 /// then a cosine from `peak` down to `min`.
 pub fn cosine_lr(step: usize, total: usize, warmup: usize, peak: f64, min: f64) -> f64 {
-    if step < warmup {
-        return peak * (step + 1) as f64 / warmup as f64;
+    Schedule {
+        total,
+        warmup,
+        start: 0.0,
+        peak,
+        min,
     }
-    let span = total.saturating_sub(warmup).max(1);
-    let progress = ((step - warmup) as f64 / span as f64).min(1.0);
-    min + 0.5 * (peak - min) * (1.0 + (std::f64::consts::PI * progress).cos())
+    .at(step)
+}
+
+/// A cosine schedule with linear warm-up, as timm's `cosine` with `warmup_lr`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Schedule {
+    /// Steps in all.
+    pub total: usize,
+    /// Warm-up steps.
+    pub warmup: usize,
+    /// The rate the warm-up starts from.
+    pub start: f64,
+    /// The rate at the end of the warm-up.
+    pub peak: f64,
+    /// The rate at the end.
+    pub min: f64,
+}
+
+impl Schedule {
+    /// The learning rate at `step` (0-based).
+    pub fn at(&self, step: usize) -> f64 {
+        if step < self.warmup {
+            let t = (step + 1) as f64 / self.warmup as f64;
+            return self.start + (self.peak - self.start) * t;
+        }
+        let span = self.total.saturating_sub(self.warmup).max(1);
+        let progress = ((step - self.warmup) as f64 / span as f64).min(1.0);
+        self.min + 0.5 * (self.peak - self.min) * (1.0 + (std::f64::consts::PI * progress).cos())
+    }
 }
 
 /// The global L2 norm of the gradients of `vars`.

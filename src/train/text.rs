@@ -111,8 +111,7 @@ impl TextBlocks {
                 reason: "a block needs at least one token".into(),
             });
         }
-        let bytes = fs_err::read(path)?;
-        let text = String::from_utf8_lossy(&bytes);
+        let text = super::corpus::read_text(path)?;
         let tokens = tokenizer.encode(&text, false)?;
         if tokens.len() < block + 1 {
             return Err(Error::TextTooShort {
@@ -153,7 +152,7 @@ impl TextBlocks {
 
 /// Sentence pairs from `path`: one `first<TAB>second` pair per line, blank lines skipped.
 pub fn read_pairs(path: &Path) -> Result<Vec<(String, String)>> {
-    let text = fs_err::read_to_string(path)?;
+    let text = super::corpus::read_text(path)?;
     let mut pairs = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

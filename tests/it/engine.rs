@@ -552,7 +552,11 @@ fn smollm2_perplexity_on_held_out_shakespeare_is_plausible() {
 
 /// The loss of each of `steps` seeded training steps, as `lgreg adapt` takes them (forward,
 /// backward, clipping, AdamW on a cosine schedule), on a fresh model of `c` over `params`.
-fn loss_curve(c: &ModelConfig, make: &dyn Fn() -> Box<dyn Parametrisation>, steps: usize) -> Vec<f32> {
+fn loss_curve(
+    c: &ModelConfig,
+    make: &dyn Fn() -> Box<dyn Parametrisation>,
+    steps: usize,
+) -> Vec<f32> {
     let model = Model::new(c.clone(), make(), Device::Cpu);
     let mut opt = AdamW::new(model.vars(), AdamWConfig::default()).unwrap();
     let inp = input(c);

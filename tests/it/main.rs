@@ -7,6 +7,7 @@ mod algo_heur_auto;
 mod algo_pool;
 mod algo_tleg;
 mod anatomy;
+mod configs;
 mod convert;
 mod engine;
 mod extract;

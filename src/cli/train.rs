@@ -1,0 +1,117 @@
+//! `lgreg train --config FILE`: run an `ancestor_*` config and publish its gene.
+
+use std::path::PathBuf;
+
+use lgreg::config::Config;
+use lgreg::config::plan::ancestor_run;
+use lgreg::config::run::{Trained, train};
+use lgreg::registry::Registry;
+
+use super::env::HubArgs;
+use super::progress::Bars;
+use super::pull::resolve_input;
+use super::render::{Output, note};
+use super::{GlobalArgs, registry_root};
+
+/// Train (or, with `MODE: approximate`, extract) the gene an `ancestor_*` config describes and
+/// publish it to the local registry. `configs/README.md` lists the keys.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The config, e.g. `configs/ancestor_tleg_llama.yaml`.
+    #[arg(long, required_unless_present = "print_schema")]
+    config: Option<PathBuf>,
+    /// Override a key, e.g. `--set TRAIN.EPOCHS=1 DATASET.LIMIT=64` (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE", num_args = 1..)]
+    sets: Vec<String>,
+    /// Continue an interrupted run.
+    #[arg(long)]
+    resume: bool,
+    /// Run on the first CUDA GPU (the same as `--set DEVICE=cuda`).
+    #[arg(long)]
+    cuda: bool,
+    /// Print the config's JSON Schema and exit.
+    #[arg(long)]
+    print_schema: bool,
+    #[command(flatten)]
+    hub: HubArgs,
+}
+
+/// The config at `file` with `sets`, plus `DEVICE=cuda` when `cuda`.
+pub(crate) fn load_config(
+    file: &std::path::Path,
+    sets: &[String],
+    cuda: bool,
+    global: &GlobalArgs,
+) -> anyhow::Result<Config> {
+    let mut sets = sets.to_vec();
+    if cuda {
+        sets.push("DEVICE=cuda".into());
+    }
+    let cfg = Config::load(file, &sets)?;
+    for note_text in &cfg.notes {
+        note(global, note_text);
+    }
+    Ok(cfg)
+}
+
+pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Output>> {
+    let Some(file) = args.config.as_ref().filter(|_| !args.print_schema) else {
+        return Ok(Box::new(Schema(lgreg::config::keys::json_schema())));
+    };
+    let cfg = load_config(file, &args.sets, args.cuda, global)?;
+    cfg.cuda()?;
+    let mut plan = ancestor_run(&cfg)?;
+    let spec = PathBuf::from(&plan.ancestor);
+    if !spec.exists() && lgreg::hub::RepoRef::looks_like(&plan.ancestor) {
+        plan.request.hub_repo = plan.ancestor.split('@').next().map(str::to_string);
+    }
+    if args.resume {
+        note(
+            global,
+            "--resume: a training-free extraction has no state to resume; it runs again",
+        );
+    }
+    let ancestor = resolve_input(&spec, &args.hub, global)?;
+    let registry = Registry::open_or_init(&registry_root(global)?)?;
+    let trained = train(&cfg, plan, ancestor, &registry, &Bars::new(global))?;
+    Ok(Box::new(TrainOut(trained)))
+}
+
+#[derive(serde::Serialize)]
+#[serde(transparent)]
+struct TrainOut(Trained);
+
+impl Output for TrainOut {
+    fn command(&self) -> &'static str {
+        "train"
+    }
+
+    fn text(&self) -> String {
+        let t = &self.0;
+        format!(
+            "{} {}\n  {} gene ({:?}), recipe {}, {} units, {} bytes\n  run directory {}",
+            t.gene.reference,
+            t.gene.digest,
+            t.gene.algorithm,
+            t.gene.fidelity,
+            t.gene.recipe,
+            t.gene.units.len(),
+            t.gene.bytes,
+            t.run_dir
+        )
+    }
+}
+
+#[derive(serde::Serialize)]
+#[serde(transparent)]
+struct Schema(serde_json::Value);
+
+impl Output for Schema {
+    fn command(&self) -> &'static str {
+        "schema"
+    }
+
+    fn text(&self) -> String {
+        serde_json::to_string_pretty(&self.0).unwrap_or_default()
+    }
+}

