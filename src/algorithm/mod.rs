@@ -16,6 +16,7 @@ pub mod cka;
 pub mod extract;
 pub mod gene;
 pub mod heur;
+pub mod heur_vgg;
 pub mod pool;
 pub mod probe;
 pub mod subset;

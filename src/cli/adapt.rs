@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use lgreg::algorithm::heur_vgg::descendant::{Descendants, summary_table};
 use lgreg::config::plan::descendant_run;
 use lgreg::config::run::{Adapted as ConfigAdapted, adapt as adapt_config};
 use lgreg::nn::Precision;
@@ -135,6 +136,11 @@ fn run_config(
     global: &GlobalArgs,
 ) -> anyhow::Result<Box<dyn Output>> {
     let cfg = load_config(file, &args.sets, args.cuda, global)?;
+    if cfg.is_vgg() {
+        cfg.cuda()?;
+        let done = lgreg::config::vgg::adapt(&cfg, args.resume, args.force, &Bars::new(global))?;
+        return Ok(Box::new(FewShot(done)));
+    }
     let mut plan = descendant_run(&cfg)?;
     let registry = Registry::open_or_init(&registry_root(global)?)?;
     if plan.gene.starts_with("oci://") {
@@ -178,6 +184,24 @@ impl Output for FromConfig {
             "run directory {}\n{spawned}{}",
             self.0.run_dir,
             Adapted(self.0.adapted.clone()).text()
+        )
+    }
+}
+
+#[derive(serde::Serialize)]
+#[serde(transparent)]
+struct FewShot(Descendants);
+
+impl Output for FewShot {
+    fn command(&self) -> &'static str {
+        "adapt"
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "run directory {}\n{}",
+            self.0.run_dir.display(),
+            summary_table(&self.0.summary)
         )
     }
 }

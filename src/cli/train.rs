@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use lgreg::algorithm::heur_vgg::collective::Collective;
 use lgreg::config::Config;
 use lgreg::config::plan::ancestor_run;
 use lgreg::config::run::{Trained, train};
@@ -60,6 +61,10 @@ pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Ou
     };
     let cfg = load_config(file, &args.sets, args.cuda, global)?;
     cfg.cuda()?;
+    if cfg.is_vgg() {
+        let trained = lgreg::config::vgg::train(&cfg, args.resume, false, &Bars::new(global))?;
+        return Ok(Box::new(CollectiveOut(trained)));
+    }
     let mut plan = ancestor_run(&cfg)?;
     let spec = PathBuf::from(&plan.ancestor);
     if !spec.exists() && lgreg::hub::RepoRef::looks_like(&plan.ancestor) {
@@ -98,6 +103,35 @@ impl Output for TrainOut {
             t.gene.units.len(),
             t.gene.bytes,
             t.run_dir
+        )
+    }
+}
+
+#[derive(serde::Serialize)]
+#[serde(transparent)]
+struct CollectiveOut(Collective);
+
+impl Output for CollectiveOut {
+    fn command(&self) -> &'static str {
+        "train"
+    }
+
+    fn text(&self) -> String {
+        let c = &self.0;
+        let resumed = c
+            .resumed_after
+            .map(|t| format!(" (resumed after task {t})"))
+            .unwrap_or_default();
+        format!(
+            "heur_vgg collective model: {} tasks{resumed}, {} steps, final loss {:.4}, widths {:?}\n  gene layers {:?} ({:?}) in {}\n  run directory {}",
+            c.tasks,
+            c.steps,
+            c.final_loss,
+            c.widths,
+            c.choice.layers,
+            c.choice.selection,
+            c.gene.display(),
+            c.run_dir.display()
         )
     }
 }

@@ -76,8 +76,9 @@ fn is_one(v: &Value) -> bool {
     number(v).is_some_and(|n| n <= 1.0)
 }
 
-fn is_adamw(v: &Value) -> bool {
-    v.as_str().is_some_and(|s| s.eq_ignore_ascii_case("adamw"))
+fn is_adamw_or_sgd(v: &Value) -> bool {
+    v.as_str()
+        .is_some_and(|s| s.eq_ignore_ascii_case("adamw") || s.eq_ignore_ascii_case("sgd"))
 }
 
 fn is_cosine(v: &Value) -> bool {
@@ -94,8 +95,6 @@ pub fn number(v: &Value) -> Option<f64> {
 }
 
 const AUGMENT: &str = "the DeiT augmentations (Mixup, CutMix, RandAugment, colour jitter, random erasing) are not implemented yet; set it to 0 (or '' for TRAIN.AA) to train without it";
-
-const HEUR: &str = "heur's task sequence (the collective model, Net2WiderNet, the VGG family) is not implemented yet; the shipped heur configs run the training-free heur";
 
 const DISTILL: &str =
     "distillation from a teacher arrives with the faithful TLEG and SWS (MODE: faithful)";
@@ -195,23 +194,30 @@ pub const KEYS: &[Key] = &[
     key(
         "DATASET.NUM_WORKS",
         Int,
-        AppliedIf(|_| false, HEUR),
+        Applied,
         Toolbox,
-        "heur: the number of tasks in the ancestor's sequence.",
+        "heur_vgg: the number of tasks in the collective model's sequence.",
     ),
     key(
         "DATASET.NUM_WORKS_TT",
         Int,
-        AppliedIf(|_| false, HEUR),
+        Applied,
         Toolbox,
-        "heur: the number of descendant tasks.",
+        "heur_vgg: the number of descendant tasks (each trains the gene arm and its random-init control).",
     ),
     key(
         "DATASET.NUM_IMGS_PER_CAT_TRAIN",
         Int,
-        AppliedIf(|_| false, HEUR),
+        Applied,
         Toolbox,
-        "heur: training images per class of a descendant task (K shots).",
+        "heur_vgg: training images per class of a task: K shots for a descendant, the images per class of an ancestor task (default 300, as the paper).",
+    ),
+    key(
+        "DATASET.CLASSES",
+        List,
+        Applied,
+        Lgreg,
+        "heur_vgg: the class split, the labels this run may use (the ancestor's classes, or the descendants' novel ones); default all. Recorded in the card.",
     ),
     key(
         "DATASET.LIMIT",
@@ -300,16 +306,16 @@ pub const KEYS: &[Key] = &[
     key(
         "MODEL.BASE_LAYERS",
         Int,
-        AppliedIf(|_| false, HEUR),
+        Applied,
         Toolbox,
-        "heur: conv layers of the VGG.",
+        "heur_vgg: conv layers of the collective model (at most 13, the paper's first N).",
     ),
     key(
         "MODEL.NUM_CLASS",
         Int,
-        AppliedIf(|_| false, HEUR),
+        Applied,
         Toolbox,
-        "heur: the classes of a descendant task.",
+        "heur_vgg: the classes of a descendant task (N-way).",
     ),
     key(
         "MODEL.PRETRAINED",
@@ -400,17 +406,17 @@ pub const KEYS: &[Key] = &[
     key(
         "TRAIN.OPT",
         Str,
-        AppliedIf(is_adamw, "only `adamw` is implemented"),
+        AppliedIf(is_adamw_or_sgd, "only `adamw` and `sgd` are implemented"),
         Toolbox,
-        "The optimiser.",
+        "The optimiser: `adamw` (vit, llama, bert) or `sgd` (heur_vgg, which trains with SGD as its paper does).",
     ),
     key("TRAIN.OPT_EPS", Float, Applied, Toolbox, "AdamW's ε."),
     key(
         "TRAIN.MOMENTUM",
         Float,
-        NoEffect("AdamW has no momentum parameter (its betas are 0.9 and 0.999, as timm's)"),
+        Applied,
         Toolbox,
-        "SGD momentum.",
+        "SGD momentum (heur_vgg; AdamW's betas are 0.9 and 0.999, as timm's).",
     ),
     key(
         "TRAIN.WEIGHT_DECAY",
@@ -450,16 +456,16 @@ pub const KEYS: &[Key] = &[
     key(
         "TRAIN.LR_DROP",
         Float,
-        AppliedIf(|_| false, HEUR),
+        Applied,
         Toolbox,
-        "heur: the step schedule's factor.",
+        "heur_vgg: the step schedule's factor (lr · LR_DROP^⌊epoch / EPOCHS_DROP⌋).",
     ),
     key(
         "TRAIN.EPOCHS_DROP",
         Int,
-        AppliedIf(|_| false, HEUR),
+        Applied,
         Toolbox,
-        "heur: epochs between drops.",
+        "heur_vgg: epochs between drops.",
     ),
     key(
         "TRAIN.SMOOTHING",
@@ -528,6 +534,125 @@ pub const KEYS: &[Key] = &[
         "The matrix products in `f32`, `bf16` or `f16`.",
     ),
     key(
+        "HEUR.CLASSES_PER_TASK",
+        Int,
+        Applied,
+        Lgreg,
+        "heur_vgg: classes of each collective-model task (default 5, as the paper).",
+    ),
+    key(
+        "HEUR.WIDTH_SCALE",
+        Float,
+        Applied,
+        Lgreg,
+        "heur_vgg: scale of every conv and classifier width and of the widening schedule (default 1, the paper's sizes).",
+    ),
+    key(
+        "HEUR.TAU",
+        Float,
+        Applied,
+        Lgreg,
+        "heur_vgg: the gradient criterion's threshold τ (default 5e-10).",
+    ),
+    key(
+        "HEUR.ABSOLUTE",
+        Bool,
+        Applied,
+        Lgreg,
+        "heur_vgg: count |g| > τ instead of the paper code's signed g > τ (default false).",
+    ),
+    key(
+        "HEUR.SELECT",
+        Str,
+        Applied,
+        Lgreg,
+        "heur_vgg: how the gene layers are chosen: `stable_suffix` (default: the longest suffix whose across-task CV of r_l is at most MAX_CV) or `last_k` (the paper code's fixed last K).",
+    ),
+    key(
+        "HEUR.MAX_CV",
+        Float,
+        Applied,
+        Lgreg,
+        "heur_vgg: the stable suffix's CV threshold (default 0.1).",
+    ),
+    key(
+        "HEUR.MAX_GENE_LAYERS",
+        Int,
+        Applied,
+        Lgreg,
+        "heur_vgg: the most layers the stable suffix may take (default 3).",
+    ),
+    key(
+        "HEUR.K",
+        Int,
+        Applied,
+        Lgreg,
+        "heur_vgg: the layers `last_k` takes (default 3, as the paper code).",
+    ),
+    key(
+        "HEUR.WIDEN_NOISE",
+        Float,
+        Applied,
+        Lgreg,
+        "heur_vgg: symmetry-breaking noise on widened units, times the layer's weight std (default 0: exactly function-preserving, as the paper).",
+    ),
+    key(
+        "HEUR.SOFTMAX_BEFORE_CE",
+        Bool,
+        Applied,
+        Lgreg,
+        "heur_vgg: the paper code's quirk, a softmax layer before the cross-entropy (default false).",
+    ),
+    key(
+        "HEUR.EWC",
+        Str,
+        Applied,
+        Lgreg,
+        "heur_vgg descendants: `intended` (default: EWC_WEIGHT · (EWC_LAMBDA/2) · Σ F (θ − θ*)² on the gene), `off`, or `code_quirk` (the paper code's term, which evaluates to zero).",
+    ),
+    key(
+        "HEUR.EWC_LAMBDA",
+        Float,
+        Applied,
+        Lgreg,
+        "heur_vgg: EWC's λ (default 40).",
+    ),
+    key(
+        "HEUR.EWC_WEIGHT",
+        Float,
+        Applied,
+        Lgreg,
+        "heur_vgg: the factor in front of EWC (default 1000).",
+    ),
+    key(
+        "HEUR.REUSE_MODEL",
+        Bool,
+        Applied,
+        Lgreg,
+        "heur_vgg: the paper code's quirk, one model object carried across the descendant tasks (default false: every task starts from the clean gene).",
+    ),
+    key(
+        "HEUR.RESET_OPTIMIZER",
+        Bool,
+        Applied,
+        Lgreg,
+        "heur_vgg: re-create the SGD optimiser every epoch, as the paper code does (default true).",
+    ),
+    key(
+        "HEUR.TEST_PER_CLASS",
+        Int,
+        Applied,
+        Lgreg,
+        "heur_vgg: test images per class of a descendant task (default 100).",
+    ),
+    key(
+        "HEUR.CONTROL",
+        Bool,
+        Applied,
+        Lgreg,
+        "heur_vgg: also train each task's random-init control (default true).",
+    ),
+    key(
         "DISTILL.TEACHER",
         Str,
         AppliedIf(|_| false, DISTILL),
@@ -580,6 +705,22 @@ pub const KEYS: &[Key] = &[
         "Distributed evaluation.",
     ),
 ];
+
+/// Keys only heur_vgg applies; any other method refuses them.
+pub fn vgg_only(path: &str) -> bool {
+    path.starts_with("HEUR.")
+        || matches!(
+            path,
+            "DATASET.NUM_WORKS"
+                | "DATASET.NUM_WORKS_TT"
+                | "DATASET.NUM_IMGS_PER_CAT_TRAIN"
+                | "DATASET.CLASSES"
+                | "MODEL.BASE_LAYERS"
+                | "MODEL.NUM_CLASS"
+                | "TRAIN.LR_DROP"
+                | "TRAIN.EPOCHS_DROP"
+        )
+}
 
 /// The key at `path`.
 pub fn find(path: &str) -> Option<&'static Key> {

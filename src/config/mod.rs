@@ -11,6 +11,7 @@ pub mod keys;
 pub mod plan;
 pub mod run;
 pub mod size;
+pub mod vgg;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -224,6 +225,7 @@ impl Config {
         }
         config.method()?;
         config.mode()?;
+        config.check_method_keys()?;
         Ok(config)
     }
 
@@ -309,15 +311,15 @@ impl Config {
         crate::algorithm::find(algorithm).map_err(|e| bad(e.to_string()))?;
         match family {
             "vit" | "llama" | "bert" => {}
+            "vgg" if algorithm == "heur" => {}
             "vgg" => {
                 return Err(bad(format!(
-                    "'{raw}' is not applied yet: {}",
-                    "the VGG family and heur's collective model are not implemented yet; use `heur_vit`, `heur_llama` or `heur_bert` (the training-free heur)"
+                    "the VGG family runs only Heur Learngene (`heur_vgg`), not `{algorithm}`"
                 )));
             }
             other => {
                 return Err(bad(format!(
-                    "unknown family `{other}`; the families are vit, llama and bert"
+                    "unknown family `{other}`; the families are vit, llama, bert and vgg (heur_vgg)"
                 )));
             }
         }
@@ -327,19 +329,67 @@ impl Config {
         })
     }
 
-    /// `MODE` (default `approximate`).
+    /// Whether this is a `heur_vgg` run.
+    pub fn is_vgg(&self) -> bool {
+        self.str("METHOD_FAMILY") == Some("heur_vgg")
+    }
+
+    /// `MODE`: `approximate` by default, `faithful` (the only mode) for heur_vgg.
     pub fn mode(&self) -> Result<RunMode> {
-        match self.str("MODE").unwrap_or("approximate") {
-            "approximate" => Ok(RunMode::Approximate),
-            "faithful" => Err(self.error(
+        let vgg = self.is_vgg();
+        match (self.str("MODE"), vgg) {
+            (None | Some("faithful"), true) => Ok(RunMode::Faithful),
+            (Some("approximate"), true) => Err(self.error(
+                "MODE",
+                "'approximate': heur_vgg has only the paper's training; drop MODE or set `MODE: faithful`",
+            )),
+            (None | Some("approximate"), false) => Ok(RunMode::Approximate),
+            (Some("faithful"), false) => Err(self.error(
                 "MODE",
                 "'faithful' is not applied yet for this method: its training arrives with the faithful algorithms; use `MODE: approximate`",
             )),
-            other => Err(self.error(
+            (Some(other), _) => Err(self.error(
                 "MODE",
                 format!("'{other}' is neither `approximate` nor `faithful`"),
             )),
         }
+    }
+
+    /// Refuse the keys only heur_vgg applies on other methods, and the optimiser that does not
+    /// match the method; note a momentum AdamW does not read.
+    fn check_method_keys(&mut self) -> Result<()> {
+        let vgg = self.is_vgg();
+        if !vgg && let Some(path) = self.values.keys().find(|p| keys::vgg_only(p)) {
+            return Err(self.error(
+                path,
+                format!(
+                    "applies only to `METHOD_FAMILY: heur_vgg` (the collective model and its few-shot descendants); remove it for `{}`",
+                    self.str("METHOD_FAMILY").unwrap_or_default()
+                ),
+            ));
+        }
+        let opt = self.str("TRAIN.OPT").map(str::to_ascii_lowercase);
+        match (opt.as_deref(), vgg) {
+            (Some("adamw"), true) => {
+                return Err(self.error(
+                    "TRAIN.OPT",
+                    "'adamw': heur_vgg trains with SGD, as its paper does; set `OPT: sgd` or drop the key",
+                ));
+            }
+            (Some("sgd"), false) => {
+                return Err(self.error(
+                    "TRAIN.OPT",
+                    "'sgd' is implemented for heur_vgg only; this method trains with `adamw`",
+                ));
+            }
+            _ => {}
+        }
+        if !vgg && self.values.contains_key("TRAIN.MOMENTUM") {
+            self.notes.push(
+                "TRAIN.MOMENTUM: no effect (AdamW has no momentum parameter; its betas are 0.9 and 0.999, as timm's)".into(),
+            );
+        }
+        Ok(())
     }
 
     /// Whether the run goes to the first CUDA GPU (`DEVICE: cuda`), checked against this

@@ -69,7 +69,7 @@ impl DescendantRun {
     }
 }
 
-fn seed(cfg: &Config) -> u64 {
+pub(crate) fn seed(cfg: &Config) -> u64 {
     cfg.int("SEED").unwrap_or(DEFAULT_SEED)
 }
 
@@ -78,7 +78,7 @@ fn default_output(cfg: &Config, method: &Method, role: &str) -> PathBuf {
     PathBuf::from(format!("outputs/{}/{role}_{what}", method.name()))
 }
 
-fn output_dir(cfg: &Config, method: &Method, role: &str) -> PathBuf {
+pub(crate) fn output_dir(cfg: &Config, method: &Method, role: &str) -> PathBuf {
     cfg.path("OUTPUT_DIR")
         .unwrap_or_else(|| default_output(cfg, method, role))
 }

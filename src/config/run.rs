@@ -25,7 +25,7 @@ pub const CONFIG_FILE: &str = "config.yaml";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 
 /// On `--resume`, the run must go on with the config it started with.
-fn check_same_run(cfg: &Config, dir: &Path) -> Result<()> {
+pub(crate) fn check_same_run(cfg: &Config, dir: &Path) -> Result<()> {
     let Ok(text) = fs_err::read_to_string(dir.join(CONFIG_FILE)) else {
         return Ok(());
     };
@@ -44,7 +44,7 @@ fn check_same_run(cfg: &Config, dir: &Path) -> Result<()> {
 }
 
 /// Create the run directory and write the resolved config into it.
-fn write_run_config(cfg: &Config, dir: &Path) -> Result<PathBuf> {
+pub(crate) fn write_run_config(cfg: &Config, dir: &Path) -> Result<PathBuf> {
     fs_err::create_dir_all(dir)?;
     let path = dir.join(CONFIG_FILE);
     let text = format!(

@@ -111,8 +111,17 @@ fn keys_not_applied_are_refused_by_name_with_the_reason() {
         e.contains("DISTRIBUTED.WORLD_SIZE") && e.contains("one process"),
         "{e}"
     );
-    let e = err("METHOD_FAMILY: heur_vgg\n", &[]);
-    assert!(e.contains("VGG family"), "{e}");
+    let e = err("METHOD_FAMILY: tleg_vgg\n", &[]);
+    assert!(e.contains("only Heur Learngene"), "{e}");
+    let e = err("METHOD_FAMILY: tleg_vit\nDATASET:\n  NUM_WORKS: 3\n", &[]);
+    assert!(
+        e.contains("DATASET.NUM_WORKS") && e.contains("only to `METHOD_FAMILY: heur_vgg`"),
+        "{e}"
+    );
+    let e = err("METHOD_FAMILY: heur_vgg\nTRAIN:\n  OPT: adamw\n", &[]);
+    assert!(e.contains("TRAIN.OPT") && e.contains("SGD"), "{e}");
+    let e = err("METHOD_FAMILY: heur_vgg\nMODE: approximate\n", &[]);
+    assert!(e.contains("only the paper's training"), "{e}");
     let e = err("METHOD_FAMILY: tleg_vit\nMODE: faithful\n", &[]);
     assert!(e.contains("MODE") && e.contains("approximate"), "{e}");
     // Values that are applied pass: zero augmentation, one process, AdamW, cosine.

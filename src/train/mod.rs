@@ -1,4 +1,4 @@
-//! Training and evaluation: datasets, AdamW with a cosine schedule, gradient clipping,
+//! Training and evaluation: datasets, AdamW with a cosine schedule, SGD with momentum ([`sgd`]), gradient clipping,
 //! resumable training state, losses (cross-entropy, KL distillation), text corpora from files,
 //! directories, globs and JSON Lines ([`corpus`]), and the two verbs built on
 //! them, [`adapt`] and [`evaluate`].
@@ -10,6 +10,7 @@ pub mod eval;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+pub mod sgd;
 pub mod state;
 pub mod text;
 
