@@ -13,6 +13,7 @@ mod engine;
 mod extract;
 mod gguf;
 mod gguf_cli;
+mod heur_vgg;
 mod malformed;
 mod pickle;
 mod pull;

