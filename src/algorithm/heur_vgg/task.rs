@@ -109,13 +109,16 @@ pub fn batch(
     Ok((x, Tensor::from_vec(local, n, &model.device)?))
 }
 
+/// An extra loss term computed from the model (EWC).
+pub type Penalty<'a> = &'a dyn Fn(&Vgg) -> Result<Tensor>;
+
 /// How an epoch's loss is formed.
 #[derive(Clone, Copy)]
 pub struct LossOptions<'a> {
     /// The paper code's quirk: a softmax layer before the cross-entropy (a double softmax).
     pub softmax_before_ce: bool,
     /// An extra term added to the loss (EWC), read from the model.
-    pub penalty: Option<&'a dyn Fn(&Vgg) -> Result<Tensor>>,
+    pub penalty: Option<Penalty<'a>>,
 }
 
 /// The mean cross-entropy of `logits` against `y`, with the options' quirk and penalty.
