@@ -16,6 +16,7 @@
 //! - [`registry`]: the local gene registry, an OCI image layout; [`gene`]: a gene as plain files.
 //! - [`algorithm`]: the five learngene algorithms (extract and grow); [`recipe`]: their
 //!   embedded defaults; [`descendant`]: `lgreg spawn`, a gene grown into a model directory.
+//! - [`plot`]: figures of runs (SVG and PNG).
 //! - [`config`]: run configs (`configs/`, the toolbox's keys) for `train` and `adapt --config`.
 //!
 //! # Files lgreg touches
@@ -42,6 +43,7 @@ pub mod gene;
 pub mod hub;
 pub mod inspect;
 pub mod nn;
+pub mod plot;
 pub mod progress;
 pub mod recipe;
 pub mod registry;

@@ -10,6 +10,7 @@ use lgreg::nn::Precision;
 use lgreg::registry::{Registry, RemoteRef};
 use lgreg::train::{AdaptOptions, AdaptReport, adapt};
 
+use super::compare::plot_finished_run;
 use super::env::RemoteArgs;
 use super::eval::metrics_text;
 use super::progress::Bars;
@@ -139,6 +140,7 @@ fn run_config(
     if cfg.is_vgg() {
         cfg.cuda()?;
         let done = lgreg::config::vgg::adapt(&cfg, args.resume, args.force, &Bars::new(global))?;
+        plot_finished_run(&done.run_dir, global);
         return Ok(Box::new(FewShot(done)));
     }
     let mut plan = descendant_run(&cfg)?;
@@ -160,6 +162,7 @@ fn run_config(
         args.force,
         &Bars::new(global),
     )?;
+    plot_finished_run(std::path::Path::new(&done.run_dir), global);
     Ok(Box::new(FromConfig(done)))
 }
 

@@ -36,6 +36,11 @@ fn text(name: &str) -> Option<String> {
     var(name).and_then(|v| v.into_string().ok())
 }
 
+/// The font for figures: `LGREG_FONT`, else the library looks in the usual font directories.
+pub(crate) fn font() -> Option<PathBuf> {
+    var("LGREG_FONT").map(PathBuf::from)
+}
+
 /// Build the Hub configuration from the flags and the environment.
 pub(crate) fn hub_config(args: &HubArgs) -> HubConfig {
     let hf_home = var("HF_HOME").map(PathBuf::from).unwrap_or_else(|| {

@@ -2,6 +2,7 @@
 //! one library function and returns a value for [`render`] to print.
 
 mod adapt;
+mod compare;
 mod convert;
 mod env;
 mod eval;
@@ -71,6 +72,8 @@ enum Command {
     Adapt(adapt::Args),
     /// Run an `ancestor_*` config: make the gene it describes and publish it.
     Train(train::Args),
+    /// Compare run directories: metric and loss curves, data fraction, epochs to a target.
+    Compare(compare::Args),
     /// Extract a learngene from an ancestor with one of five algorithms and publish it.
     Extract(extract::Args),
     /// Build a descendant of any size from a gene, as a Hugging Face model directory.
@@ -127,6 +130,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args, &cli.global),
         Command::Adapt(args) => adapt::run(args, &cli.global),
         Command::Train(args) => train::run(args, &cli.global),
+        Command::Compare(args) => compare::run(args, &cli.global),
     };
     match result {
         Ok(output) => renderer.result(output.as_ref()),

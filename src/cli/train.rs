@@ -8,6 +8,7 @@ use lgreg::config::plan::ancestor_run;
 use lgreg::config::run::{Trained, train};
 use lgreg::registry::Registry;
 
+use super::compare::plot_finished_run;
 use super::env::HubArgs;
 use super::progress::Bars;
 use super::pull::resolve_input;
@@ -63,6 +64,7 @@ pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Ou
     cfg.cuda()?;
     if cfg.is_vgg() {
         let trained = lgreg::config::vgg::train(&cfg, args.resume, false, &Bars::new(global))?;
+        plot_finished_run(&trained.run_dir, global);
         return Ok(Box::new(CollectiveOut(trained)));
     }
     let mut plan = ancestor_run(&cfg)?;

@@ -7,6 +7,7 @@
 //! one table, [`keys::KEYS`], which also generates the JSON Schema (`configs/schema.json`).
 //! [`size`] reads the toolbox's size names (`deit_tiny_patch16_224_L6`).
 
+pub mod compare;
 pub mod keys;
 pub mod plan;
 pub mod run;

@@ -142,6 +142,29 @@ fn ok(home: &Path, args: &[String]) -> Value {
     json_result(&run)
 }
 
+/// `lgreg adapt` on the shipped descendant config: 3 tasks of 2 epochs at `shots` shots.
+fn descendant_args(out: &Path, ancestor: &Path, shots: usize) -> Vec<String> {
+    [
+        "adapt",
+        "--json",
+        "--config",
+        &shipped("descendant_heur_vgg.yaml"),
+        "--set",
+        &format!("DATASET.PATH={}", s(&fixture("mnist/src/digits"))),
+        &format!("OUTPUT_DIR={}", s(out)),
+        &format!("GENE.ANCESTOR_MODEL_PATH={}", s(ancestor)),
+        "TRAIN.EPOCHS=2",
+        "DATASET.NUM_WORKS_TT=3",
+        "HEUR.WIDTH_SCALE=0.0625",
+        &format!("DATASET.NUM_IMGS_PER_CAT_TRAIN={shots}"),
+        "HEUR.TEST_PER_CLASS=10",
+        "DATASET.CLASSES=[5,6,7,8,9]",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect()
+}
+
 fn metrics(dir: &Path) -> Vec<Value> {
     lgreg::train::metrics::read(&dir.join("metrics.jsonl")).expect("metrics.jsonl")
 }
@@ -194,26 +217,7 @@ fn shipped_heur_vgg_configs_train_a_collective_model_and_adapt_few_shot_descenda
     assert_eq!(d["loss_curve"].as_array().unwrap().len(), 4);
 
     let des = home.join("runs/descendant");
-    let adapted = ok(
-        home,
-        &[
-            "adapt",
-            "--json",
-            "--config",
-            &shipped("descendant_heur_vgg.yaml"),
-            "--set",
-            &format!("DATASET.PATH={}", s(&fixture("mnist/src/digits"))),
-            &format!("OUTPUT_DIR={}", s(&des)),
-            &format!("GENE.ANCESTOR_MODEL_PATH={}", s(&anc)),
-            "TRAIN.EPOCHS=2",
-            "DATASET.NUM_WORKS_TT=3",
-            "HEUR.WIDTH_SCALE=0.0625",
-            "DATASET.NUM_IMGS_PER_CAT_TRAIN=5",
-            "HEUR.TEST_PER_CLASS=10",
-            "DATASET.CLASSES=[5,6,7,8,9]",
-        ]
-        .map(String::from),
-    );
+    let adapted = ok(home, &descendant_args(&des, &anc, 5));
     let summary = &adapted["summary"];
     assert_eq!(summary["tasks"], 3, "{adapted}");
     let arms: Vec<&str> = summary["arms"]
@@ -246,12 +250,74 @@ fn shipped_heur_vgg_configs_train_a_collective_model_and_adapt_few_shot_descenda
         .collect();
     assert!(des_widths.ends_with(&widths), "{des_widths:?} {widths:?}");
 
+    // Each run directory has its figure; the ancestor's shows the criterion across tasks.
+    for dir in [&anc, &des] {
+        assert_figure(&dir.join("curves"));
+    }
+    let svg = std::fs::read_to_string(anc.join("curves.svg")).unwrap();
+    assert!(svg.contains("across tasks") && svg.contains("layer 12"));
+
+    // `compare` draws two descendant runs (5 and 3 shots) and tabulates them.
+    let fewer = home.join("runs/descendant-3shot");
+    ok(home, &descendant_args(&fewer, &anc, 3));
+    let figures = home.join("figures");
+    let compared = ok(
+        home,
+        &[
+            "compare".into(),
+            "--json".into(),
+            s(&des),
+            s(&fewer),
+            "-o".into(),
+            s(&figures),
+        ],
+    );
+    assert_figure(&figures.join("compare"));
+    let rows = compared["rows"].as_array().unwrap();
+    let labels: Vec<&str> = rows.iter().map(|r| r["label"].as_str().unwrap()).collect();
+    assert_eq!(
+        labels,
+        [
+            "descendant gene",
+            "descendant random",
+            "descendant-3shot gene",
+            "descendant-3shot random"
+        ]
+    );
+    assert_eq!(rows[0]["data_fraction"], 1.0);
+    assert_eq!(rows[2]["data_fraction"], 0.6);
+    assert_eq!(rows[1]["epochs"], 2.0);
+    let target = compared["target"].as_f64().unwrap();
+    assert_eq!(rows[1]["final_value"].as_f64().unwrap(), target);
+    assert!(!rows[1]["epochs_to_target"].is_null(), "{compared}");
+    let svg = std::fs::read_to_string(figures.join("compare.svg")).unwrap();
+    assert!(svg.contains("fraction of training data"));
+    let missing = run_str(home, &["compare", &s(&home.join("runs"))]);
+    assert_eq!(missing.code, 1, "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("metrics.jsonl"),
+        "{}",
+        missing.stderr
+    );
+
     // Running it again without --resume or --force refuses and changes nothing.
     let before = listing(&des);
     let again = run_str(home, &["adapt", "--config", &s(&des.join("config.yaml"))]);
     assert_eq!(again.code, 1, "{}", again.stderr);
     assert!(again.stderr.contains("already exists"), "{}", again.stderr);
     assert_eq!(listing(&des), before);
+}
+
+/// `<stem>.svg` is an SVG and `<stem>.png` a PNG that decodes and is not blank.
+fn assert_figure(stem: &Path) {
+    let svg = std::fs::read_to_string(stem.with_extension("svg")).unwrap();
+    assert!(svg.starts_with("<svg"), "{}", stem.display());
+    let png = image::open(stem.with_extension("png")).unwrap().to_rgb8();
+    let dark = png
+        .pixels()
+        .filter(|p| p.0.iter().all(|&c| c < 100))
+        .count();
+    assert!(dark > 500, "{}: {dark} dark pixels", stem.display());
 }
 
 #[test]
