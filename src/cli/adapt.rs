@@ -137,23 +137,26 @@ fn run_config(
     global: &GlobalArgs,
 ) -> anyhow::Result<Box<dyn Output>> {
     let cfg = load_config(file, &args.sets, args.cuda, global)?;
+    let registry = Registry::open_or_init(&registry_root(global)?)?;
     if cfg.is_vgg() {
         cfg.cuda()?;
-        let done = lgreg::config::vgg::adapt(&cfg, args.resume, args.force, &Bars::new(global))?;
+        let gene = match cfg.str("MODEL.LOAD_GENE") {
+            Some(g) => Some(pulled(g, args, &registry, global)?),
+            None => None,
+        };
+        let done = lgreg::config::vgg::adapt(
+            &cfg,
+            gene.as_deref(),
+            &registry,
+            args.resume,
+            args.force,
+            &Bars::new(global),
+        )?;
         plot_finished_run(&done.run_dir, global);
         return Ok(Box::new(FewShot(done)));
     }
     let mut plan = descendant_run(&cfg)?;
-    let registry = Registry::open_or_init(&registry_root(global)?)?;
-    if plan.gene.starts_with("oci://") {
-        let src = RemoteRef::parse(&plan.gene)?;
-        let opts = lgreg::registry::remote::PullRemoteOptions {
-            connection: super::env::connection(&args.remote, &src.host)?,
-            as_tag: None,
-        };
-        let pulled = registry.pull_remote(&src, &opts, &Bars::new(global))?;
-        plan.gene = pulled.tag.unwrap_or(pulled.reference);
-    }
+    plan.gene = pulled(&plan.gene, args, &registry, global)?;
     let done = adapt_config(
         &cfg,
         plan,
@@ -164,6 +167,25 @@ fn run_config(
     )?;
     plot_finished_run(std::path::Path::new(&done.run_dir), global);
     Ok(Box::new(FromConfig(done)))
+}
+
+/// `gene` as a local reference: an `oci://` reference is pulled into `registry` first.
+fn pulled(
+    gene: &str,
+    args: &Args,
+    registry: &Registry,
+    global: &GlobalArgs,
+) -> anyhow::Result<String> {
+    if !gene.starts_with("oci://") {
+        return Ok(gene.to_string());
+    }
+    let src = RemoteRef::parse(gene)?;
+    let opts = lgreg::registry::remote::PullRemoteOptions {
+        connection: super::env::connection(&args.remote, &src.host)?,
+        as_tag: None,
+    };
+    let pulled = registry.pull_remote(&src, &opts, &Bars::new(global))?;
+    Ok(pulled.tag.unwrap_or(pulled.reference))
 }
 
 #[derive(serde::Serialize)]

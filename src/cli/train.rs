@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use lgreg::algorithm::heur_vgg::collective::Collective;
 use lgreg::config::Config;
 use lgreg::config::plan::ancestor_run;
 use lgreg::config::run::{Trained, train};
+use lgreg::config::vgg::VggTrained;
 use lgreg::registry::Registry;
 
 use super::compare::plot_finished_run;
@@ -63,8 +63,10 @@ pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Ou
     let cfg = load_config(file, &args.sets, args.cuda, global)?;
     cfg.cuda()?;
     if cfg.is_vgg() {
-        let trained = lgreg::config::vgg::train(&cfg, args.resume, false, &Bars::new(global))?;
-        plot_finished_run(&trained.run_dir, global);
+        let registry = Registry::open_or_init(&registry_root(global)?)?;
+        let trained =
+            lgreg::config::vgg::train(&cfg, &registry, args.resume, false, &Bars::new(global))?;
+        plot_finished_run(&trained.collective.run_dir, global);
         return Ok(Box::new(CollectiveOut(trained)));
     }
     let mut plan = ancestor_run(&cfg)?;
@@ -111,7 +113,7 @@ impl Output for TrainOut {
 
 #[derive(serde::Serialize)]
 #[serde(transparent)]
-struct CollectiveOut(Collective);
+struct CollectiveOut(VggTrained);
 
 impl Output for CollectiveOut {
     fn command(&self) -> &'static str {
@@ -119,13 +121,15 @@ impl Output for CollectiveOut {
     }
 
     fn text(&self) -> String {
-        let c = &self.0;
+        let c = &self.0.collective;
         let resumed = c
             .resumed_after
             .map(|t| format!(" (resumed after task {t})"))
             .unwrap_or_default();
         format!(
-            "heur_vgg collective model: {} tasks{resumed}, {} steps, final loss {:.4}, widths {:?}\n  gene layers {:?} ({:?}) in {}\n  run directory {}",
+            "{} {}\n  heur_vgg collective model: {} tasks{resumed}, {} steps, final loss {:.4}, widths {:?}\n  gene layers {:?} ({:?}) in {}\n  run directory {}",
+            self.0.gene_published.reference,
+            self.0.gene_published.digest,
             c.tasks,
             c.steps,
             c.final_loss,

@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::Serialize;
 use serde_json::Value;
 
 use super::Config;
@@ -24,8 +25,12 @@ use crate::algorithm::heur_vgg::gene;
 use crate::algorithm::heur_vgg::vgg::VggSpec;
 use crate::error::{Error, Result};
 use crate::progress::Reporter;
+use crate::registry::{Published, Reference, Registry};
 use crate::train::data::{ImageSet, read_images};
 use crate::train::sgd::SgdConfig;
+
+/// The gene's registry name when the config has no `GENE.NAME`.
+pub const DEFAULT_GENE_NAME: &str = "heur-vgg";
 
 /// The paper's pools on 32×32 CIFAR, after these conv layers (0-based).
 const PAPER_POOLS: [usize; 5] = [1, 3, 6, 9, 12];
@@ -206,13 +211,25 @@ fn check_fresh(dir: &Path, resume: bool, force: bool) -> Result<()> {
     Ok(())
 }
 
-/// Run an `ancestor_heur_vgg` config: train the collective model and write its gene.
+/// What `lgreg train` made of an `ancestor_heur_vgg` config.
+#[derive(Debug, Clone, Serialize)]
+pub struct VggTrained {
+    /// The collective model's run.
+    #[serde(flatten)]
+    pub collective: Collective,
+    /// The gene as published to the local registry.
+    pub gene_published: Published,
+}
+
+/// Run an `ancestor_heur_vgg` config: train the collective model, write its gene and publish it
+/// to `registry` as `GENE.NAME` (default `heur-vgg`) at `GENE.VERSION` (default 0.1.0).
 pub fn train(
     cfg: &Config,
+    registry: &Registry,
     resume: bool,
     force: bool,
     reporter: &dyn Reporter,
-) -> Result<Collective> {
+) -> Result<VggTrained> {
     let method = cfg.method()?;
     let set = images(cfg)?;
     let opts = collective_options(cfg, &set)?;
@@ -222,24 +239,53 @@ pub fn train(
         check_same_run(cfg, &dir)?;
     }
     write_run_config(cfg, &dir)?;
-    train_collective(&set, &opts, &dir, resume, &device(cfg)?, reporter)
+    let collective = train_collective(&set, &opts, &dir, resume, &device(cfg)?, reporter)?;
+    let gene_published = registry.publish(
+        &collective.gene,
+        cfg.str("GENE.NAME").unwrap_or(DEFAULT_GENE_NAME),
+        cfg.str("GENE.VERSION").unwrap_or("0.1.0"),
+        reporter,
+    )?;
+    Ok(VggTrained {
+        collective,
+        gene_published,
+    })
 }
 
-/// The gene a descendant config names: `MODEL.LOAD_GENE` (a gene directory) or
-/// `GENE.ANCESTOR_MODEL_PATH` (the ancestor's run directory, as the toolbox's config has it).
-fn gene_dir(cfg: &Config) -> Result<(PathBuf, &'static str)> {
-    let (key, value) = match (
-        cfg.str("MODEL.LOAD_GENE"),
-        cfg.str("GENE.ANCESTOR_MODEL_PATH"),
-    ) {
-        (Some(g), _) => ("MODEL.LOAD_GENE", g),
-        (None, Some(a)) => ("GENE.ANCESTOR_MODEL_PATH", a),
-        (None, None) => {
-            return Err(cfg.error(
-                "GENE.ANCESTOR_MODEL_PATH",
-                "is required here: the ancestor's run directory, e.g. `outputs/heur_vgg/ancestor_netwider` (or MODEL.LOAD_GENE: a gene directory)",
-            ));
+/// The gene directory a descendant config names, with the key that named it:
+/// - `MODEL.LOAD_GENE` (`load`, already pulled when it was `oci://`): a gene directory, or a
+///   registry reference, exported into the run directory's `gene/`;
+/// - else `GENE.ANCESTOR_MODEL_PATH`: the ancestor's run directory, as the toolbox has it.
+fn gene_dir(
+    cfg: &Config,
+    load: Option<&str>,
+    registry: &Registry,
+    run_dir: &Path,
+    reporter: &dyn Reporter,
+) -> Result<(PathBuf, &'static str)> {
+    if let Some(gene) = load {
+        let key = "MODEL.LOAD_GENE";
+        if Path::new(gene).is_dir() {
+            return Ok((PathBuf::from(gene), key));
         }
+        let reference = Reference::parse(gene).map_err(|e| {
+            cfg.error(
+                key,
+                format!("'{gene}' is neither a gene directory nor a registry reference ({e})"),
+            )
+        })?;
+        let out = run_dir.join("gene");
+        registry
+            .export(&reference, &out, true, reporter)
+            .map_err(|e| cfg.error(key, e.to_string()))?;
+        return Ok((out, key));
+    }
+    let key = "GENE.ANCESTOR_MODEL_PATH";
+    let Some(value) = cfg.str(key) else {
+        return Err(cfg.error(
+            key,
+            "is required here: the ancestor's run directory, e.g. `outputs/heur_vgg/ancestor_netwider` (or MODEL.LOAD_GENE: a gene directory or registry reference)",
+        ));
     };
     let path = PathBuf::from(value);
     if !path.is_dir() {
@@ -297,18 +343,20 @@ pub fn descendant_options(cfg: &Config, set: &ImageSet) -> Result<DescendantOpti
 /// controls on seeded few-shot tasks.
 pub fn adapt(
     cfg: &Config,
+    load: Option<&str>,
+    registry: &Registry,
     resume: bool,
     force: bool,
     reporter: &dyn Reporter,
 ) -> Result<Descendants> {
     let method = cfg.method()?;
-    let (gene_path, key) = gene_dir(cfg)?;
-    let dev = device(cfg)?;
-    let gene = gene::read(&gene_path, &dev).map_err(|e| cfg.error(key, e.to_string()))?;
     let set = images(cfg)?;
     let opts = descendant_options(cfg, &set)?;
     let dir = output_dir(cfg, &method, "descendant");
     check_fresh(&dir, resume, force)?;
+    let (gene_path, key) = gene_dir(cfg, load, registry, &dir, reporter)?;
+    let dev = device(cfg)?;
+    let gene = gene::read(&gene_path, &dev).map_err(|e| cfg.error(key, e.to_string()))?;
     if resume {
         check_same_run(cfg, &dir)?;
     }

@@ -129,6 +129,10 @@ fn ancestor_args(out: &Path, tasks: usize) -> Vec<String> {
         "DATASET.NUM_IMGS_PER_CAT_TRAIN=16",
         "DATASET.CLASSES=[0,1,2,3,4,5]",
         "DATASET.LIMIT=2000",
+        &format!(
+            "GENE.NAME=heur-vgg-{}",
+            out.file_name().unwrap().to_string_lossy()
+        ),
     ]
     .iter()
     .map(|a| a.to_string())
@@ -198,16 +202,34 @@ fn shipped_heur_vgg_configs_train_a_collective_model_and_adapt_few_shot_descenda
         );
         assert!(r["loss"].as_f64().unwrap().is_finite());
     }
-    let card: Value =
-        serde_json::from_slice(&std::fs::read(anc.join("gene/gene.json")).unwrap()).unwrap();
+    // The gene is a registry gene, published by `train`.
     assert_eq!(
-        (&card["algorithm"], &card["family"], &card["fidelity"]),
+        trained["gene_published"]["reference"],
+        "heur-vgg-ancestor:0.1.0"
+    );
+    let shown = ok(
+        home,
+        &["show", "--json", "heur-vgg-ancestor:0.1.0"].map(String::from),
+    );
+    let card = &shown["card"];
+    assert_eq!(
+        (
+            &card["algorithm"],
+            &card["family"]["name"],
+            &card["fidelity"]
+        ),
         (
             &Value::from("heur"),
             &Value::from("vgg"),
             &Value::from("faithful")
-        )
+        ),
+        "{shown}"
     );
+    assert_eq!(
+        card["family"]["hyper_parameters"]["source_layers"],
+        trained["choice"]["layers"]
+    );
+    assert!(card["metrics"]["train_loss"].as_f64().unwrap().is_finite());
     let d = &card["diagnostics"];
     assert_eq!(d["classes"], serde_json::json!([0, 1, 2, 3, 4, 5]));
     assert!(d["data_digest"].as_str().unwrap().starts_with("sha256:"));
@@ -259,7 +281,12 @@ fn shipped_heur_vgg_configs_train_a_collective_model_and_adapt_few_shot_descenda
 
     // `compare` draws two descendant runs (5 and 3 shots) and tabulates them.
     let fewer = home.join("runs/descendant-3shot");
-    ok(home, &descendant_args(&fewer, &anc, 3));
+    let mut from_registry = descendant_args(&fewer, &anc, 3);
+    from_registry.push("MODEL.LOAD_GENE=heur-vgg-ancestor:0.1.0".into());
+    ok(home, &from_registry);
+    // The registry's gene was exported into the run, and is the one `train` wrote.
+    let read = |p: PathBuf| std::fs::read(p).unwrap();
+    assert!(read(fewer.join("gene/gene.safetensors")) == read(anc.join("gene/gene.safetensors")));
     let figures = home.join("figures");
     let compared = ok(
         home,
@@ -357,7 +384,7 @@ fn a_collective_run_killed_at_a_random_task_resumes_to_the_unbroken_result() {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .subsec_nanos() as usize)
-            % (tasks - 2);
+            % (tasks - 3);
     let cut_dir = home.join("runs/cut");
     let args = ancestor_args(&cut_dir, tasks);
     let mut child = crate::support::lgreg(home)
@@ -369,8 +396,10 @@ fn a_collective_run_killed_at_a_random_task_resumes_to_the_unbroken_result() {
     let metrics_file = cut_dir.join("metrics.jsonl");
     let began = std::time::Instant::now();
     loop {
+        // A task's epoch is logged before its state is saved: once the next task has logged,
+        // `kill_after` tasks are saved.
         let lines = std::fs::read_to_string(&metrics_file).map_or(0, |t| t.lines().count());
-        if lines >= kill_after || child.try_wait().unwrap().is_some() {
+        if lines > kill_after || child.try_wait().unwrap().is_some() {
             break;
         }
         assert!(
@@ -389,7 +418,8 @@ fn a_collective_run_killed_at_a_random_task_resumes_to_the_unbroken_result() {
     resume.push("--resume".into());
     let resumed = ok(home, &resume);
     assert_eq!(resumed["tasks"], tasks);
-    assert!(resumed["resumed_after"].as_u64().is_some(), "{resumed}");
+    let after = resumed["resumed_after"].as_u64();
+    assert!(after.is_some_and(|t| t >= kill_after as u64), "{resumed}");
     let read = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
     for file in ["gene/gene.safetensors", "ancestor/model.safetensors"] {
         assert!(

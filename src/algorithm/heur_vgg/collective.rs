@@ -16,10 +16,10 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::criterion::{Choice, Selection, Threshold, select};
-use super::gene::{self, TRAINABLE, VggGeneCard};
+use super::gene::{self, TRAINABLE, VggShape};
 use super::task::{EpochStats, Labels, LossOptions, Task, by_class, draw_task, train_epoch};
 use super::vgg::{CONFIG_FILE, Vgg, VggSpec, WEIGHTS_FILE, block_prefix, safetensors_bytes};
 use super::widen::{Widening, widen};
@@ -28,6 +28,7 @@ use crate::fsutil::StagedDir;
 use crate::nn::init::Rng;
 use crate::progress::{Event, Reporter};
 use crate::registry::digest::Hasher;
+use crate::registry::manifest::GeneCard;
 use crate::train::data::ImageSet;
 use crate::train::loss::cross_entropy;
 use crate::train::metrics::MetricsLog;
@@ -461,7 +462,7 @@ pub fn train_collective(
     let fisher = fisher(&mut model, set, &task, opts.batch_size, &choice.layers)?;
     let ancestor = run_dir.join("ancestor");
     model.save(&ancestor, true)?;
-    let card = gene_card(opts, &model, &choice, &progress, final_loss);
+    let card = gene_card(opts, &model, &choice, &progress, final_loss)?;
     let blocks: Vec<_> = choice.layers.iter().map(|&l| &model.convs[l]).collect();
     let gene_dir = gene::write(&run_dir.join("gene"), &card, &blocks, &fisher)?;
     Ok(Collective {
@@ -485,13 +486,10 @@ fn gene_card(
     choice: &Choice,
     progress: &Progress,
     final_loss: f64,
-) -> VggGeneCard {
+) -> Result<GeneCard> {
     let first = choice.layers[0];
     let spec = &model.spec;
-    VggGeneCard {
-        algorithm: "heur".into(),
-        family: "vgg".into(),
-        fidelity: "faithful".into(),
+    let shape = VggShape {
         source_layers: choice.layers.clone(),
         widths: choice.layers.iter().map(|&l| spec.widths[l]).collect(),
         in_channels: if first == 0 {
@@ -502,19 +500,44 @@ fn gene_card(
         input_side: spec.side_after(first),
         image: [spec.in_channels, spec.image_size],
         bn: [spec.bn_eps, spec.bn_momentum],
-        diagnostics: json!({
-            "choice": choice,
-            "criterion_per_task": progress.criterion,
-            "classes": opts.classes,
-            "data_digest": progress.data_digest,
-            "steps": progress.steps,
-            "examples": progress.examples,
-            "tasks": progress.tasks_done,
-            "widenings": progress.widenings,
-            "ancestor_widths": spec.widths,
-            "final_metrics": {"train_loss": final_loss},
-            "loss_curve": progress.loss_curve,
-            "run_config": opts.run_config,
-        }),
+    };
+    let params = object(json!({
+        "tau": opts.threshold.tau,
+        "absolute": opts.threshold.absolute,
+        "selection": choice.selection,
+        "tasks": opts.tasks,
+        "classes_per_task": opts.classes_per_task,
+        "images_per_class": opts.images_per_class,
+        "epochs": opts.epochs,
+        "batch_size": opts.batch_size,
+        "lr": opts.lr,
+        "schedule": opts.schedule,
+        "widen_noise": opts.widen_noise,
+        "softmax_before_ce": opts.softmax_before_ce,
+        "reset_optimizer_each_epoch": opts.reset_optimizer_each_epoch,
+        "seed": opts.seed,
+    }));
+    let diagnostics = object(json!({
+        "choice": choice,
+        "criterion_per_task": progress.criterion,
+        "classes": opts.classes,
+        "data_digest": progress.data_digest,
+        "steps": progress.steps,
+        "examples": progress.examples,
+        "tasks": progress.tasks_done,
+        "widenings": progress.widenings,
+        "ancestor_widths": spec.widths,
+        "loss_curve": progress.loss_curve,
+        "run_config": opts.run_config,
+    }));
+    let metrics = object(json!({ "train_loss": final_loss }));
+    gene::card(&shape, params, diagnostics, metrics)
+}
+
+/// The map of a `json!` object literal.
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
     }
 }

@@ -240,13 +240,13 @@ pub fn descendant_spec(gene: &VggGene, opts: &DescendantOptions) -> Result<VggSp
     }
     let mut widths = opts.lower.clone();
     if let Some(last) = widths.last_mut() {
-        *last = gene.card.in_channels;
+        *last = gene.shape.in_channels;
     }
     let lower = widths.len();
-    widths.extend(&gene.card.widths);
+    widths.extend(&gene.shape.widths);
     let mut pool_after: Vec<usize> = (0..lower - 1).collect();
     pool_after.push(widths.len() - 1);
-    let [channels, side] = gene.card.image;
+    let [channels, side] = gene.shape.image;
     let mut spec = VggSpec::new(
         channels,
         side,
@@ -255,8 +255,8 @@ pub fn descendant_spec(gene: &VggGene, opts: &DescendantOptions) -> Result<VggSp
         opts.hidden.clone(),
         opts.ways,
     );
-    spec.bn_eps = gene.card.bn[0];
-    spec.bn_momentum = gene.card.bn[1];
+    spec.bn_eps = gene.shape.bn[0];
+    spec.bn_momentum = gene.shape.bn[1];
     spec.validate()?;
     Ok(spec)
 }
@@ -602,7 +602,7 @@ fn save_model(
     model.save(dir, true)?;
     let card = json!({
         "summary": summary,
-        "gene_layers": gene.card.source_layers,
+        "gene_layers": gene.shape.source_layers,
         "gene_fidelity": gene.card.fidelity,
         "run_config": opts.run_config,
     });

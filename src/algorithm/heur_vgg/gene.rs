@@ -1,33 +1,37 @@
-//! The heur_vgg gene on disk: a directory with `gene.safetensors` (the chosen conv blocks as
-//! `gene.<k>.{conv,bn}.*`, BatchNorm running statistics included, and the diagonal Fisher of
-//! each trainable gene tensor as `fisher.gene.<k>.*` for EWC) and `gene.json`, its card.
+//! The heur_vgg gene on disk: a registry gene directory (publishable as it is) with one unit,
+//! `gene.safetensors` (the chosen conv blocks as `gene.<k>.{conv,bn}.*`, BatchNorm running
+//! statistics included, and the diagonal Fisher of each trainable gene tensor as
+//! `fisher.gene.<k>.*` for EWC), and `gene.json`, a registry card whose family is `vgg` with
+//! the blocks' shape ([`VggShape`]) as its hyper-parameters.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::vgg::{ConvBlock, read_tensors, safetensors_bytes};
 use crate::error::{Error, Result};
 use crate::fsutil::StagedDir;
+use crate::gene::{GENE_JSON, GeneDir, gene_json_bytes};
+use crate::registry::manifest::{Family, Fidelity, GeneCard, Recipe};
 
-/// The tensors file of a gene directory.
+/// The tensors file of a gene directory (its only unit).
 pub const TENSORS_FILE: &str = "gene.safetensors";
 
 /// The card of a gene directory.
-pub const CARD_FILE: &str = "gene.json";
+pub const CARD_FILE: &str = GENE_JSON;
 
-/// What `gene.json` holds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct VggGeneCard {
-    /// `heur`.
-    pub algorithm: String,
-    /// `vgg`.
-    pub family: String,
-    /// `faithful`: made by the paper's training.
-    pub fidelity: String,
+/// The family name in the card.
+pub const FAMILY: &str = "vgg";
+
+/// The recipe name in the card.
+pub const RECIPE: &str = "heur-vgg";
+
+/// The gene blocks' shape: the card's `family.hyper_parameters`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VggShape {
     /// The ancestor's conv blocks the gene holds, ascending.
     pub source_layers: Vec<usize>,
     /// The gene blocks' output widths.
@@ -40,15 +44,53 @@ pub struct VggGeneCard {
     pub image: [usize; 2],
     /// BatchNorm's ε and momentum.
     pub bn: [f64; 2],
-    /// Everything else: the criterion, the data, the run config, metrics and the loss curve.
-    pub diagnostics: Value,
+}
+
+/// The registry card of a heur_vgg gene of `shape`, made by the paper's training (`faithful`).
+pub fn card(
+    shape: &VggShape,
+    params: Map<String, Value>,
+    diagnostics: Map<String, Value>,
+    metrics: Map<String, Value>,
+) -> Result<GeneCard> {
+    let Value::Object(hyper_parameters) = serde_json::to_value(shape)? else {
+        return Err(Error::Algorithm {
+            algorithm: "heur".into(),
+            reason: "the VGG shape did not serialise as an object".into(),
+            fix: "report this as a bug".into(),
+        });
+    };
+    Ok(GeneCard {
+        schema_version: crate::registry::manifest::GENE_SCHEMA_VERSION,
+        algorithm: "heur".into(),
+        fidelity: Fidelity::Faithful,
+        recipe: Recipe {
+            name: RECIPE.into(),
+            version: "1".into(),
+            params,
+            digest: None,
+        },
+        ancestor: None,
+        family: Family {
+            name: FAMILY.into(),
+            hyper_parameters,
+        },
+        roles: BTreeMap::new(),
+        diagnostics,
+        metrics,
+        lgreg_version: env!("CARGO_PKG_VERSION").to_string(),
+        created: None,
+        derived_from: None,
+    })
 }
 
 /// A loaded gene.
 #[derive(Debug, Clone)]
 pub struct VggGene {
     /// Its card.
-    pub card: VggGeneCard,
+    pub card: GeneCard,
+    /// The blocks' shape, from the card.
+    pub shape: VggShape,
     /// The blocks, in order.
     pub blocks: Vec<ConvBlock>,
     /// The Fisher of each trainable tensor, by its name in a block (`conv.weight`, ...), per block.
@@ -65,7 +107,7 @@ pub const TRAINABLE: [&str; 4] = ["conv.weight", "conv.bias", "bn.weight", "bn.b
 /// Write a gene directory at `dir` (staged, fsynced, renamed into place).
 pub fn write(
     dir: &Path,
-    card: &VggGeneCard,
+    card: &GeneCard,
     blocks: &[&ConvBlock],
     fisher: &[BTreeMap<String, Tensor>],
 ) -> Result<PathBuf> {
@@ -78,7 +120,10 @@ pub fn write(
     }
     let staged = StagedDir::new(dir, true)?;
     staged.write_file(TENSORS_FILE, &safetensors_bytes(&tensors)?)?;
-    staged.write_file(CARD_FILE, &serde_json::to_vec_pretty(card)?)?;
+    staged.write_file(
+        CARD_FILE,
+        &gene_json_bytes(card, &[TENSORS_FILE.to_string()])?,
+    )?;
     staged.commit()
 }
 
@@ -93,23 +138,29 @@ pub fn read(dir: &Path, device: &Device) -> Result<VggGene> {
     if !card_path.is_file() {
         return Err(Error::NotFound { path: card_path });
     }
-    let card: VggGeneCard =
-        serde_json::from_slice(&fs_err::read(&card_path)?).map_err(|e| Error::Config {
-            path: card_path.clone(),
-            reason: format!("not a heur_vgg gene card: {e}"),
-        })?;
-    if card.family != "vgg" || card.algorithm != "heur" {
+    let card = GeneDir::read(&dir)?.card;
+    if card.family.name != FAMILY || card.algorithm != "heur" {
         return Err(Error::Config {
             path: card_path,
-            reason: format!("a {}_{} gene, not heur_vgg", card.algorithm, card.family),
+            reason: format!(
+                "a {} gene of the {} family, not heur_vgg; `lgreg spawn` grows it",
+                card.algorithm, card.family.name
+            ),
         });
     }
+    let shape: VggShape = serde_json::from_value(Value::Object(
+        card.family.hyper_parameters.clone(),
+    ))
+    .map_err(|e| Error::Config {
+        path: card_path.clone(),
+        reason: format!("`family.hyper_parameters` is not a VGG gene's shape: {e}"),
+    })?;
     let path = dir.join(TENSORS_FILE);
     let tensors = read_tensors(&path, device)?;
     let mut blocks = Vec::new();
     let mut fisher = Vec::new();
-    let mut inp = card.in_channels;
-    for (k, &out) in card.widths.iter().enumerate() {
+    let mut inp = shape.in_channels;
+    for (k, &out) in shape.widths.iter().enumerate() {
         let prefix = gene_prefix(k);
         blocks.push(ConvBlock::from_tensors(&tensors, &prefix, inp, out, &path)?);
         let f: BTreeMap<String, Tensor> = TRAINABLE
@@ -125,6 +176,7 @@ pub fn read(dir: &Path, device: &Device) -> Result<VggGene> {
     }
     Ok(VggGene {
         card,
+        shape,
         blocks,
         fisher,
     })
