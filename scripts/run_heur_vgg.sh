@@ -20,8 +20,10 @@ tasks="${TASKS:-10}"               # collective-model tasks (each widens one blo
 epochs="${EPOCHS:-5}"              # epochs per collective-model task
 per_class="${PER_CLASS:-100}"      # images per class of a collective-model task
 des_tasks="${DES_TASKS:-20}"       # seeded descendant tasks per shot count
-des_epochs="${DES_EPOCHS:-20}"     # epochs per descendant task (both arms)
-tests="${TEST_PER_CLASS:-40}"      # test images per class of a descendant task
+des_epochs="${DES_EPOCHS:-30}"     # epochs per descendant task, both arms (the paper's 30)
+des_batch="${DES_BATCH:-16}"       # descendant batch size
+des_lr="${DES_LR:-0.01}"           # descendant SGD learning rate
+tests="${TEST_PER_CLASS:-20}"      # test images per class of a descendant task
 seed="${SEED:-1}"
 
 "$lgreg" train --config configs/ancestor_heur_vgg.yaml --resume --set \
@@ -34,6 +36,7 @@ for shots in 10 20; do
     "DATASET.PATH=$fixtures/mnist/src/digits" "OUTPUT_DIR=$out/descendants_${shots}shot" \
     "GENE.ANCESTOR_MODEL_PATH=$out/ancestor" "SEED=$seed" "HEUR.WIDTH_SCALE=$scale" \
     "DATASET.NUM_WORKS_TT=$des_tasks" "DATASET.NUM_IMGS_PER_CAT_TRAIN=$shots" \
-    "TRAIN.EPOCHS=$des_epochs" "HEUR.TEST_PER_CLASS=$tests"
+    "TRAIN.EPOCHS=$des_epochs" "TRAIN.BATCH_SIZE=$des_batch" "TRAIN.LR=$des_lr" \
+    "HEUR.TEST_PER_CLASS=$tests"
 done
 echo "summaries: $out/descendants_10shot/summary.json $out/descendants_20shot/summary.json" >&2
