@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::Config;
 use super::plan::{self, AncestorRun, DescendantRun};
+use crate::algorithm::extract::ExtractRequest;
 use crate::algorithm::{Extracted, GrowRequest, extract};
 use crate::descendant::{SpawnRequest, Spawned, spawn};
 use crate::error::{Error, Result};
@@ -120,10 +121,7 @@ fn local_gene(
         return Ok(registry.publish(path, &name, version, reporter)?.reference);
     }
     if path.extension().is_some_and(|e| e == "pth" || e == "pt") {
-        return Err(cfg.error(
-            "MODEL.LOAD_GENE",
-            format!("'{gene}' is a PyTorch checkpoint; importing the official TLEG/SWS checkpoints as genes is not implemented yet: extract a gene with `lgreg train` and name it here"),
-        ));
+        return import_checkpoint(cfg, path, registry, reporter);
     }
     Reference::parse(gene).map_err(|e| {
         cfg.error(
@@ -132,6 +130,52 @@ fn local_gene(
         )
     })?;
     Ok(gene.to_string())
+}
+
+/// An official TLEG `checkpoint.pth` (`MODEL.LOAD_GENE`), imported as a faithful gene and
+/// published (named `GENE.NAME`, else after its directory, at `GENE.VERSION` or 0.1.0).
+fn import_checkpoint(
+    cfg: &Config,
+    path: &Path,
+    registry: &Registry,
+    reporter: &dyn Reporter,
+) -> Result<String> {
+    let method = cfg.method()?;
+    if method.algorithm != "tleg" {
+        return Err(cfg.error(
+            "MODEL.LOAD_GENE",
+            format!(
+                "'{}' is a PyTorch checkpoint; lgreg imports the official TLEG checkpoints only, and this config's method is `{}`: extract a gene with `lgreg train` and name it here",
+                path.display(),
+                method.name()
+            ),
+        ));
+    }
+    if !path.is_file() {
+        return Err(cfg.error(
+            "MODEL.LOAD_GENE",
+            format!("'{}' does not exist", path.display()),
+        ));
+    }
+    let parent = path
+        .parent()
+        .and_then(Path::file_name)
+        .map(|n| format!("{}-tleg", n.to_string_lossy().to_ascii_lowercase()));
+    let request = ExtractRequest {
+        ancestor: path.to_path_buf(),
+        hub_repo: None,
+        algorithm: method.algorithm.clone(),
+        recipe: None,
+        sets: Vec::new(),
+        data: None,
+        seed: plan::seed(cfg),
+        name: cfg.str("GENE.NAME").map(str::to_string).or(parent),
+        version: cfg.str("GENE.VERSION").map(str::to_string),
+        run_config: Some(cfg.resolved()),
+    };
+    let gene = extract(&request, registry, reporter)
+        .map_err(|e| cfg.error("MODEL.LOAD_GENE", e.to_string()))?;
+    Ok(gene.reference)
 }
 
 /// Run a `descendant_*` config: spawn the descendant of the configured depth from the gene

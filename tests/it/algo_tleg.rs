@@ -392,7 +392,7 @@ fn official_block(d: usize) -> Vec<(&'static str, Vec<usize>)> {
 
 /// An official-style TLEG checkpoint of width 32 with 2 heads (from a `config.json` beside
 /// it), 4-pixel patches on 16-pixel images and 5 classes.
-fn official_checkpoint(dir: &Path) -> PathBuf {
+pub(crate) fn official_checkpoint(dir: &Path) -> PathBuf {
     let d = 32;
     let mut rng = Rng::new(11);
     let mut mem = MemorySource::new();
@@ -432,6 +432,24 @@ fn official_checkpoint(dir: &Path) -> PathBuf {
     .unwrap();
     fs_err::write(dir.join("config.json"), r#"{"num_heads": 2}"#).unwrap();
     path
+}
+
+/// The official checkpoint `ckpt` saved as the official code saves it: `dir/checkpoint.pth`,
+/// the state dict under `model`, with its `config.json` beside it.
+pub(crate) fn official_pth(ckpt: &Path, dir: &Path) -> PathBuf {
+    fs_err::create_dir_all(dir).unwrap();
+    let config = ckpt.with_file_name("config.json");
+    fs_err::copy(config, dir.join("config.json")).unwrap();
+    let pth = dir.join("checkpoint.pth");
+    let status = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(include_str!("tleg_pth.py"))
+        .arg(ckpt)
+        .arg(&pth)
+        .status()
+        .expect("python3 is needed to write the .pth fixture");
+    assert!(status.success());
+    pth
 }
 
 #[test]
@@ -495,22 +513,7 @@ fn official_tleg_checkpoint_imports_as_a_faithful_gene() {
     }
 
     // The same gene saved the way the official code saves it: `checkpoint.pth`, under `model`.
-    let pth_dir = home.join("official-pth");
-    fs_err::create_dir_all(&pth_dir).unwrap();
-    fs_err::copy(
-        home.join("official/config.json"),
-        pth_dir.join("config.json"),
-    )
-    .unwrap();
-    let pth = pth_dir.join("checkpoint.pth");
-    let status = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(include_str!("tleg_pth.py"))
-        .arg(&ckpt)
-        .arg(&pth)
-        .status()
-        .expect("python3 is needed to write the .pth fixture");
-    assert!(status.success());
+    let pth = official_pth(&ckpt, &home.join("official-pth"));
     let e = extract(home, &pth, "tleg-official-pth", &[]);
     assert_eq!(e["fidelity"], "faithful", "{e}");
     let out = home.join("des-pth-3");

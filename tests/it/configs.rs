@@ -330,3 +330,92 @@ fn a_descendant_run_killed_at_a_random_step_resumes_to_the_unbroken_result() {
         refused.stderr
     );
 }
+
+/// `n` seeded 16×16 RGB PNG images per class in class folders `c0` … `c<classes-1>`.
+fn image_folders(dir: &Path, classes: usize, n: usize) -> PathBuf {
+    let mut rng = lgreg::nn::init::Rng::new(5);
+    for c in 0..classes {
+        let class_dir = dir.join(format!("c{c}"));
+        std::fs::create_dir_all(&class_dir).unwrap();
+        for i in 0..n {
+            let pixels: Vec<u8> = (0..16 * 16 * 3)
+                .map(|p| ((p % 3 == c % 3) as u8) * 120 + (rng.uniform() * 100.0) as u8)
+                .collect();
+            let img = image::RgbImage::from_raw(16, 16, pixels).unwrap();
+            img.save(class_dir.join(format!("{i}.png"))).unwrap();
+        }
+    }
+    dir.to_path_buf()
+}
+
+#[test]
+fn shipped_tleg_vit_configs_take_the_official_checkpoint_pth() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let ckpt = crate::algo_tleg::official_checkpoint(&home.join("official"));
+    let pth = crate::algo_tleg::official_pth(&ckpt, &home.join("ancestor_aux_tiny"));
+    let images = image_folders(&home.join("images"), 5, 6);
+
+    // The ancestor config imports the checkpoint as a faithful gene.
+    let trained = ok(
+        home,
+        &[
+            "train",
+            "--json",
+            "--config",
+            &shipped("ancestor_tleg_vit.yaml"),
+            "--set",
+            &format!("GENE.ANCESTOR_MODEL_PATH={}", s(&pth)),
+            &format!("OUTPUT_DIR={}", s(&home.join("runs/ancestor"))),
+        ],
+    );
+    assert_eq!(trained["gene"]["reference"], "deit-tiny-tleg:0.1.0");
+    assert_eq!(trained["gene"]["fidelity"], "faithful", "{trained}");
+
+    // The descendant config takes the checkpoint.pth itself as MODEL.LOAD_GENE.
+    let des = home.join("runs/descendant");
+    let adapted = ok(
+        home,
+        &[
+            "adapt",
+            "--json",
+            "--config",
+            &shipped("descendant_tleg_vit.yaml"),
+            "--set",
+            &format!("MODEL.LOAD_GENE={}", s(&pth)),
+            &format!("DATASET.PATH={}", s(&images)),
+            &format!("OUTPUT_DIR={}", s(&des)),
+            "DATASET.INPUT_SIZE=16",
+            "MODEL.TYPE=deit_L3",
+            "TRAIN.STEPS=2",
+            "TRAIN.BATCH_SIZE=4",
+            "TRAIN.WARMUP_EPOCHS=0",
+        ],
+    );
+    assert_eq!(adapted["spawned"]["layers"], 3, "{adapted}");
+    assert_eq!(adapted["spawned"]["gene"], "ancestor_aux_tiny-tleg:0.1.0");
+    assert_eq!(adapted["adapted"]["steps"], 2);
+    let shown = ok(home, &["show", "--json", "ancestor_aux_tiny-tleg:0.1.0"]);
+    assert_eq!(shown["card"]["fidelity"], "faithful");
+
+    // A checkpoint.pth for a method other than TLEG is refused by name, and nothing is written.
+    let sws_des = home.join("runs/sws");
+    let refused = run_str(
+        home,
+        &[
+            "adapt",
+            "--config",
+            &shipped("descendant_sws_llama.yaml"),
+            "--set",
+            &format!("MODEL.LOAD_GENE={}", s(&pth)),
+            &format!("OUTPUT_DIR={}", s(&sws_des)),
+        ],
+    );
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("MODEL.LOAD_GENE") && refused.stderr.contains("official TLEG"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!sws_des.exists());
+}
