@@ -8,6 +8,7 @@ use lgreg::config::plan::descendant_run;
 use lgreg::config::run::{Adapted as ConfigAdapted, adapt as adapt_config};
 use lgreg::nn::Precision;
 use lgreg::registry::{Registry, RemoteRef};
+use lgreg::train::augment::Augment;
 use lgreg::train::{AdaptOptions, AdaptReport, adapt};
 
 use super::compare::plot_finished_run;
@@ -92,6 +93,18 @@ pub(crate) struct Args {
     /// stay f32). Reduced precision pays off on CUDA; candle's CPU backend widens bf16 to f32.
     #[arg(long, default_value = "f32", value_parser = parse_precision)]
     precision: Precision,
+    /// Label smoothing ε (vit).
+    #[arg(long, default_value_t = 0.0)]
+    smoothing: f64,
+    /// Mixup α (vit; 0: off).
+    #[arg(long, default_value_t = 0.0)]
+    mixup: f64,
+    /// CutMix α (vit; 0: off).
+    #[arg(long, default_value_t = 0.0)]
+    cutmix: f64,
+    /// Random-erasing probability per image (vit).
+    #[arg(long, default_value_t = 0.0)]
+    reprob: f64,
     #[command(flatten)]
     remote: RemoteArgs,
 }
@@ -125,6 +138,13 @@ pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Ou
         force: args.force,
         cuda: args.cuda,
         precision: args.precision,
+        augment: Augment {
+            smoothing: args.smoothing,
+            mixup: args.mixup,
+            cutmix: args.cutmix,
+            erase_prob: args.reprob,
+            ..Augment::default()
+        },
         ..AdaptOptions::default()
     };
     let report = adapt(model, data, output, &opts, &Bars::new(global))?;

@@ -94,7 +94,7 @@ pub fn number(v: &Value) -> Option<f64> {
     }
 }
 
-const AUGMENT: &str = "the DeiT augmentations (Mixup, CutMix, RandAugment, colour jitter, random erasing) are not implemented yet; set it to 0 (or '' for TRAIN.AA) to train without it";
+const AUGMENT: &str = "RandAugment and colour jitter are not implemented yet (label smoothing, Mixup, CutMix and random erasing are); set it to 0 (or '' for TRAIN.AA) to train without it";
 
 const DISTILL: &str =
     "distillation from a teacher arrives with the faithful TLEG and SWS (MODE: faithful)";
@@ -470,26 +470,37 @@ pub const KEYS: &[Key] = &[
     key(
         "TRAIN.SMOOTHING",
         Float,
-        AppliedIf(
-            is_zero,
-            "label smoothing is not implemented yet; set it to 0",
-        ),
+        Applied,
         Toolbox,
-        "Label smoothing.",
+        "Label smoothing ε (vit): the target is (1 − ε)·onehot + ε/K, as timm's.",
     ),
     key(
         "TRAIN.MIXUP",
         Float,
-        AppliedIf(is_zero, AUGMENT),
+        Applied,
         Toolbox,
-        "Mixup α.",
+        "Mixup α (vit): each batch is blended with its reverse by λ ~ Beta(α, α), the loss weighs both labels (0: off).",
     ),
     key(
         "TRAIN.CUTMIX",
         Float,
-        AppliedIf(is_zero, AUGMENT),
+        Applied,
         Toolbox,
-        "CutMix α.",
+        "CutMix α (vit): a box of each image's partner is pasted in, λ is the area kept (0: off).",
+    ),
+    key(
+        "TRAIN.MIXUP_PROB",
+        Float,
+        Applied,
+        Toolbox,
+        "The probability that a batch is mixed (DeiT's default 1).",
+    ),
+    key(
+        "TRAIN.MIXUP_SWITCH_PROB",
+        Float,
+        Applied,
+        Toolbox,
+        "With both Mixup and CutMix on, the probability of CutMix (DeiT's default 0.5).",
     ),
     key(
         "TRAIN.COLOR_JITTER",
@@ -508,9 +519,9 @@ pub const KEYS: &[Key] = &[
     key(
         "TRAIN.REPROB",
         Float,
-        AppliedIf(is_zero, AUGMENT),
+        Applied,
         Toolbox,
-        "Random-erasing probability.",
+        "Random-erasing probability (vit): one rectangle of normal noise per image, timm's `pixel` mode.",
     ),
     key(
         "TRAIN.MAX_GRAD_NORM",
@@ -720,6 +731,54 @@ pub fn vgg_only(path: &str) -> bool {
                 | "TRAIN.LR_DROP"
                 | "TRAIN.EPOCHS_DROP"
         )
+}
+
+/// The image augmentations: applied to vit classifiers, refused for the other families.
+pub fn image_only(path: &str) -> bool {
+    matches!(
+        path,
+        "TRAIN.SMOOTHING"
+            | "TRAIN.MIXUP"
+            | "TRAIN.CUTMIX"
+            | "TRAIN.MIXUP_PROB"
+            | "TRAIN.MIXUP_SWITCH_PROB"
+            | "TRAIN.REPROB"
+    )
+}
+
+/// Keys heur_vgg's training reads, besides the ones every run reads (`METHOD_FAMILY`, `MODE`,
+/// `OUTPUT_DIR`, `SEED`, `DEVICE`, `DISTRIBUTED.*`) and those only it applies ([`vgg_only`]).
+pub fn vgg_reads(path: &str) -> bool {
+    vgg_only(path)
+        || path.starts_with("DISTRIBUTED.")
+        || matches!(
+            path,
+            "METHOD_FAMILY"
+                | "MODE"
+                | "OUTPUT_DIR"
+                | "SEED"
+                | "DEVICE"
+                | "DATASET.NAME"
+                | "DATASET.PATH"
+                | "DATASET.LIMIT"
+                | "DATASET.INPUT_SIZE"
+                | "GENE.ANCESTOR_MODEL_PATH"
+                | "GENE.NAME"
+                | "GENE.VERSION"
+                | "MODEL.TYPE"
+                | "MODEL.LOAD_GENE"
+                | "TRAIN.EPOCHS"
+                | "TRAIN.BATCH_SIZE"
+                | "TRAIN.LR"
+                | "TRAIN.OPT"
+                | "TRAIN.MOMENTUM"
+                | "TRAIN.WEIGHT_DECAY"
+        )
+}
+
+/// A value that switches nothing on: 0, `false`, `''`, `none` or null.
+pub fn is_neutral(v: &Value) -> bool {
+    is_blank(v) || is_false(v)
 }
 
 /// The key at `path`.

@@ -385,6 +385,36 @@ impl Config {
             }
             _ => {}
         }
+        if vgg
+            && let Some(path) = self.values.iter().find_map(|(p, v)| {
+                let silent = matches!(
+                    keys::find(p).map(|k| k.support),
+                    Some(keys::Support::NoEffect(_))
+                );
+                (!keys::vgg_reads(p) && !silent && !keys::is_neutral(v)).then_some(p)
+            })
+        {
+            return Err(self.error(
+                path,
+                "does not apply to `METHOD_FAMILY: heur_vgg` (its SGD task training reads TRAIN.EPOCHS, BATCH_SIZE, LR, LR_DROP, EPOCHS_DROP, MOMENTUM, WEIGHT_DECAY and the HEUR.* keys); remove it",
+            ));
+        }
+        if let Some(method) = self.str("METHOD_FAMILY").and_then(|m| m.split_once('_'))
+            && method.1 != "vit"
+            && !vgg
+            && let Some(path) = self
+                .values
+                .iter()
+                .find_map(|(p, v)| (keys::image_only(p) && !keys::is_neutral(v)).then_some(p))
+        {
+            return Err(self.error(
+                path,
+                format!(
+                    "applies to image classifiers (the vit family), not `{}`; set it to 0",
+                    method.1
+                ),
+            ));
+        }
         if !vgg && self.values.contains_key("TRAIN.MOMENTUM") {
             self.notes.push(
                 "TRAIN.MOMENTUM: no effect (AdamW has no momentum parameter; its betas are 0.9 and 0.999, as timm's)".into(),

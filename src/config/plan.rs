@@ -14,6 +14,7 @@ use crate::error::Result;
 use crate::nn::Precision;
 use crate::registry::manifest::GeneCard;
 use crate::train::AdaptOptions;
+use crate::train::augment::Augment;
 
 /// The toolbox's default seed.
 const DEFAULT_SEED: u64 = 42;
@@ -206,7 +207,40 @@ fn adapt_options(cfg: &Config) -> Result<AdaptOptions> {
             .map_or(defaults.save_every, |n| n as usize),
         cuda: cfg.cuda()?,
         precision: precision(cfg)?,
+        augment: augment(cfg)?,
         ..defaults
+    })
+}
+
+/// The probability at `key` (default `default`), checked to lie in [0, 1].
+fn probability(cfg: &Config, key: &str, default: f64) -> Result<f64> {
+    let p = cfg.float(key).unwrap_or(default);
+    if (0.0..=1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(cfg.error(key, format!("{p} is not a probability in [0, 1]")))
+    }
+}
+
+/// The augmentations of `TRAIN.SMOOTHING`, `MIXUP`, `CUTMIX`, `MIXUP_PROB`,
+/// `MIXUP_SWITCH_PROB` and `REPROB`.
+fn augment(cfg: &Config) -> Result<Augment> {
+    let alpha = |key: &str| -> Result<f64> {
+        let a = cfg.float(key).unwrap_or(0.0);
+        if a >= 0.0 && a.is_finite() {
+            Ok(a)
+        } else {
+            Err(cfg.error(key, format!("{a}: a Beta parameter is 0 (off) or positive")))
+        }
+    };
+    let defaults = Augment::default();
+    Ok(Augment {
+        smoothing: probability(cfg, "TRAIN.SMOOTHING", 0.0)?,
+        mixup: alpha("TRAIN.MIXUP")?,
+        cutmix: alpha("TRAIN.CUTMIX")?,
+        mix_prob: probability(cfg, "TRAIN.MIXUP_PROB", defaults.mix_prob)?,
+        switch_prob: probability(cfg, "TRAIN.MIXUP_SWITCH_PROB", defaults.switch_prob)?,
+        erase_prob: probability(cfg, "TRAIN.REPROB", 0.0)?,
     })
 }
 

@@ -10,6 +10,7 @@ use std::time::Instant;
 use candle_core::Tensor;
 use serde::Serialize;
 
+use super::augment::{self, Augment};
 use super::data::{ImageSet, read_images, split};
 use super::eval::{
     Metrics, accuracy, as_strs, checkpoint_tokenizer, embed_in, perplexity, similarities,
@@ -74,6 +75,8 @@ pub struct AdaptOptions {
     pub precision: Precision,
     /// Append a record per step and per evaluation to this `metrics.jsonl`.
     pub metrics: Option<PathBuf>,
+    /// DeiT's batch augmentations and label smoothing (image classifiers only).
+    pub augment: Augment,
 }
 
 impl Default for AdaptOptions {
@@ -101,6 +104,7 @@ impl Default for AdaptOptions {
             cuda: false,
             precision: Precision::F32,
             metrics: None,
+            augment: Augment::default(),
         }
     }
 }
@@ -192,6 +196,25 @@ fn check_options(opts: &AdaptOptions) -> Result<()> {
             reason: "a step needs at least one example".into(),
         });
     }
+    let a = &opts.augment;
+    let probability = |p: f64| (0.0..=1.0).contains(&p);
+    let alpha = |x: f64| x >= 0.0 && x.is_finite();
+    let valid = (0.0..1.0).contains(&a.smoothing)
+        && alpha(a.mixup)
+        && alpha(a.cutmix)
+        && probability(a.erase_prob)
+        && probability(a.mix_prob)
+        && probability(a.switch_prob);
+    if !valid {
+        return Err(Error::InvalidValue {
+            what: "`--smoothing`/`--mixup`/`--cutmix`/`--reprob`".into(),
+            value: format!(
+                "{}, {}, {}, {}",
+                a.smoothing, a.mixup, a.cutmix, a.erase_prob
+            ),
+            reason: "smoothing lies in [0, 1), the Beta parameters are 0 (off) or positive, probabilities lie in [0, 1]".into(),
+        });
+    }
     if matches!(opts.steps, Some(0)) || matches!(opts.epochs, Some(0)) {
         return Err(Error::InvalidValue {
             what: "`--steps`/`--epochs`".into(),
@@ -219,6 +242,16 @@ pub fn adapt(
     let ckpt = open(model_path)?;
     let mut model = Model::load(&ckpt, &device(opts.cuda)?)?.with_precision(opts.precision);
     let c = model.config.clone();
+    if c.family != Family::Vit && !opts.augment.is_none() {
+        return Err(Error::InvalidValue {
+            what: "TRAIN.SMOOTHING / MIXUP / CUTMIX / REPROB".into(),
+            value: format!("{:?}", opts.augment),
+            reason: format!(
+                "label smoothing, Mixup, CutMix and random erasing apply to image classifiers (vit); this model is {:?}: set them to 0",
+                c.family
+            ),
+        });
+    }
     let mut set = match c.family {
         Family::Vit => {
             let set = read_images(data)?;
@@ -327,8 +360,10 @@ pub fn adapt(
         let loss = match &set {
             Data::Images(s) => {
                 let (x, y) = s.batch(&batch, &model.device)?;
-                let out = model.forward(&Input::Images(x), Mode::Train, false)?;
-                cross_entropy(&out.output, &y)?
+                let mut rng = augment::step_rng(opts.seed, step);
+                let b = augment::apply(&x, &y, &opts.augment, &mut rng)?;
+                let out = model.forward(&Input::Images(b.x.clone()), Mode::Train, false)?;
+                augment::loss(&out.output, &b, &opts.augment)?
             }
             Data::Text(t) => {
                 let (x, y) = t.batch(&batch, &model.device)?;

@@ -1,9 +1,11 @@
 //! Training and evaluation: datasets, AdamW with a cosine schedule, SGD with momentum ([`sgd`]), gradient clipping,
-//! resumable training state, losses (cross-entropy, KL distillation), text corpora from files,
+//! resumable training state, losses (cross-entropy, KL distillation), DeiT's batch augmentations
+//! ([`augment`]), text corpora from files,
 //! directories, globs and JSON Lines ([`corpus`]), and the two verbs built on
 //! them, [`adapt`] and [`evaluate`].
 
 mod adapt;
+pub mod augment;
 pub mod corpus;
 pub mod data;
 pub mod eval;

@@ -398,6 +398,59 @@ fn shipped_tleg_vit_configs_take_the_official_checkpoint_pth() {
     let shown = ok(home, &["show", "--json", "ancestor_aux_tiny-tleg:0.1.0"]);
     assert_eq!(shown["card"]["fidelity"], "faithful");
 
+    // DeiT's augmentations train, and a run stopped half-way resumes to the same weights.
+    let init = s(&des.join("init"));
+    let data = s(&images);
+    let flags = |out: &Path| -> Vec<String> {
+        [
+            "adapt",
+            "--json",
+            &init,
+            "--data",
+            &data,
+            "-o",
+            &s(out),
+            "--steps",
+            "4",
+            "--batch-size",
+            "4",
+            "--seed",
+            "3",
+            "--smoothing",
+            "0.1",
+            "--mixup",
+            "0.8",
+            "--cutmix",
+            "1.0",
+            "--reprob",
+            "0.5",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let run = |args: &[String]| ok(home, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let whole = run(&flags(&home.join("aug-whole")));
+    assert!(whole["final_loss"].as_f64().unwrap().is_finite(), "{whole}");
+    let mut cut = flags(&home.join("aug-cut"));
+    cut.extend(["--stop-after".into(), "2".into()]);
+    run(&cut);
+    cut.truncate(cut.len() - 2);
+    cut.push("--resume".into());
+    let resumed = run(&cut);
+    assert_eq!(resumed["resumed_from"], 2, "{resumed}");
+    let weights = |d: &str| std::fs::read(home.join(d).join("model.safetensors")).unwrap();
+    assert!(
+        weights("aug-whole") == weights("aug-cut"),
+        "augmented resume differs"
+    );
+    let mut bad = flags(&home.join("aug-bad"));
+    let at = bad.iter().position(|a| a == "--smoothing").unwrap() + 1;
+    bad[at] = "1.5".into();
+    let refused = run_str(home, &bad.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(refused.stderr.contains("smoothing"), "{}", refused.stderr);
+
     // A checkpoint.pth for a method other than TLEG is refused by name, and nothing is written.
     let sws_des = home.join("runs/sws");
     let refused = run_str(
