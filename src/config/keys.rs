@@ -531,6 +531,13 @@ pub const KEYS: &[Key] = &[
         "Clip the global gradient norm to this (default 1).",
     ),
     key(
+        "TRAIN.EVAL_EVERY_EPOCH",
+        Bool,
+        Applied,
+        Lgreg,
+        "Evaluate on the validation split after every epoch, into metrics.jsonl, for the curves and `lgreg compare` (default true).",
+    ),
+    key(
         "TRAIN.SAVE_EVERY",
         Int,
         Applied,

@@ -208,6 +208,7 @@ fn adapt_options(cfg: &Config) -> Result<AdaptOptions> {
         cuda: cfg.cuda()?,
         precision: precision(cfg)?,
         augment: augment(cfg)?,
+        eval_every_epoch: cfg.bool("TRAIN.EVAL_EVERY_EPOCH").unwrap_or(true),
         ..defaults
     })
 }

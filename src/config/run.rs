@@ -171,7 +171,9 @@ fn import_checkpoint(
         seed: plan::seed(cfg),
         name: cfg.str("GENE.NAME").map(str::to_string).or(parent),
         version: cfg.str("GENE.VERSION").map(str::to_string),
-        run_config: Some(cfg.resolved()),
+        // The gene is the checkpoint's alone: the same file imports to the same gene from
+        // every descendant run.
+        run_config: None,
     };
     let gene = extract(&request, registry, reporter)
         .map_err(|e| cfg.error("MODEL.LOAD_GENE", e.to_string()))?;

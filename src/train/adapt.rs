@@ -77,6 +77,8 @@ pub struct AdaptOptions {
     pub metrics: Option<PathBuf>,
     /// DeiT's batch augmentations and label smoothing (image classifiers only).
     pub augment: Augment,
+    /// Also evaluate on the validation split at the end of every epoch (logged to `metrics`).
+    pub eval_every_epoch: bool,
 }
 
 impl Default for AdaptOptions {
@@ -105,6 +107,7 @@ impl Default for AdaptOptions {
             precision: Precision::F32,
             metrics: None,
             augment: Augment::default(),
+            eval_every_epoch: false,
         }
     }
 }
@@ -293,6 +296,7 @@ pub fn adapt(
             reason: format!("{n} example(s) leave none for training after the validation split"),
         });
     }
+    let eval_idx = if val.is_empty() { train.clone() } else { val };
     let per_epoch = train.len().div_ceil(opts.batch_size);
     let total = opts
         .steps
@@ -350,7 +354,7 @@ pub fn adapt(
         Some(path) => Some(MetricsLog::open(path, start)?),
         None => None,
     };
-    let epoch_of = |done: usize| (done * opts.batch_size) as f64 / train.len() as f64;
+    let epoch_of = |done: usize| done as f64 / per_epoch as f64;
     let began = Instant::now();
     let mut seen = 0usize;
     let mut order = EpochOrder::new(train.clone(), opts.seed);
@@ -401,6 +405,17 @@ pub fn adapt(
                 samples_per_sec: rate,
             })?;
         }
+        if opts.eval_every_epoch
+            && done % per_epoch == 0
+            && done < total
+            && let Some(log) = log.as_mut()
+        {
+            log.append(&serde_json::json!({
+                "step": done,
+                "epoch": epoch_of(done),
+                "eval": validate(&model, &set, &eval_idx)?,
+            }))?;
+        }
         if done % opts.save_every.max(1) == 0 || done == stop {
             let meta = StateMeta {
                 step: done,
@@ -424,18 +439,7 @@ pub fn adapt(
         });
     }
     reporter.report(Event::Finish);
-    let eval_idx = if val.is_empty() { train.clone() } else { val };
-    let metrics = match &set {
-        Data::Images(s) => accuracy(&model, s, &eval_idx, 256, &crate::progress::Silent)?,
-        Data::Text(t) => perplexity(&model, t, &eval_idx, 1, &crate::progress::Silent)?,
-        Data::Pairs { pairs, tok } => {
-            let held: Vec<(String, String)> = eval_idx
-                .iter()
-                .filter_map(|&i| pairs.get(i).cloned())
-                .collect();
-            similarities(&model, tok, &as_strs(&held))?
-        }
-    };
+    let metrics = validate(&model, &set, &eval_idx)?;
     if let Some(log) = log.as_mut() {
         log.append(&serde_json::json!({
             "step": total,
@@ -454,6 +458,20 @@ pub fn adapt(
         samples_per_sec,
         metrics: Some(metrics),
     })
+}
+
+/// The model's metric on the examples `idx` of `set`.
+fn validate(model: &Model, set: &Data, idx: &[usize]) -> Result<Metrics> {
+    let quiet = &crate::progress::Silent;
+    match set {
+        Data::Images(s) => accuracy(model, s, idx, 256, quiet),
+        Data::Text(t) => perplexity(model, t, idx, 1, quiet),
+        Data::Pairs { pairs, tok } => {
+            let held: Vec<(String, String)> =
+                idx.iter().filter_map(|&i| pairs.get(i).cloned()).collect();
+            similarities(model, tok, &as_strs(&held))
+        }
+    }
 }
 
 /// The batch order: epoch `e` visits the training indices in a shuffle seeded by

@@ -398,6 +398,48 @@ fn shipped_tleg_vit_configs_take_the_official_checkpoint_pth() {
     let shown = ok(home, &["show", "--json", "ancestor_aux_tiny-tleg:0.1.0"]);
     assert_eq!(shown["card"]["fidelity"], "faithful");
 
+    // Two epochs: the validation metric is logged after each, and `compare` draws its curve.
+    let two = home.join("runs/two-epochs");
+    ok(
+        home,
+        &[
+            "adapt",
+            "--json",
+            "--config",
+            &shipped("descendant_tleg_vit.yaml"),
+            "--set",
+            &format!("MODEL.LOAD_GENE={}", s(&pth)),
+            &format!("DATASET.PATH={}", s(&images)),
+            &format!("OUTPUT_DIR={}", s(&two)),
+            "DATASET.INPUT_SIZE=16",
+            "MODEL.TYPE=deit_L2",
+            "TRAIN.EPOCHS=2",
+            "TRAIN.BATCH_SIZE=8",
+            "TRAIN.WARMUP_EPOCHS=0",
+        ],
+    );
+    let evals: Vec<f64> = lgreg::train::metrics::read(&two.join("metrics.jsonl"))
+        .unwrap()
+        .iter()
+        .filter(|r| r.get("eval").is_some())
+        .map(|r| r["epoch"].as_f64().unwrap())
+        .collect();
+    assert_eq!(evals.len(), 2, "{evals:?}");
+    assert_eq!(evals, [1.0, 2.0]);
+    let compared = ok(
+        home,
+        &[
+            "compare",
+            "--json",
+            &s(&two),
+            &s(&des),
+            "-o",
+            &s(&home.join("fig")),
+        ],
+    );
+    assert_eq!(compared["rows"][0]["metric"], "accuracy", "{compared}");
+    assert!(home.join("fig/compare.png").is_file() && two.join("curves.svg").is_file());
+
     // DeiT's augmentations train, and a run stopped half-way resumes to the same weights.
     let init = s(&des.join("init"));
     let data = s(&images);
