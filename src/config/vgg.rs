@@ -22,6 +22,7 @@ use crate::algorithm::heur_vgg::descendant::{
     DescendantOptions, Descendants, Ewc, PAPER_LOWER, run_descendants,
 };
 use crate::algorithm::heur_vgg::gene;
+use crate::algorithm::heur_vgg::task::EpochPlan;
 use crate::algorithm::heur_vgg::vgg::VggSpec;
 use crate::error::{Error, Result};
 use crate::progress::Reporter;
@@ -120,6 +121,21 @@ fn sgd(cfg: &Config) -> SgdConfig {
     }
 }
 
+/// The task training of `TRAIN.*` and the quirk switches, with defaults `[epochs, batch size,
+/// epochs between drops]`, the learning rate and the drop factor.
+fn epoch_plan(cfg: &Config, counts: [usize; 3], lr: f64, lr_drop: f64) -> Result<EpochPlan> {
+    Ok(EpochPlan {
+        epochs: int_or(cfg, "TRAIN.EPOCHS", counts[0]),
+        batch_size: int_or(cfg, "TRAIN.BATCH_SIZE", counts[1]),
+        lr: positive(cfg, "TRAIN.LR", lr)?,
+        lr_drop: cfg.float("TRAIN.LR_DROP").unwrap_or(lr_drop),
+        epochs_drop: int_or(cfg, "TRAIN.EPOCHS_DROP", counts[2]),
+        sgd: sgd(cfg),
+        reset_optimizer_each_epoch: cfg.bool("HEUR.RESET_OPTIMIZER").unwrap_or(true),
+        softmax_before_ce: cfg.bool("HEUR.SOFTMAX_BEFORE_CE").unwrap_or(false),
+    })
+}
+
 fn selection(cfg: &Config) -> Result<Selection> {
     match cfg.str("HEUR.SELECT").unwrap_or("stable_suffix") {
         "stable_suffix" => Ok(Selection::StableSuffix {
@@ -172,12 +188,7 @@ pub fn collective_options(cfg: &Config, set: &ImageSet) -> Result<CollectiveOpti
         tasks: int_or(cfg, "DATASET.NUM_WORKS", 21),
         classes_per_task: int_or(cfg, "HEUR.CLASSES_PER_TASK", 5),
         images_per_class: int_or(cfg, "DATASET.NUM_IMGS_PER_CAT_TRAIN", 300),
-        epochs: int_or(cfg, "TRAIN.EPOCHS", 100),
-        batch_size: int_or(cfg, "TRAIN.BATCH_SIZE", 16),
-        lr: positive(cfg, "TRAIN.LR", 0.01)?,
-        lr_drop: cfg.float("TRAIN.LR_DROP").unwrap_or(0.4),
-        epochs_drop: int_or(cfg, "TRAIN.EPOCHS_DROP", 100),
-        sgd: sgd(cfg),
+        plan: epoch_plan(cfg, [100, 16, 100], 0.01, 0.4)?,
         threshold: Threshold {
             tau: cfg.float("HEUR.TAU").unwrap_or(5e-10),
             absolute: cfg.bool("HEUR.ABSOLUTE").unwrap_or(false),
@@ -188,8 +199,6 @@ pub fn collective_options(cfg: &Config, set: &ImageSet) -> Result<CollectiveOpti
             .filter(|(l, _)| *l < layers)
             .collect(),
         widen_noise: cfg.float("HEUR.WIDEN_NOISE").unwrap_or(0.0),
-        softmax_before_ce: cfg.bool("HEUR.SOFTMAX_BEFORE_CE").unwrap_or(false),
-        reset_optimizer_each_epoch: cfg.bool("HEUR.RESET_OPTIMIZER").unwrap_or(true),
         seed: seed(cfg),
         run_config: cfg.resolved(),
         classes,
@@ -323,14 +332,7 @@ pub fn descendant_options(cfg: &Config, set: &ImageSet) -> Result<DescendantOpti
         tests_per_class: int_or(cfg, "HEUR.TEST_PER_CLASS", 100),
         tasks: int_or(cfg, "DATASET.NUM_WORKS_TT", 5),
         classes: classes(cfg, set)?,
-        epochs: int_or(cfg, "TRAIN.EPOCHS", 30),
-        batch_size: int_or(cfg, "TRAIN.BATCH_SIZE", 32),
-        lr: positive(cfg, "TRAIN.LR", 0.005)?,
-        lr_drop: cfg.float("TRAIN.LR_DROP").unwrap_or(1.0),
-        epochs_drop: int_or(cfg, "TRAIN.EPOCHS_DROP", 0),
-        sgd: sgd(cfg),
-        reset_optimizer_each_epoch: cfg.bool("HEUR.RESET_OPTIMIZER").unwrap_or(true),
-        softmax_before_ce: cfg.bool("HEUR.SOFTMAX_BEFORE_CE").unwrap_or(false),
+        plan: epoch_plan(cfg, [30, 32, 0], 0.005, 1.0)?,
         ewc: ewc(cfg)?,
         reuse_model: cfg.bool("HEUR.REUSE_MODEL").unwrap_or(false),
         control: cfg.bool("HEUR.CONTROL").unwrap_or(true),

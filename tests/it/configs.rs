@@ -7,18 +7,7 @@ use std::path::{Path, PathBuf};
 use lgreg::config::Config;
 use serde_json::Value;
 
-use crate::support::{fixture, json_result, listing, run_str, smollm2_gguf};
-
-fn shipped(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("configs")
-        .join(name);
-    path.display().to_string()
-}
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
+use crate::support::{fixture, json_result, listing, run_str, s, shipped, smollm2_gguf};
 
 /// `lgreg ARGS --json`, asserting success; the result line.
 fn ok(home: &Path, args: &[&str]) -> Value {
@@ -257,35 +246,10 @@ fn a_descendant_run_killed_at_a_random_step_resumes_to_the_unbroken_result() {
     let whole = ok(home, &args_ref);
 
     // Kill -9 once metrics.jsonl shows a step between 1 and 5 (chosen at random), then resume.
-    let kill_after = 1
-        + (std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos() as usize)
-            % 5;
+    let kill_after = 1 + crate::support::clock_pick(5);
     let cut_dir = home.join("runs/cut");
     let args = descendant_args(&cut_dir, &texts);
-    let mut child = crate::support::lgreg(home)
-        .args(&args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let metrics = cut_dir.join("metrics.jsonl");
-    let began = std::time::Instant::now();
-    loop {
-        let lines = std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count());
-        if lines >= kill_after || child.try_wait().unwrap().is_some() {
-            break;
-        }
-        assert!(
-            began.elapsed().as_secs() < 300,
-            "the run never reached step {kill_after}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    crate::support::kill_once_logged(home, &args, &cut_dir.join("metrics.jsonl"), kill_after);
     assert!(
         !cut_dir.join("model").exists(),
         "killed after step {kill_after}, yet finished"
@@ -374,23 +338,25 @@ fn shipped_tleg_vit_configs_take_the_official_checkpoint_pth() {
 
     // The descendant config takes the checkpoint.pth itself as MODEL.LOAD_GENE.
     let des = home.join("runs/descendant");
-    let adapted = ok(
-        home,
-        &[
-            "adapt",
-            "--json",
-            "--config",
-            &shipped("descendant_tleg_vit.yaml"),
-            "--set",
-            &format!("MODEL.LOAD_GENE={}", s(&pth)),
-            &format!("DATASET.PATH={}", s(&images)),
-            &format!("OUTPUT_DIR={}", s(&des)),
-            "DATASET.INPUT_SIZE=16",
-            "MODEL.TYPE=deit_L3",
-            "TRAIN.STEPS=2",
-            "TRAIN.BATCH_SIZE=4",
-            "TRAIN.WARMUP_EPOCHS=0",
-        ],
+    let vit = |out: &Path, sizes: &[&str]| -> Value {
+        let mut args = vec![
+            "adapt".to_string(),
+            "--json".into(),
+            "--config".into(),
+            shipped("descendant_tleg_vit.yaml"),
+            "--set".into(),
+            format!("MODEL.LOAD_GENE={}", s(&pth)),
+            format!("DATASET.PATH={}", s(&images)),
+            format!("OUTPUT_DIR={}", s(out)),
+            "DATASET.INPUT_SIZE=16".into(),
+            "TRAIN.WARMUP_EPOCHS=0".into(),
+        ];
+        args.extend(sizes.iter().map(|a| a.to_string()));
+        ok(home, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let adapted = vit(
+        &des,
+        &["MODEL.TYPE=deit_L3", "TRAIN.STEPS=2", "TRAIN.BATCH_SIZE=4"],
     );
     assert_eq!(adapted["spawned"]["layers"], 3, "{adapted}");
     assert_eq!(adapted["spawned"]["gene"], "ancestor_aux_tiny-tleg:0.1.0");
@@ -400,23 +366,9 @@ fn shipped_tleg_vit_configs_take_the_official_checkpoint_pth() {
 
     // Two epochs: the validation metric is logged after each, and `compare` draws its curve.
     let two = home.join("runs/two-epochs");
-    ok(
-        home,
-        &[
-            "adapt",
-            "--json",
-            "--config",
-            &shipped("descendant_tleg_vit.yaml"),
-            "--set",
-            &format!("MODEL.LOAD_GENE={}", s(&pth)),
-            &format!("DATASET.PATH={}", s(&images)),
-            &format!("OUTPUT_DIR={}", s(&two)),
-            "DATASET.INPUT_SIZE=16",
-            "MODEL.TYPE=deit_L2",
-            "TRAIN.EPOCHS=2",
-            "TRAIN.BATCH_SIZE=8",
-            "TRAIN.WARMUP_EPOCHS=0",
-        ],
+    vit(
+        &two,
+        &["MODEL.TYPE=deit_L2", "TRAIN.EPOCHS=2", "TRAIN.BATCH_SIZE=8"],
     );
     let evals: Vec<f64> = lgreg::train::metrics::read(&two.join("metrics.jsonl"))
         .unwrap()

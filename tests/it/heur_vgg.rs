@@ -11,7 +11,7 @@ use lgreg::algorithm::heur_vgg::widen::widen;
 use lgreg::nn::init::Rng;
 use serde_json::Value;
 
-use crate::support::{fixture, json_result, listing, run_str};
+use crate::support::{fixture, json_result, listing, run_str, s, shipped};
 
 fn tiny_spec() -> VggSpec {
     VggSpec::new(1, 28, vec![4, 6, 8, 8, 10], vec![1, 3, 4], vec![12], 7)
@@ -100,17 +100,6 @@ fn batchnorm_running_statistics_round_trip_through_the_checkpoint() {
     // A second save without force is refused and leaves the first.
     assert!(model.save(&dir, false).is_err());
     assert!(dir.join("model.safetensors").is_file());
-}
-
-fn shipped(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("configs")
-        .join(name);
-    path.display().to_string()
-}
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
 }
 
 /// `lgreg train` on the shipped ancestor config, shrunk to seconds.
@@ -379,37 +368,12 @@ fn a_collective_run_killed_at_a_random_task_resumes_to_the_unbroken_result() {
     let whole_dir = home.join("runs/whole");
     ok(home, &ancestor_args(&whole_dir, tasks));
 
-    let kill_after = 1
-        + (std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos() as usize)
-            % (tasks - 3);
+    let kill_after = 1 + crate::support::clock_pick(tasks - 3);
     let cut_dir = home.join("runs/cut");
     let args = ancestor_args(&cut_dir, tasks);
-    let mut child = crate::support::lgreg(home)
-        .args(&args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let metrics_file = cut_dir.join("metrics.jsonl");
-    let began = std::time::Instant::now();
-    loop {
-        // A task's epoch is logged before its state is saved: once the next task has logged,
-        // `kill_after` tasks are saved.
-        let lines = std::fs::read_to_string(&metrics_file).map_or(0, |t| t.lines().count());
-        if lines > kill_after || child.try_wait().unwrap().is_some() {
-            break;
-        }
-        assert!(
-            began.elapsed().as_secs() < 300,
-            "never reached {kill_after}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    // A task's epoch is logged before its state is saved: once the next task has logged,
+    // `kill_after` tasks are saved.
+    crate::support::kill_once_logged(home, &args, &cut_dir.join("metrics.jsonl"), kill_after + 1);
     assert!(
         !cut_dir.join("gene").exists(),
         "killed after task {kill_after}, yet finished"

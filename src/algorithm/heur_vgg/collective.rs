@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 
 use super::criterion::{Choice, Selection, Threshold, select};
 use super::gene::{self, TRAINABLE, VggShape};
-use super::task::{EpochStats, Labels, LossOptions, Task, by_class, draw_task, train_epoch};
+use super::task::{EpochPlan, EpochStats, Labels, Task, by_class, draw_task, train_epoch};
 use super::vgg::{CONFIG_FILE, Vgg, VggSpec, WEIGHTS_FILE, block_prefix, safetensors_bytes};
 use super::widen::{Widening, widen};
 use crate::error::{Error, Result};
@@ -32,7 +32,7 @@ use crate::registry::manifest::GeneCard;
 use crate::train::data::ImageSet;
 use crate::train::loss::cross_entropy;
 use crate::train::metrics::MetricsLog;
-use crate::train::sgd::{Sgd, SgdConfig, step_lr};
+use crate::train::sgd::Sgd;
 
 /// The paper's conv widths for its 13-layer VGG.
 pub const PAPER_WIDTHS: [usize; 13] = [64, 64, 64, 64, 128, 128, 128, 256, 256, 256, 256, 256, 256];
@@ -86,18 +86,8 @@ pub struct CollectiveOptions {
     pub classes_per_task: usize,
     /// Training images per class of a task.
     pub images_per_class: usize,
-    /// Epochs per task.
-    pub epochs: usize,
-    /// Images per step.
-    pub batch_size: usize,
-    /// The learning rate at the start of each task.
-    pub lr: f64,
-    /// The step schedule's factor.
-    pub lr_drop: f64,
-    /// Epochs between drops (0: constant).
-    pub epochs_drop: usize,
-    /// Momentum and weight decay.
-    pub sgd: SgdConfig,
+    /// How each task trains.
+    pub plan: EpochPlan,
     /// The gradient criterion's threshold.
     pub threshold: Threshold,
     /// How the gene layers are chosen.
@@ -106,10 +96,6 @@ pub struct CollectiveOptions {
     pub schedule: Vec<(usize, usize)>,
     /// Symmetry-breaking noise on widened units (0 keeps the function exactly, as the paper).
     pub widen_noise: f64,
-    /// The paper code's double softmax before the cross-entropy.
-    pub softmax_before_ce: bool,
-    /// Re-create the optimiser every epoch, as the paper code does (else once per task).
-    pub reset_optimizer_each_epoch: bool,
     /// The seed of every random choice.
     pub seed: u64,
     /// What the card records of the run: the resolved config, the dataset's name.
@@ -250,10 +236,10 @@ fn check_options(opts: &CollectiveOptions, set: &ImageSet) -> Result<()> {
     opts.spec.validate()?;
     set.check_shape(opts.spec.in_channels, opts.spec.image_size)?;
     set.check_labels(opts.spec.classes)?;
-    if opts.tasks == 0 || opts.epochs == 0 {
+    if opts.tasks == 0 || opts.plan.epochs == 0 {
         return Err(Error::InvalidValue {
             what: "DATASET.NUM_WORKS / TRAIN.EPOCHS".into(),
-            value: format!("{} tasks, {} epochs", opts.tasks, opts.epochs),
+            value: format!("{} tasks, {} epochs", opts.tasks, opts.plan.epochs),
             reason: "the collective model needs at least one task of one epoch".into(),
         });
     }
@@ -284,29 +270,22 @@ fn train_task(
     reporter: &dyn Reporter,
 ) -> Result<EpochStats> {
     let mut rng = task_rng(opts.seed, t, 1);
-    let mut opt = Sgd::new(model.vars(), opts.sgd);
-    let loss_opts = LossOptions {
-        softmax_before_ce: opts.softmax_before_ce,
-        penalty: None,
-    };
+    let mut opt = Sgd::new(model.vars(), opts.plan.sgd);
     let mut last = None;
-    for epoch in 0..opts.epochs {
-        if opts.reset_optimizer_each_epoch {
-            opt.reset();
-        }
-        let lr = step_lr(opts.lr, opts.lr_drop, opts.epochs_drop, epoch);
+    for epoch in 0..opts.plan.epochs {
         let stats = train_epoch(
             model,
             set,
             task,
             Labels::Dataset,
-            opts.batch_size,
+            &opts.plan,
+            epoch,
             &mut opt,
-            lr,
-            loss_opts,
+            None,
             Some(opts.threshold),
             &mut rng,
         )?;
+        let lr = stats.lr;
         progress.steps += stats.steps;
         progress.examples += task.train.len();
         progress
@@ -403,10 +382,10 @@ pub fn train_collective(
     let mut log = MetricsLog::open(&run_dir.join(METRICS_FILE), progress.steps)?;
     reporter.report(Event::Start {
         task: "collective model".into(),
-        total: (opts.tasks * opts.epochs) as u64,
+        total: (opts.tasks * opts.plan.epochs) as u64,
     });
     reporter.report(Event::Advance {
-        amount: (progress.tasks_done * opts.epochs) as u64,
+        amount: (progress.tasks_done * opts.plan.epochs) as u64,
         item: None,
     });
     let mut last_task = None;
@@ -459,7 +438,7 @@ pub fn train_collective(
         value: "0".into(),
         reason: "no task ran".into(),
     })?;
-    let fisher = fisher(&mut model, set, &task, opts.batch_size, &choice.layers)?;
+    let fisher = fisher(&mut model, set, &task, opts.plan.batch_size, &choice.layers)?;
     let ancestor = run_dir.join("ancestor");
     model.save(&ancestor, true)?;
     let card = gene_card(opts, &model, &choice, &progress, final_loss)?;
@@ -508,13 +487,13 @@ fn gene_card(
         "tasks": opts.tasks,
         "classes_per_task": opts.classes_per_task,
         "images_per_class": opts.images_per_class,
-        "epochs": opts.epochs,
-        "batch_size": opts.batch_size,
-        "lr": opts.lr,
+        "epochs": opts.plan.epochs,
+        "batch_size": opts.plan.batch_size,
+        "lr": opts.plan.lr,
         "schedule": opts.schedule,
         "widen_noise": opts.widen_noise,
-        "softmax_before_ce": opts.softmax_before_ce,
-        "reset_optimizer_each_epoch": opts.reset_optimizer_each_epoch,
+        "softmax_before_ce": opts.plan.softmax_before_ce,
+        "reset_optimizer_each_epoch": opts.plan.reset_optimizer_each_epoch,
         "seed": opts.seed,
     }));
     let diagnostics = object(json!({

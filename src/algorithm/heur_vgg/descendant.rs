@@ -23,7 +23,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::gene::{TRAINABLE, VggGene};
-use super::task::{Labels, LossOptions, Task, by_class, draw_task, test_accuracy, train_epoch};
+use super::task::{
+    EpochPlan, Labels, Penalty, Task, by_class, draw_task, test_accuracy, train_epoch,
+};
 use super::vgg::{ConvBlock, Vgg, VggSpec};
 use crate::error::{Error, Result};
 use crate::fsutil::{StagedDir, write_atomic};
@@ -31,7 +33,7 @@ use crate::nn::init::Rng;
 use crate::progress::{Event, Reporter};
 use crate::train::data::ImageSet;
 use crate::train::metrics::MetricsLog;
-use crate::train::sgd::{Sgd, SgdConfig, step_lr};
+use crate::train::sgd::Sgd;
 
 /// The paper's lower part: conv widths before the gene (the last becomes the gene's input
 /// width).
@@ -71,22 +73,8 @@ pub struct DescendantOptions {
     pub tasks: usize,
     /// The classes tasks are drawn from (the descendants' side of the class split).
     pub classes: Vec<u32>,
-    /// Epochs per task.
-    pub epochs: usize,
-    /// Images per step.
-    pub batch_size: usize,
-    /// The learning rate at the start of each task.
-    pub lr: f64,
-    /// The step schedule's factor.
-    pub lr_drop: f64,
-    /// Epochs between drops (0: constant).
-    pub epochs_drop: usize,
-    /// Momentum and weight decay.
-    pub sgd: SgdConfig,
-    /// Re-create the optimiser every epoch, as the paper code does.
-    pub reset_optimizer_each_epoch: bool,
-    /// The paper code's double softmax before the cross-entropy.
-    pub softmax_before_ce: bool,
+    /// How each task trains.
+    pub plan: EpochPlan,
     /// The gene arm's EWC.
     pub ewc: Ewc,
     /// The paper code's quirk: each arm's model carries over from task to task.
@@ -378,35 +366,28 @@ fn train_arm(
     reporter: &dyn Reporter,
 ) -> Result<Vec<f64>> {
     let mut rng = Rng::new(seed);
-    let mut opt = Sgd::new(model.vars(), opts.sgd);
+    let mut opt = Sgd::new(model.vars(), opts.plan.sgd);
     let penalty = |m: &Vgg| match anchors {
         Some(a) => a.penalty(m),
         None => Ok(Tensor::zeros((), candle_core::DType::F32, &m.device)?),
     };
-    let loss_opts = LossOptions {
-        softmax_before_ce: opts.softmax_before_ce,
-        penalty: anchors.map(|_| &penalty as &dyn Fn(&Vgg) -> Result<Tensor>),
-    };
-    let mut curve = Vec::with_capacity(opts.epochs);
-    for epoch in 0..opts.epochs {
-        if opts.reset_optimizer_each_epoch {
-            opt.reset();
-        }
-        let lr = step_lr(opts.lr, opts.lr_drop, opts.epochs_drop, epoch);
+    let mut curve = Vec::with_capacity(opts.plan.epochs);
+    for epoch in 0..opts.plan.epochs {
         let stats = train_epoch(
             model,
             set,
             task,
             Labels::TaskLocal,
-            opts.batch_size,
+            &opts.plan,
+            epoch,
             &mut opt,
-            lr,
-            loss_opts,
+            anchors.map(|_| &penalty as Penalty<'_>),
             None,
             &mut rng,
         )?;
+        let lr = stats.lr;
         *steps += stats.steps;
-        let accuracy = test_accuracy(model, set, task, Labels::TaskLocal, opts.batch_size)?;
+        let accuracy = test_accuracy(model, set, task, Labels::TaskLocal, opts.plan.batch_size)?;
         log.append(&json!({
             "step": *steps,
             "arm": arm.name(),
@@ -467,12 +448,12 @@ fn save_progress(run_dir: &Path, progress: &DescendantProgress) -> Result<()> {
 }
 
 fn check_options(opts: &DescendantOptions) -> Result<()> {
-    if opts.tasks == 0 || opts.epochs == 0 || opts.shots == 0 || opts.tests_per_class == 0 {
+    if opts.tasks == 0 || opts.plan.epochs == 0 || opts.shots == 0 || opts.tests_per_class == 0 {
         return Err(Error::InvalidValue {
             what: "DATASET.NUM_WORKS_TT / TRAIN.EPOCHS / DATASET.NUM_IMGS_PER_CAT_TRAIN / HEUR.TEST_PER_CLASS".into(),
             value: format!(
                 "{} tasks, {} epochs, {} shots, {} test images per class",
-                opts.tasks, opts.epochs, opts.shots, opts.tests_per_class
+                opts.tasks, opts.plan.epochs, opts.shots, opts.tests_per_class
             ),
             reason: "each must be at least 1".into(),
         });
@@ -519,10 +500,10 @@ pub fn run_descendants(
     };
     reporter.report(Event::Start {
         task: "descendants".into(),
-        total: (opts.tasks * opts.epochs * arms.len()) as u64,
+        total: (opts.tasks * opts.plan.epochs * arms.len()) as u64,
     });
     reporter.report(Event::Advance {
-        amount: (progress.tasks_done * opts.epochs * arms.len()) as u64,
+        amount: (progress.tasks_done * opts.plan.epochs * arms.len()) as u64,
         item: None,
     });
     let mut carried: Option<(Vgg, Vgg)> = None;
@@ -670,7 +651,7 @@ pub fn summarise(curves: &[ArmCurve], opts: &DescendantOptions) -> Summary {
         .map(|&arm| ArmSummary {
             arm,
             final_accuracy: mean_ci(&finals(curves, arm).into_values().collect::<Vec<_>>()),
-            mean_curve: mean_curve(curves, arm, opts.epochs),
+            mean_curve: mean_curve(curves, arm, opts.plan.epochs),
         })
         .collect();
     let gene = finals(curves, Arm::Gene);
@@ -694,7 +675,7 @@ pub fn summarise(curves: &[ArmCurve], opts: &DescendantOptions) -> Summary {
         tasks: gene.len().max(random.len()),
         ways: opts.ways,
         shots: opts.shots,
-        epochs: opts.epochs,
+        epochs: opts.plan.epochs,
         arms: summaries,
         paired_difference: (!diffs.is_empty()).then(|| mean_ci(&diffs)),
         epochs_to_random_final,

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::nn::init::Rng;
 use crate::train::data::ImageSet;
 use crate::train::loss::{correct, cross_entropy};
-use crate::train::sgd::Sgd;
+use crate::train::sgd::{Sgd, SgdConfig, step_lr};
 
 /// One drawn task.
 #[derive(Debug, Clone, Serialize)]
@@ -77,6 +77,35 @@ pub fn draw_task(
         task.test.extend_from_slice(&images[shots..shots + tests]);
     }
     Ok(task)
+}
+
+/// How each task trains, shared by the collective model and the descendants: SGD with a
+/// step schedule, epoch by epoch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochPlan {
+    /// Epochs per task.
+    pub epochs: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// The learning rate at the start of each task.
+    pub lr: f64,
+    /// The step schedule's factor.
+    pub lr_drop: f64,
+    /// Epochs between drops (0: constant).
+    pub epochs_drop: usize,
+    /// Momentum and weight decay.
+    pub sgd: SgdConfig,
+    /// Re-create the optimiser every epoch, as the paper code does (else once per task).
+    pub reset_optimizer_each_epoch: bool,
+    /// The paper code's double softmax before the cross-entropy.
+    pub softmax_before_ce: bool,
+}
+
+impl EpochPlan {
+    /// The learning rate of epoch `epoch` (0-based) on the step schedule.
+    pub fn lr_at(&self, epoch: usize) -> f64 {
+        step_lr(self.lr, self.lr_drop, self.epochs_drop, epoch)
+    }
 }
 
 /// How labels reach the classifier.
@@ -148,22 +177,34 @@ pub struct EpochStats {
     pub images_per_sec: f64,
     /// Optimiser steps taken.
     pub steps: usize,
+    /// The learning rate of the epoch.
+    pub lr: f64,
 }
 
-/// One epoch of SGD over `task.train` in a seeded order.
+/// Epoch `epoch` of `plan` over `task.train` in a seeded order (the optimiser reset first when
+/// the plan says so).
 #[allow(clippy::too_many_arguments)]
 pub fn train_epoch(
     model: &mut Vgg,
     set: &ImageSet,
     task: &Task,
     labels: Labels,
-    batch_size: usize,
+    plan: &EpochPlan,
+    epoch: usize,
     opt: &mut Sgd,
-    lr: f64,
-    loss_opts: LossOptions,
+    penalty: Option<Penalty<'_>>,
     criterion: Option<Threshold>,
     rng: &mut Rng,
 ) -> Result<EpochStats> {
+    if plan.reset_optimizer_each_epoch {
+        opt.reset();
+    }
+    let lr = plan.lr_at(epoch);
+    let batch_size = plan.batch_size;
+    let loss_opts = LossOptions {
+        softmax_before_ce: plan.softmax_before_ce,
+        penalty,
+    };
     let began = Instant::now();
     let mut order = task.train.clone();
     rng.shuffle(&mut order);
@@ -208,6 +249,7 @@ pub fn train_epoch(
         },
         images_per_sec: order.len() as f64 / began.elapsed().as_secs_f64().max(1e-9),
         steps,
+        lr,
     })
 }
 

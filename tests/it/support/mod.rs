@@ -38,6 +38,20 @@ pub fn minilm_dir() -> PathBuf {
     fixture("minilm")
 }
 
+/// The path of a shipped config, `configs/<name>`.
+pub fn shipped(name: &str) -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("configs")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// A path as an argument.
+pub fn s(p: &std::path::Path) -> String {
+    p.display().to_string()
+}
+
 /// A command for the `lgreg` binary under test, with a private home.
 pub fn lgreg(home: &std::path::Path) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lgreg"));
@@ -45,6 +59,44 @@ pub fn lgreg(home: &std::path::Path) -> std::process::Command {
         .env("HF_HOME", home.join("hf-home"))
         .env("NO_COLOR", "1");
     cmd
+}
+
+/// Start `lgreg ARGS` and kill -9 it once `metrics` has at least `lines` lines, or sooner if it
+/// exits by itself; gives up after 300 s.
+pub fn kill_once_logged(
+    home: &std::path::Path,
+    args: &[String],
+    metrics: &std::path::Path,
+    lines: usize,
+) {
+    let mut child = lgreg(home)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("lgreg starts");
+    let began = std::time::Instant::now();
+    loop {
+        let logged = std::fs::read_to_string(metrics).map_or(0, |t| t.lines().count());
+        if logged >= lines || child.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        assert!(
+            began.elapsed().as_secs() < 300,
+            "the run never logged {lines} lines"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A seed from the clock, for tests that pick a random point (the value is in every message).
+pub fn clock_pick(modulo: usize) -> usize {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as usize)
+        % modulo.max(1)
 }
 
 /// What a finished `lgreg` run printed.
