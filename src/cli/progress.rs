@@ -46,7 +46,9 @@ impl Bars {
 fn style(task: &str) -> ProgressStyle {
     // Training and evaluation count steps or examples; everything else counts bytes.
     let template = match task {
-        "adapt" | "eval" => "{msg:>10} [{bar:30}] {pos}/{len} eta {eta} {prefix}",
+        "adapt" | "eval" | "collective model" | "descendants" => {
+            "{msg:>10} [{bar:30}] {pos}/{len} eta {eta} {prefix}"
+        }
         _ => "{msg:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {prefix}",
     };
     ProgressStyle::with_template(template)

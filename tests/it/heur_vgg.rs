@@ -272,6 +272,8 @@ fn shipped_heur_vgg_configs_train_a_collective_model_and_adapt_few_shot_descenda
     let fewer = home.join("runs/descendant-3shot");
     let mut from_registry = descendant_args(&fewer, &anc, 3);
     from_registry.push("MODEL.LOAD_GENE=heur-vgg-ancestor:0.1.0".into());
+    // A bare `off`, which YAML 1.1 reads as false, switches EWC off.
+    from_registry.push("HEUR.EWC=off".into());
     ok(home, &from_registry);
     // The registry's gene was exported into the run, and is the one `train` wrote.
     let read = |p: PathBuf| std::fs::read(p).unwrap();
@@ -289,6 +291,9 @@ fn shipped_heur_vgg_configs_train_a_collective_model_and_adapt_few_shot_descenda
         ],
     );
     assert_figure(&figures.join("compare"));
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(fewer.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["ewc"]["mode"], "off", "{summary}");
     let rows = compared["rows"].as_array().unwrap();
     let labels: Vec<&str> = rows.iter().map(|r| r["label"].as_str().unwrap()).collect();
     assert_eq!(
@@ -398,4 +403,83 @@ fn a_collective_run_killed_at_a_random_task_resumes_to_the_unbroken_result() {
             .collect()
     };
     assert_eq!(losses(&whole_dir), losses(&cut_dir));
+}
+
+#[test]
+fn the_toolboxs_heur_vgg_configs_run_with_only_their_paths_changed() {
+    // The keys and values of the toolbox's `configs/ancestor_heur_vgg.yaml` and
+    // `configs/descendant_heur_vgg.yaml` (github.com/ZhenuYang/Yuanmou), paths pointing here.
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let anc = home.join("outputs/heur_vgg/ancestor_model");
+    let anc_yaml = home.join("ancestor_heur_vgg.yaml");
+    std::fs::write(
+        &anc_yaml,
+        format!(
+            "METHOD_FAMILY: 'heur_vgg'\nOUTPUT_DIR: '{}'\nSEED: 1\nDEVICE: 'cuda'\n\nDATASET:\n  NAME: 'cifar100'\n  PATH: '{}'\n  NUM_WORKS: 21\n\nMODEL:\n  TYPE: 'netwider'\n  BASE_LAYERS: 13\n\nTRAIN:\n  EPOCHS: 100\n  BATCH_SIZE: 16\n  LR: 0.01\n  MOMENTUM: 0.9\n  WEIGHT_DECAY: 5e-4\n  LR_DROP: 0.4\n  EPOCHS_DROP: 100\n",
+            s(&anc),
+            s(&fixture("fashion-mnist"))
+        ),
+    )
+    .unwrap();
+    let des = home.join("outputs/heur_vgg/descendant_model");
+    let des_yaml = home.join("descendant_heur_vgg.yaml");
+    std::fs::write(
+        &des_yaml,
+        format!(
+            "METHOD_FAMILY: 'heur_vgg'\nOUTPUT_DIR: '{}'\nSEED: 1\nDEVICE: 'cuda'\n\nDATASET:\n  NAME: 'cifar100'\n  PATH: '{}'\n  NUM_WORKS_TT: 5\n  NUM_IMGS_PER_CAT_TRAIN: 20\n\nGENE:\n  ANCESTOR_MODEL_PATH: '{}'\n\nMODEL:\n  TYPE: 'vgg_compression_one'\n  NUM_CLASS: 5\n\nTRAIN:\n  EPOCHS: 100\n  BATCH_SIZE: 32\n  LR: 0.01\n  MOMENTUM: 0.9\n",
+            s(&des),
+            s(&fixture("mnist/src/digits")),
+            s(&anc)
+        ),
+    )
+    .unwrap();
+
+    // This build has no GPU: `DEVICE: 'cuda'` is refused, naming the key and the way to the CPU.
+    let refused = run_str(home, &["train", "--config", &s(&anc_yaml)]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("DEVICE") && refused.stderr.contains("DEVICE=cpu"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!anc.exists());
+
+    // On the CPU, with a short budget through `--set` in the same keys, both run.
+    let cpu = |yaml: &Path, verb: &str, budget: &[&str]| -> Value {
+        let mut args = vec![
+            verb.to_string(),
+            "--json".into(),
+            "--config".into(),
+            s(yaml),
+        ];
+        args.push("--set".into());
+        args.push("DEVICE=cpu".into());
+        args.push("HEUR.WIDTH_SCALE=0.0625".into());
+        args.extend(budget.iter().map(|a| a.to_string()));
+        ok(home, &args)
+    };
+    let trained = cpu(
+        &anc_yaml,
+        "train",
+        &[
+            "TRAIN.EPOCHS=1",
+            "DATASET.NUM_WORKS=2",
+            "DATASET.NUM_IMGS_PER_CAT_TRAIN=10",
+            "DATASET.LIMIT=2000",
+        ],
+    );
+    assert_eq!(trained["tasks"], 2, "{trained}");
+    let adapted = cpu(
+        &des_yaml,
+        "adapt",
+        &[
+            "TRAIN.EPOCHS=1",
+            "DATASET.NUM_WORKS_TT=1",
+            "DATASET.NUM_IMGS_PER_CAT_TRAIN=5",
+            "HEUR.TEST_PER_CLASS=5",
+        ],
+    );
+    assert_eq!(adapted["summary"]["tasks"], 1, "{adapted}");
+    assert_eq!(adapted["summary"]["ways"], 5);
 }
