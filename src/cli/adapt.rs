@@ -93,6 +93,10 @@ pub(crate) struct Args {
     /// stay f32). Reduced precision pays off on CUDA; candle's CPU backend widens bf16 to f32.
     #[arg(long, default_value = "f32", value_parser = parse_precision)]
     precision: Precision,
+    /// Keep an exponential moving average of the weights with this decay per step (DeiT:
+    /// 0.99996); written to OUTPUT/ema/.
+    #[arg(long, value_name = "DECAY")]
+    ema: Option<f64>,
     /// Label smoothing ε (vit).
     #[arg(long, default_value_t = 0.0)]
     smoothing: f64,
@@ -138,6 +142,7 @@ pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Ou
         force: args.force,
         cuda: args.cuda,
         precision: args.precision,
+        ema: args.ema,
         augment: Augment {
             smoothing: args.smoothing,
             mixup: args.mixup,

@@ -347,19 +347,16 @@ pub const KEYS: &[Key] = &[
     key(
         "MODEL.EMA",
         Bool,
-        AppliedIf(
-            is_false,
-            "the exponential moving average of the weights is not implemented yet; set it to false",
-        ),
+        Applied,
         Toolbox,
-        "Keep an EMA of the weights.",
+        "Keep an exponential moving average of the weights (timm's ModelEmaV2); it is evaluated at the end and written to `model/ema/`.",
     ),
     key(
         "MODEL.EMA_DECAY",
         Float,
-        NoEffect("it applies only with MODEL.EMA, which is off"),
+        Applied,
         Toolbox,
-        "The EMA decay.",
+        "The EMA decay per step, with MODEL.EMA (default 0.99996, DeiT's).",
     ),
     key(
         "TRAIN.EPOCHS",

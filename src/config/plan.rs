@@ -209,9 +209,16 @@ fn adapt_options(cfg: &Config) -> Result<AdaptOptions> {
         precision: precision(cfg)?,
         augment: augment(cfg)?,
         eval_every_epoch: cfg.bool("TRAIN.EVAL_EVERY_EPOCH").unwrap_or(true),
+        ema: cfg
+            .bool("MODEL.EMA")
+            .unwrap_or(false)
+            .then(|| cfg.float("MODEL.EMA_DECAY").unwrap_or(DEIT_EMA_DECAY)),
         ..defaults
     })
 }
+
+/// DeiT's EMA decay per step.
+const DEIT_EMA_DECAY: f64 = 0.99996;
 
 /// The probability at `key` (default `default`), checked to lie in [0, 1].
 fn probability(cfg: &Config, key: &str, default: f64) -> Result<f64> {

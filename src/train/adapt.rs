@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::augment::{self, Augment};
 use super::data::{ImageSet, read_images, split};
+use super::ema::Ema;
 use super::eval::{
     Metrics, accuracy, as_strs, checkpoint_tokenizer, embed_in, perplexity, similarities,
 };
@@ -79,6 +80,9 @@ pub struct AdaptOptions {
     pub augment: Augment,
     /// Also evaluate on the validation split at the end of every epoch (logged to `metrics`).
     pub eval_every_epoch: bool,
+    /// Keep an exponential moving average of the weights with this decay per step; it is
+    /// evaluated at the end and written to `OUTPUT/ema/`.
+    pub ema: Option<f64>,
 }
 
 impl Default for AdaptOptions {
@@ -108,6 +112,7 @@ impl Default for AdaptOptions {
             metrics: None,
             augment: Augment::default(),
             eval_every_epoch: false,
+            ema: None,
         }
     }
 }
@@ -129,7 +134,12 @@ pub struct AdaptReport {
     pub samples_per_sec: f64,
     /// Validation metrics (absent when the run stopped early).
     pub metrics: Option<Metrics>,
+    /// Validation metrics of the EMA weights (with `ema`).
+    pub ema_metrics: Option<Metrics>,
 }
+
+/// The sub-directory of an adapted model that holds its EMA weights (with `ema`).
+pub const EMA_DIR: &str = "ema";
 
 /// The directory that holds the resumable training state for output `out`.
 pub fn state_dir(out: &Path) -> PathBuf {
@@ -320,12 +330,13 @@ pub fn adapt(
             ..AdamWConfig::default()
         },
     )?;
+    let mut ema = opts.ema.map(|d| Ema::new(&model, d)).transpose()?;
     let state_path = state_dir(out);
     let mut start = 0;
     let mut resumed_from = None;
     let mut last_loss = f32::NAN;
     if opts.resume {
-        let meta = state::load(&state_path, &model, &mut opt)?;
+        let meta = state::load(&state_path, &model, &mut opt, ema.as_mut())?;
         if meta.total != total || meta.seed != opts.seed {
             return Err(Error::InvalidValue {
                 what: "`--resume`".into(),
@@ -379,6 +390,9 @@ pub fn adapt(
         };
         let lr = schedule.at(step);
         opt.backward_step(&loss, opts.max_grad_norm, lr)?;
+        if let Some(e) = ema.as_mut() {
+            e.update(&model)?;
+        }
         last_loss = loss.to_scalar::<f32>()?;
         if !last_loss.is_finite() {
             return Err(Error::InvalidValue {
@@ -423,7 +437,7 @@ pub fn adapt(
                 seed: opts.seed,
                 last_loss,
             };
-            state::save(&state_path, &model, &opt, &meta)?;
+            state::save(&state_path, &model, &opt, ema.as_ref(), &meta)?;
         }
     }
     let samples_per_sec = seen as f64 / began.elapsed().as_secs_f64().max(1e-9);
@@ -436,18 +450,38 @@ pub fn adapt(
             final_loss: last_loss,
             samples_per_sec,
             metrics: None,
+            ema_metrics: None,
         });
     }
     reporter.report(Event::Finish);
     let metrics = validate(&model, &set, &eval_idx)?;
+    let ema_metrics = match &ema {
+        Some(e) => {
+            let kept = e.swap_in(&model)?;
+            let m = validate(&model, &set, &eval_idx);
+            Ema::restore(&model, &kept)?;
+            Some(m?)
+        }
+        None => None,
+    };
     if let Some(log) = log.as_mut() {
         log.append(&serde_json::json!({
             "step": total,
             "epoch": epoch_of(total),
             "eval": &metrics,
+            "eval_ema": &ema_metrics,
         }))?;
     }
-    let written = write_output(&mut model, &ckpt, out, opts, &metrics, total, last_loss)?;
+    let written = write_output(
+        &mut model,
+        &ckpt,
+        out,
+        opts,
+        &metrics,
+        ema.as_ref(),
+        total,
+        last_loss,
+    )?;
     let _ = fs_err::remove_dir_all(&state_path);
     Ok(AdaptReport {
         output: Some(written.display().to_string()),
@@ -457,6 +491,7 @@ pub fn adapt(
         final_loss: last_loss,
         samples_per_sec,
         metrics: Some(metrics),
+        ema_metrics,
     })
 }
 
@@ -507,12 +542,14 @@ impl EpochOrder {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn write_output(
     model: &mut Model,
     ckpt: &crate::checkpoint::Checkpoint,
     out: &Path,
     opts: &AdaptOptions,
     metrics: &Metrics,
+    ema: Option<&Ema>,
     steps: usize,
     loss: f32,
 ) -> Result<PathBuf> {
@@ -521,10 +558,20 @@ fn write_output(
         .config
         .clone()
         .unwrap_or_else(|| crate::nn::init::config_json(&model.config));
-    staged.write_file("config.json", &serde_json::to_vec_pretty(&config)?)?;
+    let config_bytes = serde_json::to_vec_pretty(&config)?;
+    staged.write_file("config.json", &config_bytes)?;
     model
         .write_weights(staged.path())
         .map_err(|e| staged.in_target_terms(e))?;
+    if let Some(e) = ema {
+        let dir = staged.path().join(EMA_DIR);
+        fs_err::create_dir_all(&dir)?;
+        crate::fsutil::write_atomic(&dir.join("config.json"), &config_bytes)?;
+        let kept = e.swap_in(model)?;
+        let written = model.write_weights(&dir);
+        Ema::restore(model, &kept)?;
+        written.map_err(|e| staged.in_target_terms(e))?;
+    }
     for side in &ckpt.side_files {
         match side {
             SideFile::Copy { name, path } => staged.copy_file(name, path)?,
@@ -545,6 +592,13 @@ fn write_output(
         seed = opts.seed,
         metrics = serde_json::to_string(metrics)?,
     );
+    let card = match ema {
+        Some(e) => format!(
+            "{card}| EMA of the weights | decay {}, in `{EMA_DIR}/` |\n",
+            e.decay
+        ),
+        None => card,
+    };
     staged.write_file("README.md", card.as_bytes())?;
     staged.commit()
 }

@@ -8,6 +8,7 @@ mod adapt;
 pub mod augment;
 pub mod corpus;
 pub mod data;
+pub mod ema;
 pub mod eval;
 pub mod loss;
 pub mod metrics;

@@ -1,4 +1,5 @@
-//! Training checkpoints: the model's variables, the optimiser's moments and the step, written
+//! Training checkpoints: the model's variables, the optimiser's moments, the EMA's shadow and
+//! the step, written
 //! atomically so an interrupted `adapt` resumes exactly where it stopped.
 
 use std::collections::HashMap;
@@ -7,6 +8,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::ema::Ema;
 use super::optim::AdamW;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
@@ -29,8 +31,14 @@ pub struct StateMeta {
     pub last_loss: f32,
 }
 
-/// Save the model's variables and the optimiser's moments to `dir`.
-pub fn save(dir: &Path, model: &Model, opt: &AdamW, meta: &StateMeta) -> Result<()> {
+/// Save the model's variables, the optimiser's moments and the EMA's shadow to `dir`.
+pub fn save(
+    dir: &Path,
+    model: &Model,
+    opt: &AdamW,
+    ema: Option<&Ema>,
+    meta: &StateMeta,
+) -> Result<()> {
     fs_err::create_dir_all(dir)?;
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for (name, var) in model.vars() {
@@ -42,6 +50,9 @@ pub fn save(dir: &Path, model: &Model, opt: &AdamW, meta: &StateMeta) -> Result<
     for (name, t) in &opt.v {
         tensors.insert(format!("v/{name}"), t.clone());
     }
+    for (name, t) in ema.iter().flat_map(|e| &e.shadow) {
+        tensors.insert(format!("ema/{name}"), t.clone());
+    }
     let tmp = dir.join(format!("{TENSORS}.tmp"));
     candle_core::safetensors::save(&tensors, &tmp)?;
     fs_err::rename(&tmp, dir.join(TENSORS))?;
@@ -49,8 +60,14 @@ pub fn save(dir: &Path, model: &Model, opt: &AdamW, meta: &StateMeta) -> Result<
     Ok(())
 }
 
-/// Restore variables and moments saved by [`save`]; returns the saved metadata.
-pub fn load(dir: &Path, model: &Model, opt: &mut AdamW) -> Result<StateMeta> {
+/// Restore variables, moments and the EMA's shadow saved by [`save`]; returns the saved
+/// metadata.
+pub fn load(
+    dir: &Path,
+    model: &Model,
+    opt: &mut AdamW,
+    mut ema: Option<&mut Ema>,
+) -> Result<StateMeta> {
     let meta_path = dir.join(META);
     if !meta_path.is_file() {
         return Err(Error::NotFound { path: meta_path });
@@ -79,6 +96,9 @@ pub fn load(dir: &Path, model: &Model, opt: &mut AdamW) -> Result<StateMeta> {
         var.set(&t)?;
         opt.m.insert(name.clone(), take(format!("m/{name}"))?);
         opt.v.insert(name.clone(), take(format!("v/{name}"))?);
+        if let Some(e) = ema.as_deref_mut() {
+            e.shadow.insert(name.clone(), take(format!("ema/{name}"))?);
+        }
     }
     opt.step = meta.step;
     Ok(meta)
