@@ -97,6 +97,9 @@ pub(crate) struct Args {
     /// 0.99996); written to OUTPUT/ema/.
     #[arg(long, value_name = "DECAY")]
     ema: Option<f64>,
+    /// Stochastic depth rate of the last block (vit; timm's linear rule below it).
+    #[arg(long, default_value_t = 0.0)]
+    drop_path: f64,
     /// Label smoothing ε (vit).
     #[arg(long, default_value_t = 0.0)]
     smoothing: f64,
@@ -143,6 +146,7 @@ pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Ou
         cuda: args.cuda,
         precision: args.precision,
         ema: args.ema,
+        drop_path: args.drop_path,
         augment: Augment {
             smoothing: args.smoothing,
             mixup: args.mixup,

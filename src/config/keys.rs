@@ -337,12 +337,9 @@ pub const KEYS: &[Key] = &[
     key(
         "MODEL.DROP_PATH",
         Float,
-        AppliedIf(
-            is_zero,
-            "stochastic depth is not implemented yet; set it to 0",
-        ),
+        Applied,
         Toolbox,
-        "Stochastic depth rate.",
+        "Stochastic depth (vit): the rate of the last block, timm's linear rule below it (0: off).",
     ),
     key(
         "MODEL.EMA",
@@ -747,6 +744,7 @@ pub fn image_only(path: &str) -> bool {
             | "TRAIN.MIXUP_PROB"
             | "TRAIN.MIXUP_SWITCH_PROB"
             | "TRAIN.REPROB"
+            | "MODEL.DROP_PATH"
     )
 }
 

@@ -209,6 +209,7 @@ fn adapt_options(cfg: &Config) -> Result<AdaptOptions> {
         precision: precision(cfg)?,
         augment: augment(cfg)?,
         eval_every_epoch: cfg.bool("TRAIN.EVAL_EVERY_EPOCH").unwrap_or(true),
+        drop_path: cfg.float("MODEL.DROP_PATH").unwrap_or(0.0),
         ema: cfg
             .bool("MODEL.EMA")
             .unwrap_or(false)

@@ -45,8 +45,20 @@ pub struct Forward {
     pub layer_weights: Vec<(Slot, Tensor)>,
 }
 
+/// Stochastic depth for one training forward pass (timm's `DropPath`, ViT only): the residual
+/// branches of block l are dropped per example with probability `rate · l / (depth − 1)`
+/// (timm's linear rule) and the kept ones scaled by `1 / (1 − that)`. The masks come from
+/// `seed`, so the same seed drops the same branches.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DropPath {
+    /// The rate of the last block.
+    pub rate: f64,
+    /// The seed of this pass's masks.
+    pub seed: u64,
+}
+
 /// What a forward pass should expose besides its output.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Hooks {
     /// Keep the hidden states after the embeddings and after every block.
     pub hidden: bool,
@@ -55,6 +67,8 @@ pub struct Hooks {
     /// Stop after the last block: [`Forward::output`] is then its hidden states, without the
     /// final norm and head (for callers that only read hidden states).
     pub blocks_only: bool,
+    /// Stochastic depth (training passes of vit models only).
+    pub drop_path: Option<DropPath>,
 }
 
 impl Hooks {
@@ -63,6 +77,7 @@ impl Hooks {
         hidden: true,
         weight_grads: false,
         blocks_only: true,
+        drop_path: None,
     };
 }
 
@@ -91,6 +106,7 @@ pub(crate) struct Ctx<'a> {
     probes: bool,
     /// Return the last block's hidden states instead of applying the final norm and head.
     pub blocks_only: bool,
+    drop_path: Option<DropPath>,
     used: RefCell<Vec<(Slot, Tensor)>>,
 }
 
@@ -102,6 +118,9 @@ impl<'a> Ctx<'a> {
             compute: model.precision.compute(),
             probes: hooks.weight_grads,
             blocks_only: hooks.blocks_only,
+            drop_path: hooks
+                .drop_path
+                .filter(|d| mode == Mode::Train && d.rate > 0.0),
             used: RefCell::new(Vec::new()),
         }
     }
@@ -174,6 +193,40 @@ impl<'a> Ctx<'a> {
     /// Number of blocks.
     pub fn depth(&self) -> usize {
         self.params.depth()
+    }
+
+    /// Residual branch `which` (0 attention, 1 MLP) of block `l`, `[batch, ...]`, under the
+    /// pass's stochastic depth: unchanged without it.
+    pub fn drop_branch(&self, l: usize, which: u64, branch: Tensor) -> Result<Tensor> {
+        let Some(dp) = self.drop_path else {
+            return Ok(branch);
+        };
+        let depth = self.depth();
+        let rate = if depth > 1 {
+            dp.rate * l as f64 / (depth - 1) as f64
+        } else {
+            0.0
+        };
+        if rate <= 0.0 {
+            return Ok(branch);
+        }
+        let keep = 1.0 - rate;
+        let slot = (2 * l as u64 + which + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut rng = crate::nn::init::Rng::new(dp.seed ^ slot);
+        let batch = branch.dim(0)?;
+        let mask: Vec<f32> = (0..batch)
+            .map(|_| {
+                if rng.uniform() < keep {
+                    (1.0 / keep) as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mut shape = vec![1usize; branch.rank()];
+        shape[0] = batch;
+        let mask = Tensor::from_vec(mask, shape, branch.device())?.to_dtype(branch.dtype())?;
+        Ok(branch.broadcast_mul(&mask)?)
     }
 }
 

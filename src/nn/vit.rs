@@ -60,13 +60,13 @@ pub(crate) fn blocks(
         let (q, k, v) = qkv(ctx, l, &x)?;
         let att = ctx.attention(&q, &k, &v, &spec)?;
         let (wo, bo) = ctx.wb(l, Role::AttnO)?;
-        h = (h + ctx.linear(&att, &wo, bo.as_ref())?)?;
+        h = (h + ctx.drop_branch(l, 0, ctx.linear(&att, &wo, bo.as_ref())?)?)?;
         let (wn, bn) = ctx.wb(l, Role::MlpNorm)?;
         let x = layer_norm(&h, &wn, bn.as_ref(), c.norm_eps, ctx.mode)?;
         let (wu, bu) = ctx.wb(l, Role::MlpUp)?;
         let (wd, bd) = ctx.wb(l, Role::MlpDown)?;
         let inner = gelu(&ctx.linear(&x, &wu, bu.as_ref())?)?;
-        h = (h + ctx.linear(&inner, &wd, bd.as_ref())?)?;
+        h = (h + ctx.drop_branch(l, 1, ctx.linear(&inner, &wd, bd.as_ref())?)?)?;
         h = ctx.stitch(l, h)?;
         if let Some(states) = hidden.as_deref_mut() {
             states.push(h.clone());

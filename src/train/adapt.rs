@@ -26,7 +26,7 @@ use crate::checkpoint::{SideFile, open};
 use crate::error::{Error, Result};
 use crate::fsutil::StagedDir;
 use crate::nn::init::Rng;
-use crate::nn::{Input, Mode, Model, Precision, device};
+use crate::nn::{DropPath, Hooks, Input, Mode, Model, Precision, device};
 use crate::progress::{Event, Reporter};
 
 /// Options of [`adapt`].
@@ -80,6 +80,8 @@ pub struct AdaptOptions {
     pub augment: Augment,
     /// Also evaluate on the validation split at the end of every epoch (logged to `metrics`).
     pub eval_every_epoch: bool,
+    /// Stochastic depth rate of the last block (vit; 0: off), timm's linear rule below it.
+    pub drop_path: f64,
     /// Keep an exponential moving average of the weights with this decay per step; it is
     /// evaluated at the end and written to `OUTPUT/ema/`.
     pub ema: Option<f64>,
@@ -113,6 +115,7 @@ impl Default for AdaptOptions {
             augment: Augment::default(),
             eval_every_epoch: false,
             ema: None,
+            drop_path: 0.0,
         }
     }
 }
@@ -217,15 +220,16 @@ fn check_options(opts: &AdaptOptions) -> Result<()> {
         && alpha(a.cutmix)
         && probability(a.erase_prob)
         && probability(a.mix_prob)
-        && probability(a.switch_prob);
+        && probability(a.switch_prob)
+        && (0.0..1.0).contains(&opts.drop_path);
     if !valid {
         return Err(Error::InvalidValue {
-            what: "`--smoothing`/`--mixup`/`--cutmix`/`--reprob`".into(),
+            what: "`--smoothing`/`--mixup`/`--cutmix`/`--reprob`/`--drop-path`".into(),
             value: format!(
-                "{}, {}, {}, {}",
-                a.smoothing, a.mixup, a.cutmix, a.erase_prob
+                "{}, {}, {}, {}, {}",
+                a.smoothing, a.mixup, a.cutmix, a.erase_prob, opts.drop_path
             ),
-            reason: "smoothing lies in [0, 1), the Beta parameters are 0 (off) or positive, probabilities lie in [0, 1]".into(),
+            reason: "smoothing and the drop-path rate lie in [0, 1), the Beta parameters are 0 (off) or positive, probabilities lie in [0, 1]".into(),
         });
     }
     if matches!(opts.steps, Some(0)) || matches!(opts.epochs, Some(0)) {
@@ -255,12 +259,12 @@ pub fn adapt(
     let ckpt = open(model_path)?;
     let mut model = Model::load(&ckpt, &device(opts.cuda)?)?.with_precision(opts.precision);
     let c = model.config.clone();
-    if c.family != Family::Vit && !opts.augment.is_none() {
+    if c.family != Family::Vit && (!opts.augment.is_none() || opts.drop_path > 0.0) {
         return Err(Error::InvalidValue {
-            what: "TRAIN.SMOOTHING / MIXUP / CUTMIX / REPROB".into(),
+            what: "TRAIN.SMOOTHING / MIXUP / CUTMIX / REPROB, MODEL.DROP_PATH".into(),
             value: format!("{:?}", opts.augment),
             reason: format!(
-                "label smoothing, Mixup, CutMix and random erasing apply to image classifiers (vit); this model is {:?}: set them to 0",
+                "label smoothing, Mixup, CutMix, random erasing and stochastic depth apply to image classifiers (vit); this model is {:?}: set them to 0",
                 c.family
             ),
         });
@@ -377,7 +381,14 @@ pub fn adapt(
                 let (x, y) = s.batch(&batch, &model.device)?;
                 let mut rng = augment::step_rng(opts.seed, step);
                 let b = augment::apply(&x, &y, &opts.augment, &mut rng)?;
-                let out = model.forward(&Input::Images(b.x.clone()), Mode::Train, false)?;
+                let hooks = Hooks {
+                    drop_path: Some(DropPath {
+                        rate: opts.drop_path,
+                        seed: rng.next_u64(),
+                    }),
+                    ..Hooks::default()
+                };
+                let out = model.forward_with(&Input::Images(b.x.clone()), Mode::Train, hooks)?;
                 augment::loss(&out.output, &b, &opts.augment)?
             }
             Data::Text(t) => {

@@ -445,6 +445,40 @@ fn shipped_tleg_vit_configs_take_the_official_checkpoint_pth() {
     assert_eq!(refused.code, 1, "{}", refused.stderr);
     assert!(refused.stderr.contains("smoothing"), "{}", refused.stderr);
 
+    // The toolbox's descendant_tleg_vit.yaml (github.com/ZhenuYang/Yuanmou), its keys and values
+    // with the paths pointing here: on the CPU, with the gene's size and a short budget set.
+    let toolbox = home.join("descendant_tleg_vit.yaml");
+    std::fs::write(
+        &toolbox,
+        format!(
+            "METHOD_FAMILY: 'tleg_vit'\nOUTPUT_DIR: '{}'\nSEED: 123\nDEVICE: 'cuda'\n\nDATASET:\n  NAME: 'CIFAR100'\n  PATH: '{}'\n  INPUT_SIZE: 224\n  PIN_MEM: True\n  NUM_WORKERS: 4\n\nMODEL:\n  TYPE: 'deit_tiny_patch16_224_L6'\n  LOAD_GENE: '{}'\n  DROP: 0.0\n  DROP_PATH: 0.1\n  EMA: True\n  EMA_DECAY: 0.99996\n\nTRAIN:\n  EPOCHS: 300\n  START_EPOCH: 0\n  BATCH_SIZE: 128\n  UNSCALE_LR: False\n  OPT: 'adamw'\n  LR: 0.0005\n  WARMUP_EPOCHS: 5\n",
+            s(&home.join("runs/toolbox")),
+            s(&images),
+            s(&pth)
+        ),
+    )
+    .unwrap();
+    let toolbox_run = ok(
+        home,
+        &[
+            "adapt",
+            "--json",
+            "--config",
+            &s(&toolbox),
+            "--set",
+            "DEVICE=cpu",
+            "DATASET.INPUT_SIZE=16",
+            "MODEL.TYPE=deit_L2",
+            "TRAIN.STEPS=2",
+            "TRAIN.BATCH_SIZE=4",
+        ],
+    );
+    assert_eq!(toolbox_run["adapted"]["steps"], 2, "{toolbox_run}");
+    assert!(
+        home.join("runs/toolbox/model/ema/model.safetensors")
+            .is_file()
+    );
+
     // A checkpoint.pth for a method other than TLEG is refused by name, and nothing is written.
     let sws_des = home.join("runs/sws");
     let refused = run_str(

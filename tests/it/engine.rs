@@ -604,3 +604,55 @@ fn twenty_seeded_steps_follow_the_reference_loss_curve() {
         }
     }
 }
+
+#[test]
+fn stochastic_depth_drops_whole_branches_per_example_and_only_in_training() {
+    let mut c = vit_config(false);
+    c.layers = 3;
+    let model = Model::new(
+        c.clone(),
+        Box::new(random_plain(&c, 5, &Device::Cpu).unwrap()),
+        Device::Cpu,
+    );
+    let inp = input(&c);
+    let run = |mode: Mode, drop: Option<lgreg::nn::DropPath>| -> Tensor {
+        let hooks = lgreg::nn::Hooks {
+            drop_path: drop,
+            ..Default::default()
+        };
+        model.forward_with(&inp, mode, hooks).unwrap().output
+    };
+    let plain = run(Mode::Train, None);
+    let dp = |rate, seed| Some(lgreg::nn::DropPath { rate, seed });
+    // Rate 0, and any rate outside training, change nothing.
+    assert_eq!(max_rel(&run(Mode::Train, dp(0.0, 1)), &plain), 0.0);
+    let infer = run(Mode::Infer, None);
+    assert_eq!(max_rel(&run(Mode::Infer, dp(0.9, 1)), &infer), 0.0);
+    // A rate changes the output, the same seed repeats it, and across seeds the examples
+    // differ in which branches they keep.
+    let a = run(Mode::Train, dp(0.9, 1));
+    assert!(max_rel(&a, &plain) > 1e-3);
+    assert_eq!(max_rel(&run(Mode::Train, dp(0.9, 1)), &a), 0.0);
+    let outputs: Vec<Tensor> = (0..8).map(|s| run(Mode::Train, dp(0.9, s))).collect();
+    assert!(outputs.iter().any(|o| max_rel(o, &a) > 1e-3));
+    // Block 0 is never dropped (timm's linear rule starts at 0), and gradients still flow.
+    let loss = outputs[3].sum_all().unwrap();
+    let grads = loss.backward().unwrap();
+    let block0: Vec<(String, candle_core::Var)> = model
+        .vars()
+        .into_iter()
+        .filter(|(name, _)| name.contains(".0."))
+        .collect();
+    assert!(!block0.is_empty());
+    for (name, var) in block0 {
+        let g = grads.get(var.as_tensor()).expect("block 0 has a gradient");
+        let size = g
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(size > 0.0, "{name}");
+    }
+}
