@@ -143,11 +143,11 @@ fn bad_configs_exit_1_naming_the_file_and_the_key_and_write_nothing() {
             "SEED",
             "not a non-negative integer",
         ),
-        // The toolbox's DeiT descendant, paths changed: its stochastic depth is not applied yet.
+        // A DeiT descendant asking for RandAugment, which is not applied yet.
         (
-            "METHOD_FAMILY: 'tleg_vit'\nSEED: 123\nDEVICE: 'cpu'\nDATASET:\n  NAME: 'CIFAR100'\n  PATH: '/data/cifar100'\n  INPUT_SIZE: 224\nMODEL:\n  TYPE: 'deit_tiny_patch16_224_L6'\n  LOAD_GENE: 'deit-tleg:0.1.0'\n  DROP: 0.0\n  DROP_PATH: 0.1\nTRAIN:\n  EPOCHS: 300\n  OPT: 'adamw'\n",
-            "MODEL.DROP_PATH",
-            "stochastic depth",
+            "METHOD_FAMILY: 'tleg_vit'\nSEED: 123\nDEVICE: 'cpu'\nDATASET:\n  NAME: 'CIFAR100'\n  PATH: '/data/cifar100'\n  INPUT_SIZE: 224\nMODEL:\n  TYPE: 'deit_tiny_patch16_224_L6'\n  LOAD_GENE: 'deit-tleg:0.1.0'\n  DROP: 0.0\n  DROP_PATH: 0.1\nTRAIN:\n  EPOCHS: 300\n  OPT: 'adamw'\n  AA: 'rand-m9-mstd0.5-inc1'\n",
+            "TRAIN.AA",
+            "RandAugment",
         ),
         (
             "METHOD_FAMILY: tleg_vit\nDISTRIBUTED:\n  WORLD_SIZE: 8\n",
