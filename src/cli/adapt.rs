@@ -100,6 +100,9 @@ pub(crate) struct Args {
     /// Stochastic depth rate of the last block (vit; timm's linear rule below it).
     #[arg(long, default_value_t = 0.0)]
     drop_path: f64,
+    /// Dropout rate (vit), at timm's ViT sites.
+    #[arg(long, default_value_t = 0.0)]
+    drop: f64,
     /// Label smoothing ε (vit).
     #[arg(long, default_value_t = 0.0)]
     smoothing: f64,
@@ -147,6 +150,7 @@ pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Ou
         precision: args.precision,
         ema: args.ema,
         drop_path: args.drop_path,
+        dropout: args.drop,
         augment: Augment {
             smoothing: args.smoothing,
             mixup: args.mixup,

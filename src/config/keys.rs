@@ -330,9 +330,9 @@ pub const KEYS: &[Key] = &[
     key(
         "MODEL.DROP",
         Float,
-        AppliedIf(is_zero, "dropout is not implemented yet; set it to 0"),
+        Applied,
         Toolbox,
-        "Dropout rate.",
+        "Dropout rate (vit): after the position embeddings, on the attention projection, after the MLP activation and on its output, as timm's ViT.",
     ),
     key(
         "MODEL.DROP_PATH",
@@ -745,6 +745,7 @@ pub fn image_only(path: &str) -> bool {
             | "TRAIN.MIXUP_SWITCH_PROB"
             | "TRAIN.REPROB"
             | "MODEL.DROP_PATH"
+            | "MODEL.DROP"
     )
 }
 

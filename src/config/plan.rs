@@ -210,6 +210,7 @@ fn adapt_options(cfg: &Config) -> Result<AdaptOptions> {
         augment: augment(cfg)?,
         eval_every_epoch: cfg.bool("TRAIN.EVAL_EVERY_EPOCH").unwrap_or(true),
         drop_path: cfg.float("MODEL.DROP_PATH").unwrap_or(0.0),
+        dropout: cfg.float("MODEL.DROP").unwrap_or(0.0),
         ema: cfg
             .bool("MODEL.EMA")
             .unwrap_or(false)

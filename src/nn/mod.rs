@@ -29,7 +29,7 @@ use candle_core::DType;
 
 pub use config::{ModelConfig, Pooling};
 pub use kernels::reference_only;
-pub use model::{DropPath, Forward, Hooks, Input, Model, device, mean_pool};
+pub use model::{DropPath, Dropout, Forward, Hooks, Input, Model, device, mean_pool};
 pub use param::{LinearExpanded, Parametrisation, Plain, StageShared, Stitched, Store};
 
 /// Which implementation of the non-linear ops a forward pass uses.

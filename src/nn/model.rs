@@ -57,6 +57,18 @@ pub struct DropPath {
     pub seed: u64,
 }
 
+/// Dropout for one training forward pass (timm's ViT `drop_rate`, ViT only): after the
+/// position embeddings, on the attention projection, after the MLP's activation and on its
+/// output, each element is zeroed with probability `rate` and the rest scaled by
+/// `1 / (1 − rate)`. The masks come from `seed`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dropout {
+    /// The probability of dropping an element.
+    pub rate: f64,
+    /// The seed of this pass's masks.
+    pub seed: u64,
+}
+
 /// What a forward pass should expose besides its output.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Hooks {
@@ -69,6 +81,8 @@ pub struct Hooks {
     pub blocks_only: bool,
     /// Stochastic depth (training passes of vit models only).
     pub drop_path: Option<DropPath>,
+    /// Dropout (training passes of vit models only).
+    pub dropout: Option<Dropout>,
 }
 
 impl Hooks {
@@ -78,6 +92,7 @@ impl Hooks {
         weight_grads: false,
         blocks_only: true,
         drop_path: None,
+        dropout: None,
     };
 }
 
@@ -107,6 +122,7 @@ pub(crate) struct Ctx<'a> {
     /// Return the last block's hidden states instead of applying the final norm and head.
     pub blocks_only: bool,
     drop_path: Option<DropPath>,
+    dropout: Option<Dropout>,
     used: RefCell<Vec<(Slot, Tensor)>>,
 }
 
@@ -120,6 +136,9 @@ impl<'a> Ctx<'a> {
             blocks_only: hooks.blocks_only,
             drop_path: hooks
                 .drop_path
+                .filter(|d| mode == Mode::Train && d.rate > 0.0),
+            dropout: hooks
+                .dropout
                 .filter(|d| mode == Mode::Train && d.rate > 0.0),
             used: RefCell::new(Vec::new()),
         }
@@ -193,6 +212,23 @@ impl<'a> Ctx<'a> {
     /// Number of blocks.
     pub fn depth(&self) -> usize {
         self.params.depth()
+    }
+
+    /// `x` under the pass's dropout at site `site` (each site draws its own mask): unchanged
+    /// without it.
+    pub fn dropout(&self, site: u64, x: Tensor) -> Result<Tensor> {
+        let Some(d) = self.dropout else {
+            return Ok(x);
+        };
+        let keep = 1.0 - d.rate;
+        let mut rng =
+            crate::nn::init::Rng::new(d.seed ^ (site + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
+        let scale = (1.0 / keep) as f32;
+        let mask: Vec<f32> = (0..x.elem_count())
+            .map(|_| if rng.uniform() < keep { scale } else { 0.0 })
+            .collect();
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        Ok((x * mask)?)
     }
 
     /// Residual branch `which` (0 attention, 1 MLP) of block `l`, `[batch, ...]`, under the

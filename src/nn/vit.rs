@@ -35,7 +35,7 @@ pub(crate) fn embed(ctx: &Ctx<'_>, c: &ModelConfig, x: &Tensor) -> Result<Tensor
         Role::PositionEmbedding,
         Param::Weight,
     ))?;
-    Ok(h.broadcast_add(&pos)?)
+    ctx.dropout(0, h.broadcast_add(&pos)?)
 }
 
 /// Logits `[batch, classes]` from the hidden states `h` that enter block `start`.
@@ -60,13 +60,16 @@ pub(crate) fn blocks(
         let (q, k, v) = qkv(ctx, l, &x)?;
         let att = ctx.attention(&q, &k, &v, &spec)?;
         let (wo, bo) = ctx.wb(l, Role::AttnO)?;
-        h = (h + ctx.drop_branch(l, 0, ctx.linear(&att, &wo, bo.as_ref())?)?)?;
+        let site = 1 + 3 * l as u64;
+        let att = ctx.dropout(site, ctx.linear(&att, &wo, bo.as_ref())?)?;
+        h = (h + ctx.drop_branch(l, 0, att)?)?;
         let (wn, bn) = ctx.wb(l, Role::MlpNorm)?;
         let x = layer_norm(&h, &wn, bn.as_ref(), c.norm_eps, ctx.mode)?;
         let (wu, bu) = ctx.wb(l, Role::MlpUp)?;
         let (wd, bd) = ctx.wb(l, Role::MlpDown)?;
-        let inner = gelu(&ctx.linear(&x, &wu, bu.as_ref())?)?;
-        h = (h + ctx.drop_branch(l, 1, ctx.linear(&inner, &wd, bd.as_ref())?)?)?;
+        let inner = ctx.dropout(site + 1, gelu(&ctx.linear(&x, &wu, bu.as_ref())?)?)?;
+        let mlp = ctx.dropout(site + 2, ctx.linear(&inner, &wd, bd.as_ref())?)?;
+        h = (h + ctx.drop_branch(l, 1, mlp)?)?;
         h = ctx.stitch(l, h)?;
         if let Some(states) = hidden.as_deref_mut() {
             states.push(h.clone());

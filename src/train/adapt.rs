@@ -26,7 +26,7 @@ use crate::checkpoint::{SideFile, open};
 use crate::error::{Error, Result};
 use crate::fsutil::StagedDir;
 use crate::nn::init::Rng;
-use crate::nn::{DropPath, Hooks, Input, Mode, Model, Precision, device};
+use crate::nn::{DropPath, Dropout, Hooks, Input, Mode, Model, Precision, device};
 use crate::progress::{Event, Reporter};
 
 /// Options of [`adapt`].
@@ -82,6 +82,8 @@ pub struct AdaptOptions {
     pub eval_every_epoch: bool,
     /// Stochastic depth rate of the last block (vit; 0: off), timm's linear rule below it.
     pub drop_path: f64,
+    /// Dropout rate (vit; 0: off), at timm's ViT sites.
+    pub dropout: f64,
     /// Keep an exponential moving average of the weights with this decay per step; it is
     /// evaluated at the end and written to `OUTPUT/ema/`.
     pub ema: Option<f64>,
@@ -116,6 +118,7 @@ impl Default for AdaptOptions {
             eval_every_epoch: false,
             ema: None,
             drop_path: 0.0,
+            dropout: 0.0,
         }
     }
 }
@@ -221,15 +224,16 @@ fn check_options(opts: &AdaptOptions) -> Result<()> {
         && probability(a.erase_prob)
         && probability(a.mix_prob)
         && probability(a.switch_prob)
-        && (0.0..1.0).contains(&opts.drop_path);
+        && (0.0..1.0).contains(&opts.drop_path)
+        && (0.0..1.0).contains(&opts.dropout);
     if !valid {
         return Err(Error::InvalidValue {
-            what: "`--smoothing`/`--mixup`/`--cutmix`/`--reprob`/`--drop-path`".into(),
+            what: "`--smoothing`/`--mixup`/`--cutmix`/`--reprob`/`--drop-path`/`--drop`".into(),
             value: format!(
-                "{}, {}, {}, {}, {}",
-                a.smoothing, a.mixup, a.cutmix, a.erase_prob, opts.drop_path
+                "{}, {}, {}, {}, {}, {}",
+                a.smoothing, a.mixup, a.cutmix, a.erase_prob, opts.drop_path, opts.dropout
             ),
-            reason: "smoothing and the drop-path rate lie in [0, 1), the Beta parameters are 0 (off) or positive, probabilities lie in [0, 1]".into(),
+            reason: "smoothing, the drop-path and the dropout rates lie in [0, 1), the Beta parameters are 0 (off) or positive, probabilities lie in [0, 1]".into(),
         });
     }
     if matches!(opts.steps, Some(0)) || matches!(opts.epochs, Some(0)) {
@@ -259,12 +263,14 @@ pub fn adapt(
     let ckpt = open(model_path)?;
     let mut model = Model::load(&ckpt, &device(opts.cuda)?)?.with_precision(opts.precision);
     let c = model.config.clone();
-    if c.family != Family::Vit && (!opts.augment.is_none() || opts.drop_path > 0.0) {
+    if c.family != Family::Vit
+        && (!opts.augment.is_none() || opts.drop_path > 0.0 || opts.dropout > 0.0)
+    {
         return Err(Error::InvalidValue {
-            what: "TRAIN.SMOOTHING / MIXUP / CUTMIX / REPROB, MODEL.DROP_PATH".into(),
+            what: "TRAIN.SMOOTHING / MIXUP / CUTMIX / REPROB, MODEL.DROP_PATH / DROP".into(),
             value: format!("{:?}", opts.augment),
             reason: format!(
-                "label smoothing, Mixup, CutMix, random erasing and stochastic depth apply to image classifiers (vit); this model is {:?}: set them to 0",
+                "label smoothing, Mixup, CutMix, random erasing, stochastic depth and dropout apply to image classifiers (vit); this model is {:?}: set them to 0",
                 c.family
             ),
         });
@@ -384,6 +390,10 @@ pub fn adapt(
                 let hooks = Hooks {
                     drop_path: Some(DropPath {
                         rate: opts.drop_path,
+                        seed: rng.next_u64(),
+                    }),
+                    dropout: Some(Dropout {
+                        rate: opts.dropout,
                         seed: rng.next_u64(),
                     }),
                     ..Hooks::default()

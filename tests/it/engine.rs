@@ -656,3 +656,29 @@ fn stochastic_depth_drops_whole_branches_per_example_and_only_in_training() {
         assert!(size > 0.0, "{name}");
     }
 }
+
+#[test]
+fn dropout_masks_elements_only_in_training_and_repeats_for_a_seed() {
+    let c = vit_config(true);
+    let model = Model::new(
+        c.clone(),
+        Box::new(random_plain(&c, 6, &Device::Cpu).unwrap()),
+        Device::Cpu,
+    );
+    let inp = input(&c);
+    let run = |mode: Mode, rate: f64, seed: u64| -> Tensor {
+        let hooks = lgreg::nn::Hooks {
+            dropout: Some(lgreg::nn::Dropout { rate, seed }),
+            ..Default::default()
+        };
+        model.forward_with(&inp, mode, hooks).unwrap().output
+    };
+    let plain = model.forward(&inp, Mode::Train, false).unwrap().output;
+    assert_eq!(max_rel(&run(Mode::Train, 0.0, 1), &plain), 0.0);
+    let infer = model.forward(&inp, Mode::Infer, false).unwrap().output;
+    assert_eq!(max_rel(&run(Mode::Infer, 0.5, 1), &infer), 0.0);
+    let a = run(Mode::Train, 0.5, 1);
+    assert!(max_rel(&a, &plain) > 1e-3);
+    assert_eq!(max_rel(&run(Mode::Train, 0.5, 1), &a), 0.0);
+    assert!(max_rel(&run(Mode::Train, 0.5, 2), &a) > 1e-3);
+}
