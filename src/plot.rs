@@ -62,11 +62,7 @@ const PREFERRED: [&str; 3] = [
 ];
 
 /// Directories searched for fonts.
-const FONT_DIRS: [&str; 3] = [
-    "/usr/share/fonts",
-    "/usr/local/share/fonts",
-    "/usr/share/fonts/truetype",
-];
+const FONT_DIRS: [&str; 2] = ["/usr/share/fonts", "/usr/local/share/fonts"];
 
 fn ttf_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
     let Ok(entries) = fs_err::read_dir(dir) else {
