@@ -141,6 +141,13 @@ fn kind_name(kind: Kind) -> &'static str {
     }
 }
 
+/// How config text is read: YAML 1.2 booleans only (`true`, `True`, `TRUE`, `false`, ...), so
+/// that a word such as `off` or `no` in a string key stays that word; boolean keys still take
+/// YAML 1.1's `yes`/`no`/`on`/`off` through [`coerce`].
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! { strict_booleans: true }
+}
+
 /// Bring a value to its key's type: numbers from numeric strings, strings from scalars.
 fn coerce(kind: Kind, value: Value) -> Option<Value> {
     match (kind, value) {
@@ -155,8 +162,8 @@ fn coerce(kind: Kind, value: Value) -> Option<Value> {
             .and_then(|n| serde_json::Number::from_f64(n).map(Value::Number)),
         (Kind::Bool, Value::Bool(b)) => Some(Value::Bool(b)),
         (Kind::Bool, Value::String(s)) => match s.to_ascii_lowercase().as_str() {
-            "true" => Some(Value::Bool(true)),
-            "false" => Some(Value::Bool(false)),
+            "true" | "yes" | "on" => Some(Value::Bool(true)),
+            "false" | "no" | "off" => Some(Value::Bool(false)),
             _ => None,
         },
         (Kind::Map, Value::Object(m)) => Some(Value::Object(m)),
@@ -190,7 +197,7 @@ impl Config {
 
     /// Parse config text; `file` names it in errors.
     pub fn parse(text: &str, file: &Path, sets: &[String]) -> Result<Config> {
-        let tree: Value = serde_saphyr::from_str(text)
+        let tree: Value = serde_saphyr::from_str_with_options(text, yaml_options())
             .map_err(|e| config_error(file, "(file)", format!("not valid YAML: {e}")))?;
         let map = match tree {
             Value::Object(m) => m,
@@ -486,7 +493,7 @@ fn parse_set(file: &Path, set: &str) -> Result<(String, Value)> {
             reason: err.to_string(),
         });
     }
-    let value = serde_saphyr::from_str::<Value>(raw)
+    let value = serde_saphyr::from_str_with_options::<Value>(raw, yaml_options())
         .ok()
         .filter(|v| !v.is_null())
         .unwrap_or_else(|| Value::String(raw.to_string()));

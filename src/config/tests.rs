@@ -219,3 +219,21 @@ fn cuda_on_a_cpu_build_says_how_to_run_on_the_cpu() {
     let cpu = parse("METHOD_FAMILY: tleg_vit\nDEVICE: cpu\n", &[]).expect("parses");
     assert!(!cpu.cuda().expect("cpu"));
 }
+
+#[test]
+fn words_stay_words_in_string_keys_and_boolean_keys_take_yaml_1_1_spellings() {
+    let cfg = parse(
+        "METHOD_FAMILY: heur_vgg\nHEUR:\n  EWC: off\n  ABSOLUTE: yes\n  CONTROL: False\n",
+        &["HEUR.REUSE_MODEL=on"],
+    )
+    .expect("parses");
+    assert_eq!(cfg.str("HEUR.EWC"), Some("off"));
+    assert_eq!(cfg.bool("HEUR.ABSOLUTE"), Some(true));
+    assert_eq!(cfg.bool("HEUR.CONTROL"), Some(false));
+    assert_eq!(cfg.bool("HEUR.REUSE_MODEL"), Some(true));
+    let e = err("METHOD_FAMILY: heur_vgg\nHEUR:\n  CONTROL: maybe\n", &[]);
+    assert!(
+        e.contains("HEUR.CONTROL") && e.contains("true or false"),
+        "{e}"
+    );
+}

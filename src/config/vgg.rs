@@ -312,8 +312,7 @@ fn ewc(cfg: &Config) -> Result<Ewc> {
             lambda: cfg.float("HEUR.EWC_LAMBDA").unwrap_or(40.0),
             weight: cfg.float("HEUR.EWC_WEIGHT").unwrap_or(1000.0),
         }),
-        // YAML 1.1 reads a bare `off` (or `no`) as false.
-        "off" | "false" | "no" => Ok(Ewc::Off),
+        "off" => Ok(Ewc::Off),
         "code_quirk" => Ok(Ewc::CodeQuirk),
         other => Err(cfg.error(
             "HEUR.EWC",
