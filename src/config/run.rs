@@ -215,7 +215,7 @@ pub fn adapt(
     };
     check_input_size(cfg, &run, &init)?;
     let mut opts = run.adapt.clone();
-    opts.resume = resume && crate::train::state_dir(&model).is_dir();
+    opts.resume = resume && crate::train::state::exists(&crate::train::state_dir(&model));
     opts.force = force;
     opts.metrics = Some(run.output_dir.join(METRICS_FILE));
     let adapted = fine_tune(&init, &run.data, &model, &opts, reporter)?;

@@ -31,6 +31,12 @@ pub struct StateMeta {
     pub last_loss: f32,
 }
 
+/// Whether `dir` holds a complete training state (a process killed during its first save
+/// leaves the directory without its metadata, which is written last).
+pub fn exists(dir: &Path) -> bool {
+    dir.join(META).is_file()
+}
+
 /// Save the model's variables, the optimiser's moments and the EMA's shadow to `dir`.
 pub fn save(
     dir: &Path,
