@@ -283,6 +283,18 @@ fn gene_dir(
                 format!("'{gene}' is neither a gene directory nor a registry reference ({e})"),
             )
         })?;
+        let family = registry
+            .show(&reference)
+            .map_err(|e| cfg.error(key, e.to_string()))?
+            .card
+            .family
+            .name;
+        if family != gene::FAMILY {
+            return Err(cfg.error(
+                key,
+                format!("'{gene}' is a gene of the {family} family, not a heur_vgg gene; `lgreg spawn` grows it"),
+            ));
+        }
         let out = run_dir.join("gene");
         registry
             .export(&reference, &out, true, reporter)

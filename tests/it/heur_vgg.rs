@@ -483,3 +483,54 @@ fn the_toolboxs_heur_vgg_configs_run_with_only_their_paths_changed() {
     assert_eq!(adapted["summary"]["tasks"], 1, "{adapted}");
     assert_eq!(adapted["summary"]["ways"], 5);
 }
+
+#[test]
+fn a_truncated_or_foreign_gene_is_refused_and_the_descendant_run_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let anc = home.join("runs/ancestor");
+    ok(home, &ancestor_args(&anc, 2));
+    let des = home.join("runs/descendant");
+    let refused = |load: String, says: &str| {
+        let mut args = descendant_args(&des, &anc, 3);
+        args.push(format!("MODEL.LOAD_GENE={load}"));
+        let run = run_str(home, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(run.code, 1, "{load}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("MODEL.LOAD_GENE") && run.stderr.contains(says),
+            "{load}: {}",
+            run.stderr
+        );
+        assert!(!des.exists(), "{load} left {:?}", listing(&des));
+    };
+    // A gene directory whose tensors file was cut short.
+    let cut = home.join("cut-gene");
+    std::fs::create_dir_all(&cut).unwrap();
+    for f in ["gene.json", "gene.safetensors"] {
+        std::fs::copy(anc.join("gene").join(f), cut.join(f)).unwrap();
+    }
+    let bytes = std::fs::read(cut.join("gene.safetensors")).unwrap();
+    std::fs::write(cut.join("gene.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    refused(s(&cut), "gene.safetensors");
+    // A registry gene of another family.
+    let other = crate::support::gene::gene_dir(
+        &home.join("tleg-gene"),
+        "tleg",
+        &[("blocks.safetensors", 1, 64)],
+    );
+    let published = run_str(
+        home,
+        &[
+            "publish",
+            &s(&other),
+            "--name",
+            "foreign",
+            "--version",
+            "0.1.0",
+        ],
+    );
+    assert_eq!(published.code, 0, "{}", published.stderr);
+    refused("foreign:0.1.0".into(), "not a heur_vgg gene");
+    // A reference the registry does not hold.
+    refused("missing:9.9.9".into(), "missing");
+}
