@@ -23,6 +23,15 @@ impl Rng {
         Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
     }
 
+    /// The seed of an independent stream of `seed`: `seed` xor each `key · multiplier`. Each
+    /// caller keeps its own odd multipliers (so the streams of runs already made stay the same);
+    /// a key counts from 1 where 0 is a possible value, so no stream equals the plain seed.
+    pub fn stream_seed(seed: u64, keys: &[(u64, u64)]) -> u64 {
+        keys.iter().fold(seed, |s, &(key, multiplier)| {
+            s ^ key.wrapping_mul(multiplier)
+        })
+    }
+
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);

@@ -8,6 +8,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 
 use super::config::ModelConfig;
+use super::init::Rng;
 use super::param::{Parametrisation, Plain, Store};
 use super::{Mode, Precision, bert, llama, vit};
 use crate::anatomy::{Family, Param, Role, Slot, analyze};
@@ -221,8 +222,10 @@ impl<'a> Ctx<'a> {
             return Ok(x);
         };
         let keep = 1.0 - d.rate;
-        let mut rng =
-            crate::nn::init::Rng::new(d.seed ^ (site + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
+        let mut rng = Rng::new(Rng::stream_seed(
+            d.seed,
+            &[(site + 1, 0xD1B5_4A32_D192_ED03)],
+        ));
         let scale = (1.0 / keep) as f32;
         let mask: Vec<f32> = (0..x.elem_count())
             .map(|_| if rng.uniform() < keep { scale } else { 0.0 })
@@ -247,8 +250,8 @@ impl<'a> Ctx<'a> {
             return Ok(branch);
         }
         let keep = 1.0 - rate;
-        let slot = (2 * l as u64 + which + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let mut rng = crate::nn::init::Rng::new(dp.seed ^ slot);
+        let slot = 2 * l as u64 + which + 1;
+        let mut rng = Rng::new(Rng::stream_seed(dp.seed, &[(slot, 0x9E37_79B9_7F4A_7C15)]));
         let batch = branch.dim(0)?;
         let mask: Vec<f32> = (0..batch)
             .map(|_| {

@@ -180,7 +180,13 @@ fn blend(pixels: &mut [f32], n: usize, lambda: f64) {
 
 /// The generator of step `step`'s augmentations.
 pub fn step_rng(seed: u64, step: usize) -> Rng {
-    Rng::new(seed ^ 0x5DEE_CE66_D1CE_4E5B ^ (step as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D))
+    Rng::new(Rng::stream_seed(
+        seed,
+        &[
+            (1, 0x5DEE_CE66_D1CE_4E5B),
+            (step as u64 + 1, 0x2545_F491_4F6C_DD1D),
+        ],
+    ))
 }
 
 /// Augment the batch `x [n, c, h, w]`, `y [n]` by `aug` with `rng`.

@@ -190,10 +190,13 @@ pub fn data_digest(set: &ImageSet) -> String {
 }
 
 fn task_rng(seed: u64, task: usize, purpose: u64) -> Rng {
-    Rng::new(
-        seed ^ (task as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            ^ purpose.wrapping_mul(0xD6E8_FEB8_6659_FD93),
-    )
+    Rng::new(Rng::stream_seed(
+        seed,
+        &[
+            (task as u64 + 1, 0x9E37_79B9_7F4A_7C15),
+            (purpose, 0xD6E8_FEB8_6659_FD93),
+        ],
+    ))
 }
 
 fn state_dir(run_dir: &Path) -> PathBuf {

@@ -296,8 +296,13 @@ fn initial_models(
 }
 
 fn seed_for(seed: u64, task: usize, purpose: u64) -> u64 {
-    seed ^ (task as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407)
-        ^ purpose.wrapping_mul(0x9FB2_1C65_1E98_DF25)
+    Rng::stream_seed(
+        seed,
+        &[
+            (task as u64 + 1, 0xA24B_AED4_963E_E407),
+            (purpose, 0x9FB2_1C65_1E98_DF25),
+        ],
+    )
 }
 
 /// The EWC anchors: per gene tensor, its Fisher and value, in the order of the model's vars.
