@@ -202,6 +202,16 @@ impl<'a> Ctx<'a> {
         super::ops::self_attention(q, k, v, spec, self.mode, self.compute)
     }
 
+    /// [`Self::attention`] over one packed projection `[batch, seq, (heads + 2 · kv_heads) ·
+    /// head_dim]` (queries, keys, values).
+    pub fn attention_packed(
+        &self,
+        qkv: &Tensor,
+        spec: &super::ops::SelfAttention<'_>,
+    ) -> Result<Tensor> {
+        super::ops::self_attention_packed(qkv, spec, self.mode, self.compute)
+    }
+
     /// Apply the stitch after block `layer`, if the parametrisation has one.
     pub fn stitch(&self, layer: usize, h: Tensor) -> Result<Tensor> {
         match self.params.stitch(layer) {

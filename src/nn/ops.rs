@@ -255,21 +255,46 @@ pub(crate) fn self_attention(
             ),
             None => (q.clone(), k.clone()),
         };
-        let key_mask = match spec.key_mask {
-            Some(m) => Some(Arc::new(
-                m.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
-            )),
-            None => None,
-        };
-        let fused = kernels::AttentionSpec {
-            heads: spec.heads,
-            kv_heads: spec.kv_heads,
-            causal: spec.causal,
-            key_mask,
-        };
-        return Ok(kernels::attention(&q, &k, v, fused)?);
+        return Ok(kernels::attention(&q, &k, v, fused_spec(spec)?)?);
     }
     self_attention_reference(q, k, v, spec, mode, compute)
+}
+
+/// [`self_attention`] over one packed projection `qkv [batch, seq, (heads + 2 · kv_heads) ·
+/// head_dim]`: queries, then keys, then values. The fused kernel reads it in place; other paths
+/// take the three slices.
+pub(crate) fn self_attention_packed(
+    qkv: &Tensor,
+    spec: &SelfAttention<'_>,
+    mode: Mode,
+    compute: Option<DType>,
+) -> Result<Tensor> {
+    if spec.rope.is_none() && compute.is_none_or(|dt| dt == qkv.dtype()) && fusable(&[qkv]) {
+        return Ok(kernels::attention_packed(qkv, fused_spec(spec)?)?);
+    }
+    let width = qkv.dim(D::Minus1)?;
+    let head_dim = width / (spec.heads + 2 * spec.kv_heads).max(1);
+    let (qw, kw) = (spec.heads * head_dim, spec.kv_heads * head_dim);
+    let q = qkv.narrow(D::Minus1, 0, qw)?;
+    let k = qkv.narrow(D::Minus1, qw, kw)?;
+    let v = qkv.narrow(D::Minus1, qw + kw, kw)?;
+    self_attention(&q, &k, &v, spec, mode, compute)
+}
+
+/// The fused kernel's description of `spec`, the padding mask read out as f32.
+fn fused_spec(spec: &SelfAttention<'_>) -> Result<kernels::AttentionSpec> {
+    let key_mask = match spec.key_mask {
+        Some(m) => Some(Arc::new(
+            m.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?,
+        )),
+        None => None,
+    };
+    Ok(kernels::AttentionSpec {
+        heads: spec.heads,
+        kv_heads: spec.kv_heads,
+        causal: spec.causal,
+        key_mask,
+    })
 }
 
 /// [`self_attention`] in tensor ops: heads split, RoPE, repeated key/value heads, an explicit

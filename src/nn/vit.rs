@@ -1,7 +1,7 @@
 //! The vit family in timm's DeiT layout: patch embedding, optional class token, position
 //! embedding, pre-norm blocks, and a head on the class token or the mean of the patch tokens.
 
-use candle_core::{D, Tensor};
+use candle_core::Tensor;
 
 use super::config::{ModelConfig, Pooling};
 use super::model::Ctx;
@@ -57,8 +57,7 @@ pub(crate) fn blocks(
     for l in start..ctx.depth() {
         let (wn, bn) = ctx.wb(l, Role::AttnNorm)?;
         let x = layer_norm(&h, &wn, bn.as_ref(), c.norm_eps, ctx.mode)?;
-        let (q, k, v) = qkv(ctx, l, &x)?;
-        let att = ctx.attention(&q, &k, &v, &spec)?;
+        let att = attend(ctx, l, &x, &spec)?;
         let (wo, bo) = ctx.wb(l, Role::AttnO)?;
         let site = 1 + 3 * l as u64;
         let att = ctx.dropout(site, ctx.linear(&att, &wo, bo.as_ref())?)?;
@@ -95,28 +94,21 @@ pub(crate) fn blocks(
     ctx.linear(&pooled, &hw, hb.as_ref())
 }
 
-fn qkv(ctx: &Ctx<'_>, l: usize, x: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+/// Self-attention of block `l` over `x`: one packed projection where the block has a fused
+/// qkv weight, else three.
+fn attend(ctx: &Ctx<'_>, l: usize, x: &Tensor, spec: &SelfAttention<'_>) -> Result<Tensor> {
     let fused = super::param::slot(l, Role::AttnQkv, Param::Weight);
     if let Some(w) = ctx.get(&fused)? {
         let b = ctx.get(&super::param::slot(l, Role::AttnQkv, Param::Bias))?;
-        let y = ctx.linear(x, &w, b.as_ref())?;
-        let d = y.dim(D::Minus1)? / 3;
-        return Ok((
-            y.narrow(D::Minus1, 0, d)?,
-            y.narrow(D::Minus1, d, d)?,
-            y.narrow(D::Minus1, 2 * d, d)?,
-        ));
+        return ctx.attention_packed(&ctx.linear(x, &w, b.as_ref())?, spec);
     }
     let mut out = Vec::with_capacity(3);
     for role in [Role::AttnQ, Role::AttnK, Role::AttnV] {
         let (w, b) = ctx.wb(l, role)?;
         out.push(ctx.linear(x, &w, b.as_ref())?);
     }
-    let v = out.pop();
-    let k = out.pop();
-    let q = out.pop();
-    match (q, k, v) {
-        (Some(q), Some(k), Some(v)) => Ok((q, k, v)),
+    match out.as_slice() {
+        [q, k, v] => ctx.attention(q, k, v, spec),
         _ => unreachable!("three projections were pushed"),
     }
 }

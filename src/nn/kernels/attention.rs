@@ -1,7 +1,10 @@
 //! Scaled dot-product attention over activations in their projection layout
 //! `[batch, seq, heads · head_dim]`: causal or bidirectional, with a key padding mask and
-//! grouped-query heads. The forward pass runs one parallel task per (batch, head repeat): each
-//! is a batched product over the key/value heads.
+//! grouped-query heads. The queries, keys and values come either as three tensors or packed in
+//! one `[batch, seq, (heads + 2 · kv_heads) · head_dim]` tensor (a fused qkv projection), read in
+//! place: no slice of it is copied, and its gradient comes back as one packed tensor. The
+//! forward pass runs one parallel task per (batch, head repeat): each is a batched product over
+//! the key/value heads.
 //!
 //! The forward pass keeps only the output and each query's logsumexp. The backward pass, in
 //! the manner of flash attention, recomputes the probabilities from that logsumexp, one task
@@ -12,10 +15,10 @@
 use std::sync::{Arc, Mutex};
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
-use super::{slice, tensor, wants_grad};
+use super::{exp_shifted_in_place, slice, sum_lanes, tensor, wants_grad};
 
 /// What the attention computes, besides its inputs.
 #[derive(Debug, Clone)]
@@ -47,17 +50,37 @@ impl Dims {
     fn kv_width(&self) -> usize {
         self.kv_heads * self.head_dim
     }
-    /// The offset of head `h` of batch `b` in a tensor `width` wide.
+    /// The offset of head `h` of batch `b` in rows `width` apart.
     fn offset(&self, b: usize, h: usize, width: usize) -> usize {
         b * self.seq * width + h * self.head_dim
     }
+    /// The width of a packed qkv row.
+    fn packed_width(&self) -> usize {
+        self.q_width() + 2 * self.kv_width()
+    }
+    /// Where q, k and v lie in a packed `[batch, seq, packed_width]` tensor starting at `start`.
+    fn packed_places(&self, start: usize) -> [Place; 3] {
+        let stride = self.packed_width();
+        [0, self.q_width(), self.q_width() + self.kv_width()].map(|col| Place {
+            start: start + col,
+            stride,
+        })
+    }
 }
 
-/// The storages and layouts of q, k and v.
+/// Where q, k or v lies in a storage: the element of its first row and head, and the
+/// distance between its rows.
+#[derive(Debug, Clone, Copy)]
+struct Place {
+    start: usize,
+    stride: usize,
+}
+
+/// The storages of q, k and v, and where each lies in its storage.
 struct Operands<'a> {
-    q: (&'a CpuStorage, &'a Layout),
-    k: (&'a CpuStorage, &'a Layout),
-    v: (&'a CpuStorage, &'a Layout),
+    q: (&'a CpuStorage, Place),
+    k: (&'a CpuStorage, Place),
+    v: (&'a CpuStorage, Place),
 }
 
 /// A `[batch, rows, cols]` view with the given strides, at `offset`.
@@ -96,17 +119,18 @@ impl Dims {
     fn views(&self, ops: &Operands<'_>, dout_at: usize, (b, r): (usize, usize)) -> Views {
         let (t, d, g) = (self.seq, self.head_dim, self.kv_heads);
         let rep = self.heads / self.kv_heads;
-        let (qw, kw) = (self.q_width(), self.kv_width());
-        let q_at = self.offset(b, r, qw);
-        let k_at = ops.k.1.start_offset() + self.offset(b, 0, kw);
-        let v_at = ops.v.1.start_offset() + self.offset(b, 0, kw);
+        let (qp, kp, vp) = (ops.q.1, ops.k.1, ops.v.1);
+        let q_at = qp.start + self.offset(b, r, qp.stride);
+        let k_at = kp.start + self.offset(b, 0, kp.stride);
+        let v_at = vp.start + self.offset(b, 0, vp.stride);
+        let qw = self.q_width();
         Views {
-            q: view((g, t, d), [rep * d, qw, 1], ops.q.1.start_offset() + q_at),
-            k: view((g, t, d), [d, kw, 1], k_at),
-            kt: view((g, d, t), [d, 1, kw], k_at),
-            vt: view((g, d, t), [d, 1, kw], v_at),
-            v: view((g, t, d), [d, kw, 1], v_at),
-            dout: view((g, t, d), [rep * d, qw, 1], dout_at + q_at),
+            q: view((g, t, d), [rep * d, qp.stride, 1], q_at),
+            k: view((g, t, d), [d, kp.stride, 1], k_at),
+            kt: view((g, d, t), [d, 1, kp.stride], k_at),
+            vt: view((g, d, t), [d, 1, vp.stride], v_at),
+            v: view((g, t, d), [d, vp.stride, 1], v_at),
+            dout: view((g, t, d), [rep * d, qw, 1], dout_at + self.offset(b, r, qw)),
         }
     }
 }
@@ -179,18 +203,17 @@ impl Attention {
                     *s += (1.0 - m[j]) * f32::MIN;
                 }
             }
-            let row_lse = match lse {
-                Some(l) => l[i],
+            match lse {
+                Some(l) => exp_shifted_in_place(row, l[i]),
                 None => {
                     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let sum: f32 = row.iter().map(|s| (s - max).exp()).sum();
-                    let l = max + sum.ln();
-                    out.push(l);
-                    l
+                    exp_shifted_in_place(row, max);
+                    let sum = sum_lanes(row);
+                    for s in row.iter_mut() {
+                        *s /= sum;
+                    }
+                    out.push(max + sum.ln());
                 }
-            };
-            for s in row.iter_mut() {
-                *s = (*s - row_lse).exp();
             }
         }
         out
@@ -283,22 +306,102 @@ fn add(acc: &mut [f32], x: &[f32]) {
     }
 }
 
-/// Write `[kv_heads, seq, head_dim]` blocks into batch `b` of a `[batch, seq, width]` buffer:
-/// block `g` to head `g · stride + r`.
+/// Write `[kv_heads, seq, head_dim]` blocks into batch `b` of the heads at `place` in a
+/// buffer: block `g` to head `g · stride + r`.
 fn scatter(
     dst: &mut [f32],
     blocks: &[f32],
     dims: Dims,
     (b, r, stride): (usize, usize, usize),
-    width: usize,
+    place: Place,
 ) {
     let d = dims.head_dim;
     for (g, block) in blocks.chunks_exact(dims.seq * d).enumerate() {
         for (i, row) in block.chunks_exact(d).enumerate() {
-            let at = dims.offset(b, g * stride + r, width) + i * width;
+            let at = place.start + dims.offset(b, g * stride + r, place.stride) + i * place.stride;
             dst[at..at + d].copy_from_slice(row);
         }
     }
+}
+
+impl Attention {
+    fn new(spec: AttentionSpec) -> Self {
+        Attention {
+            spec,
+            lse: Mutex::new(None),
+        }
+    }
+
+    /// The output `[batch, seq, heads · head_dim]`; saves the logsumexp for the backward pass.
+    fn forward(&self, ops: &Operands<'_>, dims: Dims) -> candle_core::Result<Vec<f32>> {
+        let rep = dims.heads / dims.kv_heads;
+        let slices: Vec<(Vec<f32>, Vec<Vec<f32>>)> = (0..dims.batch * rep)
+            .into_par_iter()
+            .map(|br| self.slice_forward(ops, dims, (br / rep, br % rep)))
+            .collect::<candle_core::Result<_>>()?;
+        let mut out = vec![0f32; dims.batch * dims.seq * dims.q_width()];
+        let mut lse = vec![0f32; dims.batch * dims.heads * dims.seq];
+        let whole = Place {
+            start: 0,
+            stride: dims.q_width(),
+        };
+        for (br, (o, l)) in slices.into_iter().enumerate() {
+            let (b, r) = (br / rep, br % rep);
+            scatter(&mut out, &o, dims, (b, r, rep), whole);
+            for (g, row_lse) in l.into_iter().enumerate() {
+                let at = (b * dims.heads + g * rep + r) * dims.seq;
+                lse[at..at + dims.seq].copy_from_slice(&row_lse);
+            }
+        }
+        if let Ok(mut saved) = self.lse.lock() {
+            *saved = Some(Arc::new(lse));
+        }
+        Ok(out)
+    }
+
+    /// The gradients of q, k and v, scattered to `places` in `grads` (one buffer each, or one
+    /// packed buffer for all three).
+    fn backward(
+        &self,
+        ops: &Operands<'_>,
+        dout: &Tensor,
+        dims: Dims,
+        grads: &mut [&mut [f32]],
+        places: [(usize, Place); 3],
+    ) -> candle_core::Result<()> {
+        let lse = match self.lse.lock() {
+            Ok(saved) => saved.clone(),
+            Err(_) => None,
+        };
+        let Some(lse) = lse else {
+            candle_core::bail!("attention: backward before forward");
+        };
+        let dout = dout.contiguous()?;
+        let (gg, gl) = dout.storage_and_layout();
+        let Storage::Cpu(gs) = &*gg else {
+            candle_core::bail!("attention: the fused kernel runs on the CPU");
+        };
+        let batches: Vec<_> = (0..dims.batch)
+            .into_par_iter()
+            .map(|b| self.batch_backward(ops, (gs, gl.start_offset()), dims, &lse, b))
+            .collect::<candle_core::Result<_>>()?;
+        let rep = dims.heads / dims.kv_heads;
+        let [(qi, qp), (ki, kp), (vi, vp)] = places;
+        for (b, (dqs, dkb, dvb)) in batches.into_iter().enumerate() {
+            for (r, dqr) in dqs.iter().enumerate() {
+                scatter(grads[qi], dqr, dims, (b, r, rep), qp);
+            }
+            scatter(grads[ki], &dkb, dims, (b, 0, 1), kp);
+            scatter(grads[vi], &dvb, dims, (b, 0, 1), vp);
+        }
+        Ok(())
+    }
+}
+
+/// A contiguous f32 CPU operand's storage, and where its data starts.
+fn operand<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<(&'a CpuStorage, usize)> {
+    slice(s, l, "attention")?;
+    Ok((s, l.start_offset()))
 }
 
 impl CustomOp3 for Attention {
@@ -315,33 +418,17 @@ impl CustomOp3 for Attention {
         vs: &CpuStorage,
         vl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        for (s, l) in [(qs, ql), (ks, kl), (vs, vl)] {
-            slice(s, l, "attention")?;
-        }
         let dims = self.dims(ql, kl)?;
-        let ops = Operands {
-            q: (qs, ql),
-            k: (ks, kl),
-            v: (vs, vl),
+        let place = |l: &Layout, stride| Place {
+            start: l.start_offset(),
+            stride,
         };
-        let rep = dims.heads / dims.kv_heads;
-        let slices: Vec<(Vec<f32>, Vec<Vec<f32>>)> = (0..dims.batch * rep)
-            .into_par_iter()
-            .map(|br| self.slice_forward(&ops, dims, (br / rep, br % rep)))
-            .collect::<candle_core::Result<_>>()?;
-        let mut out = vec![0f32; dims.batch * dims.seq * dims.q_width()];
-        let mut lse = vec![0f32; dims.batch * dims.heads * dims.seq];
-        for (br, (o, l)) in slices.into_iter().enumerate() {
-            let (b, r) = (br / rep, br % rep);
-            scatter(&mut out, &o, dims, (b, r, rep), dims.q_width());
-            for (g, row_lse) in l.into_iter().enumerate() {
-                let at = (b * dims.heads + g * rep + r) * dims.seq;
-                lse[at..at + dims.seq].copy_from_slice(&row_lse);
-            }
-        }
-        if let Ok(mut saved) = self.lse.lock() {
-            *saved = Some(Arc::new(lse));
-        }
+        let ops = Operands {
+            q: (operand(qs, ql)?.0, place(ql, dims.q_width())),
+            k: (operand(ks, kl)?.0, place(kl, dims.kv_width())),
+            v: (operand(vs, vl)?.0, place(vl, dims.kv_width())),
+        };
+        let out = self.forward(&ops, dims)?;
         Ok((CpuStorage::F32(out), ql.shape().clone()))
     }
 
@@ -353,51 +440,114 @@ impl CustomOp3 for Attention {
         _res: &Tensor,
         g: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let lse = match self.lse.lock() {
-            Ok(saved) => saved.clone(),
-            Err(_) => None,
-        };
-        let Some(lse) = lse else {
-            candle_core::bail!("attention: backward before forward");
-        };
-        let g = g.contiguous()?;
         let (qg, ql) = q.storage_and_layout();
         let (kg, kl) = k.storage_and_layout();
         let (vg, vl) = v.storage_and_layout();
-        let (gg, gl) = g.storage_and_layout();
-        let (Storage::Cpu(qs), Storage::Cpu(ks), Storage::Cpu(vs), Storage::Cpu(gs)) =
-            (&*qg, &*kg, &*vg, &*gg)
-        else {
+        let (Storage::Cpu(qs), Storage::Cpu(ks), Storage::Cpu(vs)) = (&*qg, &*kg, &*vg) else {
             candle_core::bail!("attention: the fused kernel runs on the CPU");
         };
         let dims = self.dims(ql, kl)?;
-        let ops = Operands {
-            q: (qs, ql),
-            k: (ks, kl),
-            v: (vs, vl),
+        let (qw, kw) = (dims.q_width(), dims.kv_width());
+        let place = |l: &Layout, stride| Place {
+            start: l.start_offset(),
+            stride,
         };
-        let batches: Vec<_> = (0..dims.batch)
-            .into_par_iter()
-            .map(|b| self.batch_backward(&ops, (gs, gl.start_offset()), dims, &lse, b))
-            .collect::<candle_core::Result<_>>()?;
+        let ops = Operands {
+            q: (qs, place(ql, qw)),
+            k: (ks, place(kl, kw)),
+            v: (vs, place(vl, kw)),
+        };
         let rows = dims.batch * dims.seq;
-        let mut dq = vec![0f32; rows * dims.q_width()];
-        let mut dk = vec![0f32; rows * dims.kv_width()];
-        let mut dv = vec![0f32; rows * dims.kv_width()];
-        let rep = dims.heads / dims.kv_heads;
-        for (b, (dqs, dkb, dvb)) in batches.into_iter().enumerate() {
-            for (r, dqr) in dqs.iter().enumerate() {
-                scatter(&mut dq, dqr, dims, (b, r, rep), dims.q_width());
-            }
-            scatter(&mut dk, &dkb, dims, (b, 0, 1), dims.kv_width());
-            scatter(&mut dv, &dvb, dims, (b, 0, 1), dims.kv_width());
-        }
+        let mut dq = vec![0f32; rows * qw];
+        let mut dk = vec![0f32; rows * kw];
+        let mut dv = vec![0f32; rows * kw];
+        let own = |stride| Place { start: 0, stride };
+        self.backward(
+            &ops,
+            g,
+            dims,
+            &mut [&mut dq, &mut dk, &mut dv],
+            [(0, own(qw)), (1, own(kw)), (2, own(kw))],
+        )?;
         let grad = |t: &Tensor, values: Vec<f32>| {
             wants_grad(t)
                 .then(|| tensor(values, t.shape().clone()))
                 .transpose()
         };
         Ok((grad(q, dq)?, grad(k, dk)?, grad(v, dv)?))
+    }
+}
+
+/// The same attention over one packed qkv tensor.
+struct PackedAttention(Attention);
+
+impl PackedAttention {
+    /// The sizes of a packed `[batch, seq, (heads + 2 · kv_heads) · head_dim]` tensor.
+    fn dims(&self, l: &Layout) -> candle_core::Result<Dims> {
+        let (batch, seq, width) = l.shape().dims3()?;
+        let s = &self.0.spec;
+        let parts = s.heads + 2 * s.kv_heads;
+        if s.heads == 0
+            || s.kv_heads == 0
+            || !s.heads.is_multiple_of(s.kv_heads)
+            || !width.is_multiple_of(parts)
+        {
+            candle_core::bail!(
+                "attention: a packed width of {width} for {} heads over {} key/value heads",
+                s.heads,
+                s.kv_heads
+            );
+        }
+        Ok(Dims {
+            batch,
+            seq,
+            head_dim: width / parts,
+            heads: s.heads,
+            kv_heads: s.kv_heads,
+        })
+    }
+
+    fn operands<'a>(s: &'a CpuStorage, places: [Place; 3]) -> Operands<'a> {
+        let [q, k, v] = places;
+        Operands {
+            q: (s, q),
+            k: (s, k),
+            v: (s, v),
+        }
+    }
+}
+
+impl CustomOp1 for PackedAttention {
+    fn name(&self) -> &'static str {
+        "lgreg-attention-packed"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let dims = self.dims(l)?;
+        let (s, start) = operand(s, l)?;
+        let ops = Self::operands(s, dims.packed_places(start));
+        let out = self.0.forward(&ops, dims)?;
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((dims.batch, dims.seq, dims.q_width())),
+        ))
+    }
+
+    fn bwd(&self, qkv: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        if !wants_grad(qkv) {
+            return Ok(None);
+        }
+        let (guard, l) = qkv.storage_and_layout();
+        let Storage::Cpu(s) = &*guard else {
+            candle_core::bail!("attention: the fused kernel runs on the CPU");
+        };
+        let dims = self.dims(l)?;
+        let ops = Self::operands(s, dims.packed_places(l.start_offset()));
+        let mut grad = vec![0f32; qkv.elem_count()];
+        let [q, k, v] = dims.packed_places(0);
+        self.0
+            .backward(&ops, g, dims, &mut [&mut grad], [(0, q), (0, k), (0, v)])?;
+        Ok(Some(tensor(grad, qkv.shape().clone())?))
     }
 }
 
@@ -409,12 +559,14 @@ pub(crate) fn attention(
     v: &Tensor,
     spec: AttentionSpec,
 ) -> candle_core::Result<Tensor> {
-    q.contiguous()?.apply_op3(
-        &k.contiguous()?,
-        &v.contiguous()?,
-        Attention {
-            spec,
-            lse: Mutex::new(None),
-        },
-    )
+    q.contiguous()?
+        .apply_op3(&k.contiguous()?, &v.contiguous()?, Attention::new(spec))
+}
+
+/// Attention over a packed `qkv [batch, seq, (heads + 2 · kv_heads) · head_dim]` (queries,
+/// then keys, then values along the last dimension), f32 on the CPU; the output is
+/// `[batch, seq, heads · head_dim]`.
+pub(crate) fn attention_packed(qkv: &Tensor, spec: AttentionSpec) -> candle_core::Result<Tensor> {
+    qkv.contiguous()?
+        .apply_op1(PackedAttention(Attention::new(spec)))
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{host, rows_per_task, slice, tensor, wants_grad};
+use super::{exp_shifted_in_place, host, rows_per_task, slice, sum_lanes, tensor, wants_grad};
 
 struct CrossEntropy {
     /// The logsumexp of every row, saved by the forward pass.
@@ -23,9 +23,13 @@ fn targets<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [u32]> 
     }
 }
 
-fn logsumexp(row: &[f32]) -> f32 {
+/// The logsumexp of a row, through `scratch` (a buffer of the row's length).
+fn logsumexp(row: &[f32], scratch: &mut Vec<f32>) -> f32 {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    max + row.iter().map(|v| (v - max).exp()).sum::<f32>().ln()
+    scratch.clear();
+    scratch.extend_from_slice(row);
+    exp_shifted_in_place(scratch, max);
+    max + sum_lanes(scratch).ln()
 }
 
 impl CustomOp2 for CrossEntropy {
@@ -52,7 +56,10 @@ impl CustomOp2 for CrossEntropy {
         if let Some(bad) = ids.iter().find(|&&t| t as usize >= classes) {
             candle_core::bail!("cross_entropy: target {bad} is outside the {classes} classes");
         }
-        let lse: Vec<f32> = logits.par_chunks(classes).map(logsumexp).collect();
+        let lse: Vec<f32> = logits
+            .par_chunks(classes)
+            .map_init(Vec::new, |scratch, row| logsumexp(row, scratch))
+            .collect();
         let loss: f64 = logits
             .par_chunks(classes)
             .zip(ids.par_iter())
@@ -97,9 +104,10 @@ impl CustomOp2 for CrossEntropy {
                     .enumerate()
                 {
                     let row = task * chunk + r;
-                    let l = lse[row];
-                    for (gv, v) in gr.iter_mut().zip(vr) {
-                        *gv = (v - l).exp() * scale;
+                    gr.copy_from_slice(vr);
+                    exp_shifted_in_place(gr, lse[row]);
+                    for gv in gr.iter_mut() {
+                        *gv *= scale;
                     }
                     gr[ids[row] as usize] -= scale;
                 }

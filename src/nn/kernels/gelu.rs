@@ -1,21 +1,15 @@
 //! GELU in its exact (erf) form, `x · Φ(x)`, with the closed-form derivative
 //! `Φ(x) + x · φ(x)`.
 
-use std::f32::consts::FRAC_1_SQRT_2;
-
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
+use super::fastmath::{exp, normal_cdf};
 use super::{host, map_par, slice, tensor, wants_grad, zip_map_par};
 
 /// `1 / sqrt(2π)`.
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 
 struct Gelu;
-
-/// The standard normal distribution function `Φ(x)`.
-fn cdf(x: f32) -> f32 {
-    0.5 * (1.0 + libm::erff(x * FRAC_1_SQRT_2))
-}
 
 impl CustomOp1 for Gelu {
     fn name(&self) -> &'static str {
@@ -25,7 +19,7 @@ impl CustomOp1 for Gelu {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = slice(s, l, "gelu")?;
         Ok((
-            CpuStorage::F32(map_par(x, |v| v * cdf(v))),
+            CpuStorage::F32(map_par(x, |v| v * normal_cdf(v))),
             l.shape().clone(),
         ))
     }
@@ -37,7 +31,7 @@ impl CustomOp1 for Gelu {
         let g = g.contiguous()?;
         let (xh, gh) = (host(x)?, host(&g)?);
         let dx = zip_map_par(xh.as_slice()?, gh.as_slice()?, |v, g| {
-            g * (cdf(v) + v * INV_SQRT_2PI * (-0.5 * v * v).exp())
+            g * (normal_cdf(v) + v * INV_SQRT_2PI * exp(-0.5 * v * v))
         });
         Ok(Some(tensor(dx, x.shape().clone())?))
     }

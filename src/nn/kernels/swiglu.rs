@@ -3,12 +3,13 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
+use super::fastmath::exp;
 use super::{host, slice, tensor, wants_grad, zip_map_par};
 
 struct SwiGlu;
 
 fn sigmoid(a: f32) -> f32 {
-    1.0 / (1.0 + (-a).exp())
+    1.0 / (1.0 + exp(-a))
 }
 
 impl CustomOp2 for SwiGlu {

@@ -247,7 +247,40 @@ fn attention_matches_reference() {
         // The reference's masks and rotary tables are f32, so there is no bf16 reference.
         matches_reference(&format!("attention case {i}"), &op, &inputs, 1e-5);
         matches_finite_differences(&format!("attention case {i}"), &op, &inputs);
+        if !rotary {
+            let packed = |x: &[Tensor]| ops::self_attention_packed(&x[0], &spec, Mode::Train, None);
+            let qkv = [normal(&[b, t, (heads + 2 * kv) * d], 15)];
+            matches_reference(&format!("packed attention case {i}"), &packed, &qkv, 1e-5);
+            matches_finite_differences(&format!("packed attention case {i}"), &packed, &qkv);
+        }
     }
+}
+
+#[test]
+fn packed_attention_equals_attention_on_the_slices() {
+    let (b, t, heads, kv, d) = (2, 5, 4, 2, 3);
+    let spec = SelfAttention {
+        heads,
+        kv_heads: kv,
+        causal: true,
+        key_mask: None,
+        rope: None,
+    };
+    let qkv = normal(&[b, t, (heads + 2 * kv) * d], 16);
+    let packed = ops::self_attention_packed(&qkv, &spec, Mode::Train, None).unwrap();
+    let part = |at, width| qkv.narrow(2, at, width).unwrap();
+    let (q, k, v) = (
+        part(0, heads * d),
+        part(heads * d, kv * d),
+        part((heads + kv) * d, kv * d),
+    );
+    let apart = ops::self_attention(&q, &k, &v, &spec, Mode::Train, None).unwrap();
+    assert_eq!(
+        packed.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        apart.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    );
+    let bad = normal(&[b, t, (heads + 2 * kv) * d + 1], 17);
+    assert!(ops::self_attention_packed(&bad, &spec, Mode::Train, None).is_err());
 }
 
 #[test]
