@@ -4,7 +4,8 @@
 use candle_core::{CpuStorage, InplaceOp2, InplaceOp3, Layout, Tensor};
 use rayon::prelude::*;
 
-use super::{ELEMENTS_PER_TASK, host, slice};
+use super::elementwise::ELEMENTS_PER_TASK;
+use super::{host, slice};
 
 /// The constants of one AdamW step for one tensor.
 #[derive(Debug, Clone, Copy)]

@@ -3,6 +3,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
+use super::elementwise::{Binary, Unary};
 use super::fastmath::{exp, normal_cdf};
 use super::{host, map_par, slice, tensor, wants_grad, zip_map_par};
 
@@ -11,6 +12,26 @@ const INV_SQRT_2PI: f32 = 0.398_942_3;
 
 struct Gelu;
 
+/// `x · Φ(x)`.
+struct Value;
+
+impl Unary for Value {
+    #[inline(always)]
+    fn apply(&self, x: f32) -> f32 {
+        x * normal_cdf(x)
+    }
+}
+
+/// `g · (Φ(x) + x · φ(x))` of `(x, g)`.
+struct Grad;
+
+impl Binary for Grad {
+    #[inline(always)]
+    fn apply(&self, x: f32, g: f32) -> f32 {
+        g * (normal_cdf(x) + x * INV_SQRT_2PI * exp(-0.5 * x * x))
+    }
+}
+
 impl CustomOp1 for Gelu {
     fn name(&self) -> &'static str {
         "lgreg-gelu"
@@ -18,10 +39,7 @@ impl CustomOp1 for Gelu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = slice(s, l, "gelu")?;
-        Ok((
-            CpuStorage::F32(map_par(x, |v| v * normal_cdf(v))),
-            l.shape().clone(),
-        ))
+        Ok((CpuStorage::F32(map_par(x, Value)), l.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -30,9 +48,7 @@ impl CustomOp1 for Gelu {
         }
         let g = g.contiguous()?;
         let (xh, gh) = (host(x)?, host(&g)?);
-        let dx = zip_map_par(xh.as_slice()?, gh.as_slice()?, |v, g| {
-            g * (normal_cdf(v) + v * INV_SQRT_2PI * exp(-0.5 * v * v))
-        });
+        let dx = zip_map_par(xh.as_slice()?, gh.as_slice()?, Grad);
         Ok(Some(tensor(dx, x.shape().clone())?))
     }
 }

@@ -21,6 +21,7 @@
 mod adamw;
 mod attention;
 mod cross_entropy;
+mod elementwise;
 mod fastmath;
 mod gelu;
 mod layer_norm;
@@ -40,7 +41,7 @@ pub(crate) use rope::rope;
 pub(crate) use swiglu::swiglu;
 
 use candle_core::{CpuStorage, DType, Device, Layout, Shape, Storage, StorageRef, Tensor};
-use rayon::prelude::*;
+use elementwise::{exp_shifted_in_place, map_par, sum_lanes, zip_map_par};
 
 thread_local! {
     static REFERENCE_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -111,74 +112,6 @@ fn tensor(values: Vec<f32>, shape: impl Into<Shape>) -> candle_core::Result<Tens
 /// Rows per parallel task so that every thread gets about one chunk.
 fn rows_per_task(rows: usize) -> usize {
     rows.div_ceil(rayon::current_num_threads().max(1)).max(1)
-}
-
-/// Run `f` compiled for the widest SIMD level this CPU offers (AVX2 with FMA where present,
-/// detected at run time by `pulp`), so that the loops inlined into it vectorise at that width;
-/// the default x86-64 target alone allows only SSE2.
-#[inline(always)]
-fn simd<R>(f: impl FnOnce() -> R) -> R {
-    pulp::Arch::new().dispatch(f)
-}
-
-/// Elements per parallel task of an element-wise kernel.
-const ELEMENTS_PER_TASK: usize = 1 << 14;
-
-/// `f` of every element of `x`, on all cores.
-fn map_par(x: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
-    out.par_chunks_mut(ELEMENTS_PER_TASK)
-        .zip(x.par_chunks(ELEMENTS_PER_TASK))
-        .for_each(|(o, x)| {
-            simd(|| {
-                for (o, &x) in o.iter_mut().zip(x) {
-                    *o = f(x);
-                }
-            });
-        });
-    out
-}
-
-/// `f` of every pair of elements of `a` and `b` (of equal length), on all cores.
-fn zip_map_par(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; a.len()];
-    out.par_chunks_mut(ELEMENTS_PER_TASK)
-        .zip(
-            a.par_chunks(ELEMENTS_PER_TASK)
-                .zip(b.par_chunks(ELEMENTS_PER_TASK)),
-        )
-        .for_each(|(o, (a, b))| {
-            simd(|| {
-                for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-                    *o = f(a, b);
-                }
-            });
-        });
-    out
-}
-
-/// The sum of `x` in eight interleaved lanes, an order the compiler can vectorise.
-fn sum_lanes(x: &[f32]) -> f32 {
-    simd(|| {
-        let mut lanes = [0f32; 8];
-        let chunks = x.chunks_exact(8);
-        let rest: f32 = chunks.remainder().iter().sum();
-        for c in chunks {
-            for (l, v) in lanes.iter_mut().zip(c) {
-                *l += v;
-            }
-        }
-        lanes.iter().sum::<f32>() + rest
-    })
-}
-
-/// `x ← exp(x − shift)` for every element.
-fn exp_shifted_in_place(x: &mut [f32], shift: f32) {
-    simd(|| {
-        for v in x.iter_mut() {
-            *v = fastmath::exp(*v - shift);
-        }
-    });
 }
 
 /// Sum the per-task partial vectors into one.

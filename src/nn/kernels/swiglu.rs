@@ -3,14 +3,50 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
+use super::elementwise::Binary;
 use super::fastmath::exp;
 use super::{host, slice, tensor, wants_grad, zip_map_par};
 
 struct SwiGlu;
 
+#[inline(always)]
 fn sigmoid(a: f32) -> f32 {
     1.0 / (1.0 + exp(-a))
 }
+
+/// Declares an element function of `(a, b)` for the [`super::elementwise`] loops.
+macro_rules! binary {
+    ($(#[$doc:meta])* $name:ident, |$a:ident, $b:ident| $body:expr) => {
+        $(#[$doc])*
+        struct $name;
+        impl Binary for $name {
+            #[inline(always)]
+            fn apply(&self, $a: f32, $b: f32) -> f32 {
+                $body
+            }
+        }
+    };
+}
+
+binary!(
+    /// `silu(a) · b`.
+    Value, |a, b| a * sigmoid(a) * b
+);
+binary!(
+    /// `g · b`.
+    Product, |g, b| g * b
+);
+binary!(
+    /// The gate's gradient from `g · b` and the gate `a`.
+    GateGrad, |gb, a| {
+        let s = sigmoid(a);
+        gb * s * (1.0 + a * (1.0 - s))
+    }
+);
+binary!(
+    /// The up projection's gradient `g · silu(a)`.
+    UpGrad, |g, a| g * a * sigmoid(a)
+);
 
 impl CustomOp2 for SwiGlu {
     fn name(&self) -> &'static str {
@@ -28,7 +64,7 @@ impl CustomOp2 for SwiGlu {
         if gate.len() != up.len() {
             candle_core::bail!("swiglu: gate {:?}, up {:?}", gl.shape(), ul.shape());
         }
-        let y = zip_map_par(gate, up, |a, b| a * sigmoid(a) * b);
+        let y = zip_map_par(gate, up, Value);
         Ok((CpuStorage::F32(y), gl.shape().clone()))
     }
 
@@ -43,17 +79,14 @@ impl CustomOp2 for SwiGlu {
         let (ah, bh, gh) = (host(gate)?, host(up)?, host(&g)?);
         let (a, b, gv) = (ah.as_slice()?, bh.as_slice()?, gh.as_slice()?);
         let dgate = if wants_grad(gate) {
-            let gb = zip_map_par(gv, b, |g, b| g * b);
-            let d = zip_map_par(&gb, a, |gb, a| {
-                let s = sigmoid(a);
-                gb * s * (1.0 + a * (1.0 - s))
-            });
+            let gb = zip_map_par(gv, b, Product);
+            let d = zip_map_par(&gb, a, GateGrad);
             Some(tensor(d, gate.shape().clone())?)
         } else {
             None
         };
         let dup = if wants_grad(up) {
-            let d = zip_map_par(gv, a, |g, a| g * a * sigmoid(a));
+            let d = zip_map_par(gv, a, UpGrad);
             Some(tensor(d, up.shape().clone())?)
         } else {
             None
