@@ -9,6 +9,7 @@ use lgreg::config::run::{Adapted as ConfigAdapted, adapt as adapt_config};
 use lgreg::nn::Precision;
 use lgreg::registry::{Registry, RemoteRef};
 use lgreg::train::augment::Augment;
+use lgreg::train::randaugment::RandAugment;
 use lgreg::train::{AdaptOptions, AdaptReport, adapt};
 
 use super::compare::plot_finished_run;
@@ -115,8 +116,16 @@ pub(crate) struct Args {
     /// Random-erasing probability per image (vit).
     #[arg(long, default_value_t = 0.0)]
     reprob: f64,
+    /// RandAugment policy in timm's notation, e.g. rand-m9-mstd0.5-inc1 (vit).
+    #[arg(long, value_parser = parse_rand_augment)]
+    aa: Option<RandAugment>,
     #[command(flatten)]
     remote: RemoteArgs,
+}
+
+fn parse_rand_augment(value: &str) -> Result<RandAugment, String> {
+    RandAugment::parse(value)?
+        .ok_or_else(|| "an empty policy: leave --aa out to train without RandAugment".to_string())
 }
 
 fn parse_precision(value: &str) -> Result<Precision, String> {
@@ -156,6 +165,7 @@ pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Ou
             mixup: args.mixup,
             cutmix: args.cutmix,
             erase_prob: args.reprob,
+            rand_augment: args.aa,
             ..Augment::default()
         },
         ..AdaptOptions::default()

@@ -72,6 +72,13 @@ fn is_blank(v: &Value) -> bool {
     }
 }
 
+fn is_rand_augment(v: &Value) -> bool {
+    match v {
+        Value::String(s) => crate::train::randaugment::RandAugment::parse(s).is_ok(),
+        other => is_blank(other),
+    }
+}
+
 fn is_one(v: &Value) -> bool {
     number(v).is_some_and(|n| n <= 1.0)
 }
@@ -94,7 +101,9 @@ pub fn number(v: &Value) -> Option<f64> {
     }
 }
 
-const AUGMENT: &str = "RandAugment and colour jitter are not implemented yet (label smoothing, Mixup, CutMix and random erasing are); set it to 0 (or '' for TRAIN.AA) to train without it";
+const AUGMENT: &str = "colour jitter is not implemented (timm's DeiT recipe turns it off whenever TRAIN.AA sets RandAugment, which is implemented); set it to 0 to train without it";
+
+const RAND_AUGMENT: &str = "only timm's RandAugment policies are implemented: `rand-` with the sections m, n, mstd, mmax, inc and p (such as rand-m9-mstd0.5-inc1), not AutoAugment, AugMix or weighted choice (`w`); use such a policy, or '' to train without it";
 
 const DISTILL: &str =
     "distillation from a teacher arrives with the faithful TLEG and SWS (MODE: faithful)";
@@ -506,9 +515,9 @@ pub const KEYS: &[Key] = &[
     key(
         "TRAIN.AA",
         Str,
-        AppliedIf(is_blank, AUGMENT),
+        AppliedIf(is_rand_augment, RAND_AUGMENT),
         Toolbox,
-        "The RandAugment policy.",
+        "The RandAugment policy in timm's notation (vit), e.g. `rand-m9-mstd0.5-inc1`; '' for none.",
     ),
     key(
         "TRAIN.REPROB",
@@ -744,6 +753,7 @@ pub fn image_only(path: &str) -> bool {
             | "TRAIN.MIXUP_PROB"
             | "TRAIN.MIXUP_SWITCH_PROB"
             | "TRAIN.REPROB"
+            | "TRAIN.AA"
             | "MODEL.DROP_PATH"
             | "MODEL.DROP"
     )

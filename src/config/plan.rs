@@ -15,6 +15,7 @@ use crate::nn::Precision;
 use crate::registry::manifest::GeneCard;
 use crate::train::AdaptOptions;
 use crate::train::augment::Augment;
+use crate::train::randaugment::RandAugment;
 
 /// The toolbox's default seed.
 const DEFAULT_SEED: u64 = 42;
@@ -233,7 +234,7 @@ fn probability(cfg: &Config, key: &str, default: f64) -> Result<f64> {
 }
 
 /// The augmentations of `TRAIN.SMOOTHING`, `MIXUP`, `CUTMIX`, `MIXUP_PROB`,
-/// `MIXUP_SWITCH_PROB` and `REPROB`.
+/// `MIXUP_SWITCH_PROB`, `REPROB` and `AA`.
 fn augment(cfg: &Config) -> Result<Augment> {
     let alpha = |key: &str| -> Result<f64> {
         let a = cfg.float(key).unwrap_or(0.0);
@@ -251,6 +252,8 @@ fn augment(cfg: &Config) -> Result<Augment> {
         mix_prob: probability(cfg, "TRAIN.MIXUP_PROB", defaults.mix_prob)?,
         switch_prob: probability(cfg, "TRAIN.MIXUP_SWITCH_PROB", defaults.switch_prob)?,
         erase_prob: probability(cfg, "TRAIN.REPROB", 0.0)?,
+        rand_augment: RandAugment::parse(cfg.str("TRAIN.AA").unwrap_or(""))
+            .map_err(|why| cfg.error("TRAIN.AA", why))?,
     })
 }
 

@@ -267,10 +267,10 @@ pub fn adapt(
         && (!opts.augment.is_none() || opts.drop_path > 0.0 || opts.dropout > 0.0)
     {
         return Err(Error::InvalidValue {
-            what: "TRAIN.SMOOTHING / MIXUP / CUTMIX / REPROB, MODEL.DROP_PATH / DROP".into(),
+            what: "TRAIN.SMOOTHING / MIXUP / CUTMIX / REPROB / AA, MODEL.DROP_PATH / DROP".into(),
             value: format!("{:?}", opts.augment),
             reason: format!(
-                "label smoothing, Mixup, CutMix, random erasing, stochastic depth and dropout apply to image classifiers (vit); this model is {:?}: set them to 0",
+                "label smoothing, Mixup, CutMix, random erasing, RandAugment, stochastic depth and dropout apply to image classifiers (vit); this model is {:?}: set them to 0 (TRAIN.AA to '')",
                 c.family
             ),
         });

@@ -1,6 +1,7 @@
-//! DeiT's batch augmentations for image classifiers, as timm applies them: random erasing of
-//! each image (`TRAIN.REPROB`), then Mixup (`TRAIN.MIXUP`) or CutMix (`TRAIN.CUTMIX`) of the
-//! batch with its reverse, and label smoothing (`TRAIN.SMOOTHING`).
+//! DeiT's batch augmentations for image classifiers, as timm applies them: RandAugment of each
+//! image (`TRAIN.AA`, see [`super::randaugment`]), random erasing of each image
+//! (`TRAIN.REPROB`), then Mixup (`TRAIN.MIXUP`) or CutMix (`TRAIN.CUTMIX`) of the batch with its
+//! reverse, and label smoothing (`TRAIN.SMOOTHING`).
 //!
 //! A mixed batch keeps both label vectors and the mixing weight λ. Its loss is
 //! `λ·L(y) + (1 − λ)·L(y_flipped)`, where `L` is the cross-entropy against the smoothed target
@@ -15,6 +16,7 @@ use candle_core::{D, Tensor};
 use serde::Serialize;
 
 use super::loss::cross_entropy;
+use super::randaugment::RandAugment;
 use crate::error::Result;
 use crate::nn::init::Rng;
 
@@ -33,6 +35,8 @@ pub struct Augment {
     pub switch_prob: f64,
     /// The probability that an image gets one random-erasing rectangle.
     pub erase_prob: f64,
+    /// RandAugment's policy, if any.
+    pub rand_augment: Option<RandAugment>,
 }
 
 impl Default for Augment {
@@ -44,6 +48,7 @@ impl Default for Augment {
             mix_prob: 1.0,
             switch_prob: 0.5,
             erase_prob: 0.0,
+            rand_augment: None,
         }
     }
 }
@@ -51,7 +56,11 @@ impl Default for Augment {
 impl Augment {
     /// Whether the run augments nothing.
     pub fn is_none(&self) -> bool {
-        self.smoothing == 0.0 && self.mixup == 0.0 && self.cutmix == 0.0 && self.erase_prob == 0.0
+        self.smoothing == 0.0
+            && self.mixup == 0.0
+            && self.cutmix == 0.0
+            && self.erase_prob == 0.0
+            && self.rand_augment.is_none()
     }
 }
 
@@ -197,11 +206,14 @@ pub fn apply(x: &Tensor, y: &Tensor, aug: &Augment, rng: &mut Rng) -> Result<Bat
         mixed: None,
     };
     let mixes = aug.mixup > 0.0 || aug.cutmix > 0.0;
-    if aug.erase_prob == 0.0 && !mixes {
+    if aug.erase_prob == 0.0 && !mixes && aug.rand_augment.is_none() {
         return Ok(plain);
     }
     let dims = x.dims4()?;
     let mut pixels: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    if let Some(ra) = &aug.rand_augment {
+        ra.apply(&mut pixels, dims, rng);
+    }
     if aug.erase_prob > 0.0 {
         erase(&mut pixels, dims, aug.erase_prob, rng);
     }

@@ -13,6 +13,7 @@ pub mod eval;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+pub mod randaugment;
 pub mod sgd;
 pub mod state;
 pub mod text;

@@ -143,11 +143,11 @@ fn bad_configs_exit_1_naming_the_file_and_the_key_and_write_nothing() {
             "SEED",
             "not a non-negative integer",
         ),
-        // A DeiT descendant asking for RandAugment, which is not applied yet.
+        // A DeiT descendant asking for an AutoAugment policy, which is not implemented.
         (
-            "METHOD_FAMILY: 'tleg_vit'\nSEED: 123\nDEVICE: 'cpu'\nDATASET:\n  NAME: 'CIFAR100'\n  PATH: '/data/cifar100'\n  INPUT_SIZE: 224\nMODEL:\n  TYPE: 'deit_tiny_patch16_224_L6'\n  LOAD_GENE: 'deit-tleg:0.1.0'\n  DROP: 0.0\n  DROP_PATH: 0.1\nTRAIN:\n  EPOCHS: 300\n  OPT: 'adamw'\n  AA: 'rand-m9-mstd0.5-inc1'\n",
+            "METHOD_FAMILY: 'tleg_vit'\nSEED: 123\nDEVICE: 'cpu'\nDATASET:\n  NAME: 'CIFAR100'\n  PATH: '/data/cifar100'\n  INPUT_SIZE: 224\nMODEL:\n  TYPE: 'deit_tiny_patch16_224_L6'\n  LOAD_GENE: 'deit-tleg:0.1.0'\n  DROP: 0.0\n  DROP_PATH: 0.1\nTRAIN:\n  EPOCHS: 300\n  OPT: 'adamw'\n  AA: 'original-mstd0.5'\n",
             "TRAIN.AA",
-            "RandAugment",
+            "only timm's RandAugment policies",
         ),
         (
             "METHOD_FAMILY: tleg_vit\nDISTRIBUTED:\n  WORLD_SIZE: 8\n",
@@ -418,6 +418,8 @@ fn shipped_tleg_vit_configs_take_the_official_checkpoint_pth() {
             "1.0",
             "--reprob",
             "0.5",
+            "--aa",
+            "rand-m9-mstd0.5-inc1",
         ]
         .iter()
         .map(|a| a.to_string())
@@ -444,6 +446,17 @@ fn shipped_tleg_vit_configs_take_the_official_checkpoint_pth() {
     let refused = run_str(home, &bad.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(refused.code, 1, "{}", refused.stderr);
     assert!(refused.stderr.contains("smoothing"), "{}", refused.stderr);
+    let mut bad = flags(&home.join("aug-bad"));
+    let at = bad.iter().position(|a| a == "--aa").unwrap() + 1;
+    bad[at] = "original-mstd0.5".into();
+    let refused = run_str(home, &bad.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_ne!(refused.code, 0, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("original-mstd0.5") && refused.stderr.contains("AutoAugment"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!home.join("aug-bad").exists());
 
     // The toolbox's descendant_tleg_vit.yaml (github.com/ZhenuYang/Yuanmou), its keys and values
     // with the paths pointing here: on the CPU, with the gene's size and a short budget set.
