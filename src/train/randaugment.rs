@@ -7,9 +7,11 @@
 //!
 //! The operations run on 8-bit pixels, as PIL runs them: an image normalised as
 //! `(p / 255 − 0.5) / 0.5` is turned back into bytes, transformed and normalised again. They
-//! follow PIL's definitions (affine maps on pixel centres, bicubic with a = −0.5, `ImageOps`'
-//! look-up tables, `ImageEnhance` blends with truncation); interpolated and filtered pixels are
-//! rounded to nearest, which was not checked bit for bit against PIL.
+//! follow PIL's definitions (affine maps on pixel centres, PIL's own bicubic, `ImageOps`' look-up
+//! tables, `ImageEnhance` blends in f32 with truncation), and each gives the bytes Pillow gives
+//! (the integration test `randaugment_pil`, with `scripts/check_randaugment.py` as PIL's side).
+//! One deliberate difference: Pillow 13 refuses to posterize to 0 bits, which timm asks for at
+//! magnitude 10 of the increasing set; here that gives black, as older Pillow did.
 
 use serde::Serialize;
 
@@ -121,75 +123,112 @@ impl RandAugment {
 
     /// Apply `op` at `level` (magnitude / 10), drawing its sign where it has one.
     fn run(&self, op: Op, level: f64, img: &mut Image, rng: &mut Rng) {
+        let arg = self.argument(op, level, rng);
+        perform(op, arg, img);
+    }
+
+    /// The argument timm's level function gives `op` at `level`: degrees, bits, threshold,
+    /// addend, enhancement factor, shear or translation fraction.
+    fn argument(&self, op: Op, level: f64, rng: &mut Rng) -> f64 {
         let mut signed = |v: f64| if rng.uniform() > 0.5 { -v } else { v };
-        let enhance = |signed: &mut dyn FnMut(f64) -> f64| {
-            if self.increasing {
-                (1.0 + signed(level * 0.9)).max(0.1)
-            } else {
-                level * 1.8 + 0.1
-            }
-        };
+        let quarter = f64::from((level * 4.0) as u32);
+        let threshold = f64::from((level * 256.0) as u32);
         match op {
-            Op::AutoContrast => img.per_channel(auto_contrast_lut),
-            Op::Equalize => img.per_channel(equalize_lut),
-            Op::Invert => img.map(|p| 255 - p),
-            Op::Rotate => img.rotate(signed(level * 30.0)),
-            Op::Posterize => {
-                let quarter = (level * 4.0) as u32;
-                img.posterize(if self.increasing {
-                    4 - quarter
+            Op::AutoContrast | Op::Equalize | Op::Invert => 0.0,
+            Op::Rotate => signed(level * 30.0),
+            Op::Posterize if self.increasing => 4.0 - quarter,
+            Op::Posterize => quarter,
+            Op::Solarize if self.increasing => 256.0 - threshold,
+            Op::Solarize => threshold,
+            Op::SolarizeAdd => f64::from((level * 110.0) as u32),
+            Op::Color | Op::Contrast | Op::Brightness | Op::Sharpness if self.increasing => {
+                (1.0 + signed(level * 0.9)).max(0.1)
+            }
+            Op::Color | Op::Contrast | Op::Brightness | Op::Sharpness => level * 1.8 + 0.1,
+            Op::ShearX | Op::ShearY => signed(level * 0.3),
+            Op::TranslateX | Op::TranslateY => signed(level * 0.45),
+        }
+    }
+}
+
+/// Apply one operation by timm's name (`Rotate`, `Equalize`, `TranslateXRel`, …) with the
+/// argument its function takes (degrees, bits, threshold, addend, factor, shear, or translation
+/// as a fraction of the size) to 8-bit channel planes `[c, h, w]`. The hook through which each
+/// operation is checked against PIL (`scripts/check_randaugment.py`).
+pub fn apply_named(
+    name: &str,
+    arg: f64,
+    bytes: &mut [u8],
+    (c, h, w): (usize, usize, usize),
+) -> std::result::Result<(), String> {
+    let Some(op) = OPS.iter().copied().find(|op| op.name() == name) else {
+        let names: Vec<&str> = OPS.iter().map(|op| op.name()).collect();
+        return Err(format!(
+            "unknown operation '{name}' (known: {})",
+            names.join(", ")
+        ));
+    };
+    if bytes.len() != c * h * w {
+        return Err(format!("{} bytes for a {c}×{h}×{w} image", bytes.len()));
+    }
+    let mut img = Image {
+        c,
+        h,
+        w,
+        data: bytes.to_vec(),
+    };
+    perform(op, arg, &mut img);
+    bytes.copy_from_slice(&img.data);
+    Ok(())
+}
+
+/// Apply `op` with its argument.
+fn perform(op: Op, arg: f64, img: &mut Image) {
+    match op {
+        Op::AutoContrast => img.per_channel(auto_contrast_lut),
+        Op::Equalize => img.per_channel(equalize_lut),
+        Op::Invert => img.map(|p| 255 - p),
+        Op::Rotate => img.rotate(arg),
+        Op::Posterize => img.posterize(arg as u32),
+        Op::Solarize => {
+            let t = arg as u32;
+            img.map(|p| if u32::from(p) < t { p } else { 255 - p });
+        }
+        Op::SolarizeAdd => {
+            let add = arg as u32;
+            img.map(|p| {
+                if p < 128 {
+                    (u32::from(p) + add).min(255) as u8
                 } else {
-                    quarter
-                });
-            }
-            Op::Solarize => {
-                let t = (level * 256.0) as u32;
-                let t = if self.increasing { 256 - t } else { t };
-                img.map(|p| if u32::from(p) < t { p } else { 255 - p });
-            }
-            Op::SolarizeAdd => {
-                let add = (level * 110.0) as u32;
-                img.map(|p| {
-                    if p < 128 {
-                        (u32::from(p) + add).min(255) as u8
-                    } else {
-                        p
-                    }
-                });
-            }
-            Op::Color => {
-                let f = enhance(&mut signed);
-                let grey = img.luma();
-                img.blend_with(|_, k| grey[k], f);
-            }
-            Op::Contrast => {
-                let f = enhance(&mut signed);
-                let luma = img.luma();
-                let mean =
-                    luma.iter().map(|&v| f64::from(v)).sum::<f64>() / luma.len().max(1) as f64;
-                let mean = (mean + 0.5) as u8;
-                img.blend_with(|_, _| mean, f);
-            }
-            Op::Brightness => {
-                let f = enhance(&mut signed);
-                img.blend_with(|_, _| 0, f);
-            }
-            Op::Sharpness => {
-                let f = enhance(&mut signed);
-                let smooth = img.smoothed();
-                let plane = img.h * img.w;
-                img.blend_with(|ch, k| smooth[ch * plane + k], f);
-            }
-            Op::ShearX => img.affine([1.0, signed(level * 0.3), 0.0, 0.0, 1.0, 0.0]),
-            Op::ShearY => img.affine([1.0, 0.0, 0.0, signed(level * 0.3), 1.0, 0.0]),
-            Op::TranslateX => {
-                let px = signed(level * 0.45) * img.w as f64;
-                img.affine([1.0, 0.0, px, 0.0, 1.0, 0.0]);
-            }
-            Op::TranslateY => {
-                let px = signed(level * 0.45) * img.h as f64;
-                img.affine([1.0, 0.0, 0.0, 0.0, 1.0, px]);
-            }
+                    p
+                }
+            });
+        }
+        Op::Color => {
+            let grey = img.luma();
+            img.blend_with(|_, k| grey[k], arg);
+        }
+        Op::Contrast => {
+            let luma = img.luma();
+            let mean = luma.iter().map(|&v| f64::from(v)).sum::<f64>() / luma.len().max(1) as f64;
+            let mean = (mean + 0.5) as u8;
+            img.blend_with(|_, _| mean, arg);
+        }
+        Op::Brightness => img.blend_with(|_, _| 0, arg),
+        Op::Sharpness => {
+            let smooth = img.smoothed();
+            let plane = img.h * img.w;
+            img.blend_with(|ch, k| smooth[ch * plane + k], arg);
+        }
+        Op::ShearX => img.affine([1.0, arg, 0.0, 0.0, 1.0, 0.0]),
+        Op::ShearY => img.affine([1.0, 0.0, 0.0, arg, 1.0, 0.0]),
+        Op::TranslateX => {
+            let px = arg * img.w as f64;
+            img.affine([1.0, 0.0, px, 0.0, 1.0, 0.0]);
+        }
+        Op::TranslateY => {
+            let px = arg * img.h as f64;
+            img.affine([1.0, 0.0, 0.0, 0.0, 1.0, px]);
         }
     }
 }
@@ -212,6 +251,29 @@ enum Op {
     ShearY,
     TranslateX,
     TranslateY,
+}
+
+impl Op {
+    /// timm's name of the operation (the increasing variants share the plain names here).
+    fn name(self) -> &'static str {
+        match self {
+            Op::AutoContrast => "AutoContrast",
+            Op::Equalize => "Equalize",
+            Op::Invert => "Invert",
+            Op::Rotate => "Rotate",
+            Op::Posterize => "Posterize",
+            Op::Solarize => "Solarize",
+            Op::SolarizeAdd => "SolarizeAdd",
+            Op::Color => "Color",
+            Op::Contrast => "Contrast",
+            Op::Brightness => "Brightness",
+            Op::Sharpness => "Sharpness",
+            Op::ShearX => "ShearX",
+            Op::ShearY => "ShearY",
+            Op::TranslateX => "TranslateXRel",
+            Op::TranslateY => "TranslateYRel",
+        }
+    }
 }
 
 const OPS: [Op; 15] = [
@@ -296,14 +358,17 @@ impl Image {
             .collect()
     }
 
-    /// `Image.blend(degenerate, image, f)`: `d + f · (p − d)`, clipped and truncated, where
-    /// `degenerate(channel, k)` is the degenerate image's pixel `k` of that channel.
+    /// `Image.blend(degenerate, image, f)`: `d + f · (p − d)` in f32 as PIL computes it,
+    /// clipped and truncated, where `degenerate(channel, k)` is the degenerate image's pixel `k`
+    /// of that channel.
     fn blend_with(&mut self, degenerate: impl Fn(usize, usize) -> u8, f: f64) {
         let plane = self.h * self.w;
+        let alpha = f as f32;
         for (ch, values) in self.data.chunks_exact_mut(plane).enumerate() {
             for (k, p) in values.iter_mut().enumerate() {
-                let d = f64::from(degenerate(ch, k));
-                *p = (d + f * (f64::from(*p) - d)).clamp(0.0, 255.0) as u8;
+                let d = i32::from(degenerate(ch, k));
+                let v = d as f32 + alpha * (i32::from(*p) - d) as f32;
+                *p = v.clamp(0.0, 255.0) as u8;
             }
         }
     }
@@ -340,7 +405,9 @@ impl Image {
             return;
         }
         let a = -degrees.to_radians();
-        let (cos, sin) = (a.cos(), a.sin());
+        // PIL rounds the matrix to 15 decimals.
+        let round15 = |v: f64| (v * 1e15).round() / 1e15;
+        let (cos, sin) = (round15(a.cos()), round15(a.sin()));
         let (cx, cy) = (self.w as f64 / 2.0, self.h as f64 / 2.0);
         let c = cos * -cx + sin * -cy + cx;
         let f = -sin * -cx + cos * -cy + cy;
@@ -368,32 +435,31 @@ impl Image {
     }
 }
 
-/// The bicubic weights (a = −0.5) of the four taps around offset `t` in [0, 1).
-fn cubic_weights(t: f64) -> [f64; 4] {
-    const A: f64 = -0.5;
-    let near = |x: f64| ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
-    let far = |x: f64| ((A * x - 5.0 * A) * x + 8.0 * A) * x - 4.0 * A;
-    [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
+/// PIL's cubic through four taps at offset `d` in [0, 1) from the second (its `BICUBIC` macro
+/// in `Geometry.c`, the a = −1 kernel).
+fn cubic([v1, v2, v3, v4]: [f64; 4], d: f64) -> f64 {
+    let p2 = -v1 + v3;
+    let p3 = 2.0 * (v1 - v2) + v3 - v4;
+    let p4 = -v1 + v2 - v3 + v4;
+    v2 + d * (p2 + d * (p3 + d * p4))
 }
 
 /// The bicubic sample of `plane` at continuous position `(x, y)` (pixel centres at half
-/// integers), taps clamped to the edge; `None` outside the image.
+/// integers), rows first, taps clamped to the edge, truncated to a byte; `None` outside.
 fn bicubic(plane: &[u8], (h, w): (usize, usize), x: f64, y: f64) -> Option<u8> {
     if !(0.0..w as f64).contains(&x) || !(0.0..h as f64).contains(&y) {
         return None;
     }
     let (x, y) = (x - 0.5, y - 0.5);
     let (x0, y0) = (x.floor(), y.floor());
-    let (wx, wy) = (cubic_weights(x - x0), cubic_weights(y - y0));
     let clip = |v: f64, n: usize| v.clamp(0.0, (n - 1) as f64) as usize;
-    let mut v = 0.0;
-    for (j, wyj) in wy.iter().enumerate() {
+    let tap = |j: usize| {
         let row = clip(y0 - 1.0 + j as f64, h) * w;
-        for (i, wxi) in wx.iter().enumerate() {
-            v += wyj * wxi * f64::from(plane[row + clip(x0 - 1.0 + i as f64, w)]);
-        }
-    }
-    Some((v + 0.5).floor().clamp(0.0, 255.0) as u8)
+        let at = |i: usize| f64::from(plane[row + clip(x0 - 1.0 + i as f64, w)]);
+        cubic([at(0), at(1), at(2), at(3)], x - x0)
+    };
+    let v = cubic([tap(0), tap(1), tap(2), tap(3)], y - y0);
+    Some(v.clamp(0.0, 255.0) as u8)
 }
 
 /// PIL's `autocontrast` (no cutoff): the channel's range stretched to 0–255, truncated.

@@ -18,6 +18,7 @@ mod malformed;
 mod pickle;
 mod pull;
 mod pull_python;
+mod randaugment_pil;
 mod registry;
 mod registry_crash;
 mod registry_format;

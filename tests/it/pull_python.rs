@@ -10,23 +10,12 @@ use crate::support::hub::FakeHub;
 use crate::support::{json_result, minilm_dir};
 
 /// The Python interpreter that has `huggingface_hub`, or `None` to skip.
-#[allow(clippy::print_stderr)]
 fn python() -> Option<String> {
-    let py = std::env::var("LGREG_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&py)
-        .args(["-c", "import huggingface_hub"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if ok {
-        return Some(py);
-    }
-    assert!(
-        std::env::var("LGREG_REQUIRE_PY_HUB").as_deref() != Ok("1"),
-        "LGREG_REQUIRE_PY_HUB=1 but `{py} -c 'import huggingface_hub'` fails: install it with `pip install huggingface_hub==2.4.0`"
-    );
-    eprintln!("skipped: `{py}` cannot import huggingface_hub");
-    None
+    crate::support::python_with(
+        "huggingface_hub",
+        "LGREG_REQUIRE_PY_HUB",
+        "pip install huggingface_hub==2.4.0",
+    )
 }
 
 fn run_py(py: &str, sb: &Sandbox, offline: bool, script: &str) -> String {

@@ -417,22 +417,12 @@ fn basic_auth_wrong_password_is_a_clear_401_without_the_secret() {
 }
 
 /// A Python with oras-py, or `None` to skip (fails under `LGREG_REQUIRE_ORAS=1`).
-#[allow(clippy::print_stderr)]
 fn oras_python() -> Option<String> {
-    let py = std::env::var("LGREG_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&py)
-        .args(["-c", "import oras.client"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(py);
-    }
-    assert!(
-        std::env::var("LGREG_REQUIRE_ORAS").as_deref() != Ok("1"),
-        "LGREG_REQUIRE_ORAS=1 but `{py} -c 'import oras.client'` fails: `pip install oras==0.2.43`"
-    );
-    eprintln!("skipped: `{py}` cannot import oras (pip install oras==0.2.43)");
-    None
+    crate::support::python_with(
+        "oras.client",
+        "LGREG_REQUIRE_ORAS",
+        "pip install oras==0.2.43",
+    )
 }
 
 #[test]

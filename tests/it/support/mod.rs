@@ -167,6 +167,27 @@ pub fn listing(dir: &std::path::Path) -> Vec<String> {
 }
 pub mod gene;
 
+/// The Python interpreter (`LGREG_PYTHON`, else `python3`) when it can `import module`, or
+/// `None` to skip the test; panics instead when the environment variable `require` is `1` (CI
+/// sets it after installing the peer), naming `install`.
+#[allow(clippy::print_stderr)]
+pub fn python_with(module: &str, require: &str, install: &str) -> Option<String> {
+    let py = std::env::var("LGREG_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&py)
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(py);
+    }
+    assert!(
+        std::env::var(require).as_deref() != Ok("1"),
+        "{require}=1 but `{py} -c 'import {module}'` fails: `{install}`"
+    );
+    eprintln!("skipped: `{py}` cannot import {module} ({install})");
+    None
+}
+
 /// A small tmpfs mounted on `dir` for the life of the guard (root only): a second file system,
 /// or a disk that fills up.
 pub struct Tmpfs {
