@@ -116,6 +116,10 @@ pub(crate) struct Args {
     /// Random-erasing probability per image (vit).
     #[arg(long, default_value_t = 0.0)]
     reprob: f64,
+    /// Colour jitter strength j (vit): brightness, contrast and saturation factors in
+    /// [1 − j, 1 + j]; off when --aa is given, as in timm.
+    #[arg(long, default_value_t = 0.0)]
+    color_jitter: f64,
     /// RandAugment policy in timm's notation, e.g. rand-m9-mstd0.5-inc1 (vit).
     #[arg(long, value_parser = parse_rand_augment)]
     aa: Option<RandAugment>,
@@ -166,6 +170,11 @@ pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Ou
             cutmix: args.cutmix,
             erase_prob: args.reprob,
             rand_augment: args.aa,
+            color_jitter: if args.aa.is_some() {
+                0.0
+            } else {
+                args.color_jitter
+            },
             ..Augment::default()
         },
         ..AdaptOptions::default()

@@ -101,8 +101,6 @@ pub fn number(v: &Value) -> Option<f64> {
     }
 }
 
-const AUGMENT: &str = "colour jitter is not implemented (timm's DeiT recipe turns it off whenever TRAIN.AA sets RandAugment, which is implemented); set it to 0 to train without it";
-
 const RAND_AUGMENT: &str = "only timm's RandAugment policies are implemented: `rand-` with the sections m, n, mstd, mmax, inc and p (such as rand-m9-mstd0.5-inc1), not AutoAugment, AugMix or weighted choice (`w`); use such a policy, or '' to train without it";
 
 const DISTILL: &str =
@@ -508,9 +506,9 @@ pub const KEYS: &[Key] = &[
     key(
         "TRAIN.COLOR_JITTER",
         Float,
-        AppliedIf(is_zero, AUGMENT),
+        Applied,
         Toolbox,
-        "Colour jitter.",
+        "Colour jitter strength j (vit): torchvision's ColorJitter(j, j, j) on each image; off whenever TRAIN.AA sets RandAugment, as in timm.",
     ),
     key(
         "TRAIN.AA",
@@ -754,6 +752,7 @@ pub fn image_only(path: &str) -> bool {
             | "TRAIN.MIXUP_SWITCH_PROB"
             | "TRAIN.REPROB"
             | "TRAIN.AA"
+            | "TRAIN.COLOR_JITTER"
             | "MODEL.DROP_PATH"
             | "MODEL.DROP"
     )

@@ -234,17 +234,19 @@ fn probability(cfg: &Config, key: &str, default: f64) -> Result<f64> {
 }
 
 /// The augmentations of `TRAIN.SMOOTHING`, `MIXUP`, `CUTMIX`, `MIXUP_PROB`,
-/// `MIXUP_SWITCH_PROB`, `REPROB` and `AA`.
+/// `MIXUP_SWITCH_PROB`, `REPROB`, `AA` and `COLOR_JITTER`.
 fn augment(cfg: &Config) -> Result<Augment> {
     let alpha = |key: &str| -> Result<f64> {
         let a = cfg.float(key).unwrap_or(0.0);
         if a >= 0.0 && a.is_finite() {
             Ok(a)
         } else {
-            Err(cfg.error(key, format!("{a}: a Beta parameter is 0 (off) or positive")))
+            Err(cfg.error(key, format!("{a}: must be 0 (off) or positive")))
         }
     };
     let defaults = Augment::default();
+    let rand_augment = RandAugment::parse(cfg.str("TRAIN.AA").unwrap_or(""))
+        .map_err(|why| cfg.error("TRAIN.AA", why))?;
     Ok(Augment {
         smoothing: probability(cfg, "TRAIN.SMOOTHING", 0.0)?,
         mixup: alpha("TRAIN.MIXUP")?,
@@ -252,8 +254,13 @@ fn augment(cfg: &Config) -> Result<Augment> {
         mix_prob: probability(cfg, "TRAIN.MIXUP_PROB", defaults.mix_prob)?,
         switch_prob: probability(cfg, "TRAIN.MIXUP_SWITCH_PROB", defaults.switch_prob)?,
         erase_prob: probability(cfg, "TRAIN.REPROB", 0.0)?,
-        rand_augment: RandAugment::parse(cfg.str("TRAIN.AA").unwrap_or(""))
-            .map_err(|why| cfg.error("TRAIN.AA", why))?,
+        rand_augment,
+        // timm turns colour jitter off whenever RandAugment is on.
+        color_jitter: if rand_augment.is_some() {
+            0.0
+        } else {
+            alpha("TRAIN.COLOR_JITTER")?
+        },
     })
 }
 

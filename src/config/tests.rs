@@ -244,3 +244,42 @@ fn words_stay_words_in_string_keys_and_boolean_keys_take_yaml_1_1_spellings() {
         "{e}"
     );
 }
+
+#[test]
+fn colour_jitter_applies_without_rand_augment_only_as_in_timm() {
+    let jitter = |text: &str| {
+        let cfg = parse(
+            text,
+            &[
+                "MODEL.LOAD_GENE=g:0.1.0",
+                "DATASET.PATH=d",
+                "MODEL.LAYERS=4",
+            ],
+        )
+        .expect("parses");
+        plan::descendant_run(&cfg).expect("plans").adapt.augment
+    };
+    let alone = jitter("METHOD_FAMILY: tleg_vit\nTRAIN:\n  COLOR_JITTER: 0.4\n  AA: ''\n");
+    assert_eq!((alone.color_jitter, alone.rand_augment), (0.4, None));
+    let with_ra = jitter(
+        "METHOD_FAMILY: tleg_vit\nTRAIN:\n  COLOR_JITTER: 0.4\n  AA: rand-m9-mstd0.5-inc1\n",
+    );
+    assert_eq!(with_ra.color_jitter, 0.0);
+    assert_eq!(with_ra.rand_augment.map(|r| r.magnitude), Some(9.0));
+    let cfg = parse(
+        "METHOD_FAMILY: tleg_vit\nTRAIN:\n  COLOR_JITTER: -1\n",
+        &[
+            "MODEL.LOAD_GENE=g:0.1.0",
+            "DATASET.PATH=d",
+            "MODEL.LAYERS=4",
+        ],
+    )
+    .expect("parses");
+    let e = plan::descendant_run(&cfg).unwrap_err().to_string();
+    assert!(e.contains("TRAIN.COLOR_JITTER") && e.contains("-1"), "{e}");
+    let e = err(
+        "METHOD_FAMILY: tleg_llama\nTRAIN:\n  COLOR_JITTER: 0.4\n",
+        &[],
+    );
+    assert!(e.contains("TRAIN.COLOR_JITTER"), "{e}");
+}

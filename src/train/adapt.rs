@@ -222,18 +222,25 @@ fn check_options(opts: &AdaptOptions) -> Result<()> {
         && alpha(a.mixup)
         && alpha(a.cutmix)
         && probability(a.erase_prob)
+        && alpha(a.color_jitter)
         && probability(a.mix_prob)
         && probability(a.switch_prob)
         && (0.0..1.0).contains(&opts.drop_path)
         && (0.0..1.0).contains(&opts.dropout);
     if !valid {
         return Err(Error::InvalidValue {
-            what: "`--smoothing`/`--mixup`/`--cutmix`/`--reprob`/`--drop-path`/`--drop`".into(),
+            what: "`--smoothing`/`--mixup`/`--cutmix`/`--reprob`/`--color-jitter`/`--drop-path`/`--drop`".into(),
             value: format!(
-                "{}, {}, {}, {}, {}, {}",
-                a.smoothing, a.mixup, a.cutmix, a.erase_prob, opts.drop_path, opts.dropout
+                "{}, {}, {}, {}, {}, {}, {}",
+                a.smoothing,
+                a.mixup,
+                a.cutmix,
+                a.erase_prob,
+                a.color_jitter,
+                opts.drop_path,
+                opts.dropout
             ),
-            reason: "smoothing, the drop-path and the dropout rates lie in [0, 1), the Beta parameters are 0 (off) or positive, probabilities lie in [0, 1]".into(),
+            reason: "smoothing, the drop-path and the dropout rates lie in [0, 1), the Beta parameters and the jitter are 0 (off) or positive, probabilities lie in [0, 1]".into(),
         });
     }
     if matches!(opts.steps, Some(0)) || matches!(opts.epochs, Some(0)) {
@@ -267,10 +274,10 @@ pub fn adapt(
         && (!opts.augment.is_none() || opts.drop_path > 0.0 || opts.dropout > 0.0)
     {
         return Err(Error::InvalidValue {
-            what: "TRAIN.SMOOTHING / MIXUP / CUTMIX / REPROB / AA, MODEL.DROP_PATH / DROP".into(),
+            what: "TRAIN.SMOOTHING / MIXUP / CUTMIX / REPROB / AA / COLOR_JITTER, MODEL.DROP_PATH / DROP".into(),
             value: format!("{:?}", opts.augment),
             reason: format!(
-                "label smoothing, Mixup, CutMix, random erasing, RandAugment, stochastic depth and dropout apply to image classifiers (vit); this model is {:?}: set them to 0 (TRAIN.AA to '')",
+                "label smoothing, Mixup, CutMix, random erasing, RandAugment, colour jitter, stochastic depth and dropout apply to image classifiers (vit); this model is {:?}: set them to 0 (TRAIN.AA to '')",
                 c.family
             ),
         });

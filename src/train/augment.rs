@@ -1,5 +1,6 @@
 //! DeiT's batch augmentations for image classifiers, as timm applies them: RandAugment of each
-//! image (`TRAIN.AA`, see [`super::randaugment`]), random erasing of each image
+//! image (`TRAIN.AA`, see [`super::randaugment`]) or, without it, colour jitter
+//! (`TRAIN.COLOR_JITTER`, see [`super::color_jitter`]), random erasing of each image
 //! (`TRAIN.REPROB`), then Mixup (`TRAIN.MIXUP`) or CutMix (`TRAIN.CUTMIX`) of the batch with its
 //! reverse, and label smoothing (`TRAIN.SMOOTHING`).
 //!
@@ -15,6 +16,7 @@
 use candle_core::{D, Tensor};
 use serde::Serialize;
 
+use super::color_jitter::ColorJitter;
 use super::loss::cross_entropy;
 use super::randaugment::RandAugment;
 use crate::error::Result;
@@ -37,6 +39,8 @@ pub struct Augment {
     pub erase_prob: f64,
     /// RandAugment's policy, if any.
     pub rand_augment: Option<RandAugment>,
+    /// Colour jitter strength (0: off); timm skips it when RandAugment is on.
+    pub color_jitter: f64,
 }
 
 impl Default for Augment {
@@ -49,6 +53,7 @@ impl Default for Augment {
             switch_prob: 0.5,
             erase_prob: 0.0,
             rand_augment: None,
+            color_jitter: 0.0,
         }
     }
 }
@@ -61,6 +66,7 @@ impl Augment {
             && self.cutmix == 0.0
             && self.erase_prob == 0.0
             && self.rand_augment.is_none()
+            && self.color_jitter == 0.0
     }
 }
 
@@ -206,13 +212,15 @@ pub fn apply(x: &Tensor, y: &Tensor, aug: &Augment, rng: &mut Rng) -> Result<Bat
         mixed: None,
     };
     let mixes = aug.mixup > 0.0 || aug.cutmix > 0.0;
-    if aug.erase_prob == 0.0 && !mixes && aug.rand_augment.is_none() {
+    if aug.erase_prob == 0.0 && !mixes && aug.rand_augment.is_none() && aug.color_jitter == 0.0 {
         return Ok(plain);
     }
     let dims = x.dims4()?;
     let mut pixels: Vec<f32> = x.flatten_all()?.to_vec1()?;
     if let Some(ra) = &aug.rand_augment {
         ra.apply(&mut pixels, dims, rng);
+    } else if aug.color_jitter > 0.0 {
+        ColorJitter(aug.color_jitter).apply(&mut pixels, dims, rng);
     }
     if aug.erase_prob > 0.0 {
         erase(&mut pixels, dims, aug.erase_prob, rng);

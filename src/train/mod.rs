@@ -6,6 +6,7 @@
 
 mod adapt;
 pub mod augment;
+pub mod color_jitter;
 pub mod corpus;
 pub mod data;
 pub mod ema;

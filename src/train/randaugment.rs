@@ -93,16 +93,7 @@ impl RandAugment {
 
     /// Augment every image of a normalised batch `[n, c, h, w]` in place.
     pub fn apply(&self, pixels: &mut [f32], dims: (usize, usize, usize, usize), rng: &mut Rng) {
-        let (n, c, h, w) = dims;
-        let per = c * h * w;
-        for i in 0..n {
-            let values = &mut pixels[i * per..(i + 1) * per];
-            let mut img = Image {
-                c,
-                h,
-                w,
-                data: values.iter().map(|&v| to_byte(v)).collect(),
-            };
+        each_as_bytes(pixels, dims, |img| {
             for _ in 0..self.layers {
                 let op = OPS[rng.below(OPS.len())];
                 if self.prob < 1.0 && rng.uniform() > self.prob {
@@ -113,12 +104,9 @@ impl RandAugment {
                     m += self.magnitude_std * rng.normal();
                 }
                 let level = m.clamp(0.0, self.magnitude_max) / 10.0;
-                self.run(op, level, &mut img, rng);
+                self.run(op, level, img, rng);
             }
-            for (v, &b) in values.iter_mut().zip(&img.data) {
-                *v = (f32::from(b) / 255.0 - 0.5) / 0.5;
-            }
-        }
+        });
     }
 
     /// Apply `op` at `level` (magnitude / 10), drawing its sign where it has one.
@@ -182,8 +170,30 @@ pub fn apply_named(
     Ok(())
 }
 
+/// Run `f` on every image of a normalised batch `[n, c, h, w]` as 8-bit planes, and write the
+/// result back normalised.
+pub(super) fn each_as_bytes(
+    pixels: &mut [f32],
+    (n, c, h, w): (usize, usize, usize, usize),
+    mut f: impl FnMut(&mut Image),
+) {
+    let per = c * h * w;
+    for values in pixels.chunks_exact_mut(per.max(1)).take(n) {
+        let mut img = Image {
+            c,
+            h,
+            w,
+            data: values.iter().map(|&v| to_byte(v)).collect(),
+        };
+        f(&mut img);
+        for (v, &b) in values.iter_mut().zip(&img.data) {
+            *v = (f32::from(b) / 255.0 - 0.5) / 0.5;
+        }
+    }
+}
+
 /// Apply `op` with its argument.
-fn perform(op: Op, arg: f64, img: &mut Image) {
+pub(super) fn perform(op: Op, arg: f64, img: &mut Image) {
     match op {
         Op::AutoContrast => img.per_channel(auto_contrast_lut),
         Op::Equalize => img.per_channel(equalize_lut),
@@ -235,7 +245,7 @@ fn perform(op: Op, arg: f64, img: &mut Image) {
 
 /// The operations, in timm's order (`_RAND_TRANSFORMS` / `_RAND_INCREASING_TRANSFORMS`).
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Op {
+pub(super) enum Op {
     AutoContrast,
     Equalize,
     Invert,
@@ -304,7 +314,7 @@ fn to_byte(v: f32) -> u8 {
 
 /// An 8-bit image, channel planes one after another.
 #[derive(Debug, Clone, PartialEq)]
-struct Image {
+pub(super) struct Image {
     c: usize,
     h: usize,
     w: usize,

@@ -446,6 +446,19 @@ fn shipped_tleg_vit_configs_take_the_official_checkpoint_pth() {
     let refused = run_str(home, &bad.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(refused.code, 1, "{}", refused.stderr);
     assert!(refused.stderr.contains("smoothing"), "{}", refused.stderr);
+    // Colour jitter instead of RandAugment (timm runs one or the other).
+    let mut jitter = flags(&home.join("aug-jitter"));
+    let at = jitter.iter().position(|a| a == "--aa").unwrap();
+    jitter.splice(
+        at..at + 2,
+        ["--color-jitter".to_string(), "0.4".to_string()],
+    );
+    let jittered = run(&jitter);
+    assert!(
+        jittered["final_loss"].as_f64().unwrap().is_finite(),
+        "{jittered}"
+    );
+    assert_ne!(jittered["final_loss"], whole["final_loss"]);
     let mut bad = flags(&home.join("aug-bad"));
     let at = bad.iter().position(|a| a == "--aa").unwrap() + 1;
     bad[at] = "original-mstd0.5".into();
