@@ -180,6 +180,9 @@ pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Ou
         ..AdaptOptions::default()
     };
     let report = adapt(model, data, output, &opts, &Bars::new(global))?;
+    if report.output.is_some() {
+        plot_finished_run(output, global);
+    }
     Ok(Box::new(Adapted(report)))
 }
 

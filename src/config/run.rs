@@ -22,8 +22,7 @@ use crate::train::{AdaptReport, adapt as fine_tune};
 /// The resolved config's file name in a run directory.
 pub const CONFIG_FILE: &str = "config.yaml";
 
-/// The per-step metrics' file name in a run directory.
-pub const METRICS_FILE: &str = "metrics.jsonl";
+pub use crate::train::metrics::METRICS_FILE;
 
 /// On `--resume`, the run must go on with the config it started with.
 pub(crate) fn check_same_run(cfg: &Config, dir: &Path) -> Result<()> {

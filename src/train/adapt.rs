@@ -17,7 +17,7 @@ use super::eval::{
     Metrics, accuracy, as_strs, checkpoint_tokenizer, embed_in, perplexity, similarities,
 };
 use super::loss::{cross_entropy, lm_loss};
-use super::metrics::{MetricsLog, StepRecord};
+use super::metrics::{METRICS_FILE, MetricsLog, StepRecord};
 use super::optim::{AdamW, AdamWConfig, Schedule};
 use super::state::{self, StateMeta};
 use super::text::{TextBlocks, Tokenizer, read_pairs};
@@ -74,7 +74,8 @@ pub struct AdaptOptions {
     pub cuda: bool,
     /// The dtype of the matrix products (mixed precision; the weights stay f32).
     pub precision: Precision,
-    /// Append a record per step and per evaluation to this `metrics.jsonl`.
+    /// Append a record per step and per evaluation to this `metrics.jsonl`; without it the
+    /// records go to the resumable state and then into the output directory.
     pub metrics: Option<PathBuf>,
     /// DeiT's batch augmentations and label smoothing (image classifiers only).
     pub augment: Augment,
@@ -378,10 +379,11 @@ pub fn adapt(
             item: Some(format!("resumed at step {start}")),
         });
     }
-    let mut log = match &opts.metrics {
-        Some(path) => Some(MetricsLog::open(path, start)?),
-        None => None,
-    };
+    let metrics_path = opts
+        .metrics
+        .clone()
+        .unwrap_or_else(|| state_path.join(METRICS_FILE));
+    let mut log = Some(MetricsLog::open(&metrics_path, start)?);
     let epoch_of = |done: usize| done as f64 / per_epoch as f64;
     let began = Instant::now();
     let mut seen = 0usize;
@@ -500,6 +502,7 @@ pub fn adapt(
             "eval_ema": &ema_metrics,
         }))?;
     }
+    let own_log = opts.metrics.is_none().then_some(metrics_path.as_path());
     let written = write_output(
         &mut model,
         &ckpt,
@@ -507,8 +510,8 @@ pub fn adapt(
         opts,
         &metrics,
         ema.as_ref(),
-        total,
-        last_loss,
+        (total, last_loss),
+        own_log,
     )?;
     let _ = fs_err::remove_dir_all(&state_path);
     Ok(AdaptReport {
@@ -578,10 +581,13 @@ fn write_output(
     opts: &AdaptOptions,
     metrics: &Metrics,
     ema: Option<&Ema>,
-    steps: usize,
-    loss: f32,
+    (steps, loss): (usize, f32),
+    metrics_log: Option<&Path>,
 ) -> Result<PathBuf> {
     let staged = StagedDir::new(out, opts.force)?;
+    if let Some(log) = metrics_log {
+        staged.copy_file(METRICS_FILE, log)?;
+    }
     let config = ckpt
         .config
         .clone()

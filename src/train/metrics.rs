@@ -26,6 +26,9 @@ pub struct StepRecord {
     pub samples_per_sec: f64,
 }
 
+/// The file name of the per-step metrics in a run (or adapted model) directory.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
 /// An append-only metrics file.
 #[derive(Debug)]
 pub struct MetricsLog {

@@ -440,6 +440,26 @@ fn shipped_tleg_vit_configs_take_the_official_checkpoint_pth() {
         weights("aug-whole") == weights("aug-cut"),
         "augmented resume differs"
     );
+    // The flag form keeps its metrics.jsonl (steps 1 to 4 once each, across the resume, and
+    // the final evaluation) and draws the curves beside the model.
+    for run in ["aug-whole", "aug-cut"] {
+        let text = std::fs::read_to_string(home.join(run).join("metrics.jsonl")).unwrap();
+        let records: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let steps: Vec<u64> = records
+            .iter()
+            .filter(|r| r.get("loss").is_some())
+            .map(|r| r["step"].as_u64().unwrap())
+            .collect();
+        assert_eq!(steps, [1, 2, 3, 4], "{run}: {text}");
+        assert!(
+            records.iter().any(|r| r.get("eval").is_some()),
+            "{run}: {text}"
+        );
+        assert!(home.join(run).join("curves.png").is_file(), "{run}");
+    }
     let mut bad = flags(&home.join("aug-bad"));
     let at = bad.iter().position(|a| a == "--smoothing").unwrap() + 1;
     bad[at] = "1.5".into();

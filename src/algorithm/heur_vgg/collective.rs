@@ -31,7 +31,7 @@ use crate::registry::digest::Hasher;
 use crate::registry::manifest::GeneCard;
 use crate::train::data::ImageSet;
 use crate::train::loss::cross_entropy;
-use crate::train::metrics::MetricsLog;
+use crate::train::metrics::{METRICS_FILE, MetricsLog};
 use crate::train::sgd::Sgd;
 
 /// The paper's conv widths for its 13-layer VGG.
@@ -55,9 +55,6 @@ pub const STATE_DIR: &str = "state";
 
 /// The record of progress inside the state directory.
 pub const PROGRESS_FILE: &str = "progress.json";
-
-/// The per-epoch metrics file of a run.
-pub const METRICS_FILE: &str = "metrics.jsonl";
 
 /// `width · scale`, at least 1.
 pub fn scaled(width: usize, scale: f64) -> usize {
