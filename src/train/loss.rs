@@ -27,8 +27,21 @@ pub fn lm_loss(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 }
 
 /// Soft distillation: `τ² / (B·C) · Σ p_t (log p_t − log p_s)` with `p = softmax(z / τ)`, the
-/// DeiT normalisation (KL with sum reduction divided by the number of logits).
+/// DeiT normalisation (KL with sum reduction divided by the number of logits); by the fused
+/// kernel on f32 CPU logits.
 pub fn kl_distill(student: &Tensor, teacher: &Tensor, temperature: f64) -> Result<Tensor> {
+    if kernels::fusable(&[student, teacher]) {
+        return Ok(kernels::kl_distill(student, teacher, temperature)?);
+    }
+    kl_distill_reference(student, teacher, temperature)
+}
+
+/// [`kl_distill`] in tensor ops: two log-softmaxes, the weighted difference and the sum.
+pub fn kl_distill_reference(
+    student: &Tensor,
+    teacher: &Tensor,
+    temperature: f64,
+) -> Result<Tensor> {
     let count = student.elem_count() as f64;
     let log_ps = candle_nn::ops::log_softmax(&(student / temperature)?, D::Minus1)?;
     let log_pt = candle_nn::ops::log_softmax(&(teacher.detach() / temperature)?, D::Minus1)?;

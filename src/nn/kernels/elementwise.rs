@@ -101,6 +101,70 @@ impl WithSimd for ExpShifted<'_> {
     }
 }
 
+/// `Σ exp(x[i] − shift)` in eight lanes, without storing the exponentials.
+struct SumExpShifted<'a> {
+    x: &'a [f32],
+    shift: f32,
+}
+
+impl WithSimd for SumExpShifted<'_> {
+    type Output = f32;
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) -> f32 {
+        let mut lanes = [0f32; 8];
+        let chunks = self.x.chunks_exact(8);
+        let rest: f32 = chunks
+            .remainder()
+            .iter()
+            .map(|v| fastmath::exp(v - self.shift))
+            .sum();
+        for c in chunks {
+            for (l, v) in lanes.iter_mut().zip(c) {
+                *l += fastmath::exp(v - self.shift);
+            }
+        }
+        lanes.iter().sum::<f32>() + rest
+    }
+}
+
+/// `Σ exp(a[i]) · (a[i] − b[i])` in eight lanes: the KL divergence of two log-distributions.
+struct KlTerms<'a> {
+    a: &'a [f32],
+    b: &'a [f32],
+}
+
+impl WithSimd for KlTerms<'_> {
+    type Output = f32;
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _: S) -> f32 {
+        let term = |a: f32, b: f32| fastmath::exp(a) * (a - b);
+        let mut lanes = [0f32; 8];
+        let (a8, b8) = (self.a.chunks_exact(8), self.b.chunks_exact(8));
+        let rest: f32 = a8
+            .remainder()
+            .iter()
+            .zip(b8.remainder())
+            .map(|(&a, &b)| term(a, b))
+            .sum();
+        for (ca, cb) in a8.zip(b8) {
+            for ((l, &a), &b) in lanes.iter_mut().zip(ca).zip(cb) {
+                *l += term(a, b);
+            }
+        }
+        lanes.iter().sum::<f32>() + rest
+    }
+}
+
+/// `Σ exp(x − shift)` over `x`.
+pub(super) fn sum_exp_shifted(x: &[f32], shift: f32) -> f32 {
+    dispatch(SumExpShifted { x, shift })
+}
+
+/// `Σ exp(a) · (a − b)` over log-probabilities `a` and `b` of equal length.
+pub(super) fn kl_terms(a: &[f32], b: &[f32]) -> f32 {
+    dispatch(KlTerms { a, b })
+}
+
 /// `f` of every element of `x`, on all cores.
 pub(super) fn map_par(x: &[f32], f: impl Unary) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];

@@ -16,6 +16,7 @@
 //! | GELU (erf) | `gelu.rs` | closed form |
 //! | SwiGLU | `swiglu.rs` | closed form |
 //! | cross-entropy | `cross_entropy.rs` | `softmax − one-hot` from the saved logsumexp |
+//! | KL distillation | `kl_distill.rs` | `τ/N · (p_s − p_t)` from the two saved logsumexps |
 //! | AdamW | `adamw.rs` | in place, with the clipping scale folded in (no backward) |
 
 mod adamw;
@@ -24,6 +25,7 @@ mod cross_entropy;
 mod elementwise;
 mod fastmath;
 mod gelu;
+mod kl_distill;
 mod layer_norm;
 mod linear;
 mod rms_norm;
@@ -34,6 +36,7 @@ pub(crate) use adamw::{AdamWStep, adamw_step, sum_of_squares};
 pub(crate) use attention::{AttentionSpec, attention, attention_packed};
 pub(crate) use cross_entropy::cross_entropy;
 pub(crate) use gelu::gelu;
+pub(crate) use kl_distill::kl_distill;
 pub(crate) use layer_norm::layer_norm;
 pub(crate) use linear::linear;
 pub(crate) use rms_norm::rms_norm;

@@ -295,6 +295,38 @@ fn cross_entropy_matches_reference() {
 }
 
 #[test]
+fn kl_distill_matches_reference() {
+    for (i, (shape, tau)) in [(vec![5, 13], 1.0), (vec![1, 3], 3.0), (vec![2, 4, 7], 2.0)]
+        .into_iter()
+        .enumerate()
+    {
+        let student = (normal(&shape, 20 + i as u64) * 3.0).unwrap();
+        let teacher = (normal(&shape, 30 + i as u64) * 3.0).unwrap();
+        let op = |x: &[Tensor]| loss::kl_distill(&x[0], &teacher, tau);
+        // The teacher is an f32 constant here, so there is no bf16 reference.
+        let what = format!("kl_distill {shape:?} τ={tau}");
+        matches_reference(&what, &op, std::slice::from_ref(&student), 1e-5);
+        matches_finite_differences(&what, &op, &[student]);
+    }
+    // The same logits are at distance 0, with a zero gradient.
+    let same = normal(&[3, 9], 40);
+    let var = Var::from_tensor(&same).unwrap();
+    let kl = loss::kl_distill(var.as_tensor(), &same, 2.0).unwrap();
+    assert!(kl.to_scalar::<f32>().unwrap().abs() < 1e-6);
+    let grad = kl.backward().unwrap();
+    let g = grad.get(var.as_tensor()).unwrap();
+    assert!(
+        g.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            < 1e-7
+    );
+}
+
+#[test]
 fn cross_entropy_rejects_a_target_outside_the_classes() {
     let logits = normal(&[2, 3], 1);
     let ids = Tensor::from_vec(vec![0u32, 3], 2, &Device::Cpu).unwrap();
