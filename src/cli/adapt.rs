@@ -118,13 +118,20 @@ pub(crate) struct Args {
     reprob: f64,
     /// Colour jitter strength j (vit): brightness, contrast and saturation factors in
     /// [1 − j, 1 + j]; off when --aa is given, as in timm.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = parse_strength)]
     color_jitter: f64,
     /// RandAugment policy in timm's notation, e.g. rand-m9-mstd0.5-inc1 (vit).
     #[arg(long, value_parser = parse_rand_augment)]
     aa: Option<RandAugment>,
     #[command(flatten)]
     remote: RemoteArgs,
+}
+
+fn parse_strength(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(j) if j >= 0.0 && j.is_finite() => Ok(j),
+        _ => Err(format!("'{value}' is not 0 (off) or a positive number")),
+    }
 }
 
 fn parse_rand_augment(value: &str) -> Result<RandAugment, String> {
@@ -170,13 +177,9 @@ pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Ou
             cutmix: args.cutmix,
             erase_prob: args.reprob,
             rand_augment: args.aa,
-            color_jitter: if args.aa.is_some() {
-                0.0
-            } else {
-                args.color_jitter
-            },
             ..Augment::default()
-        },
+        }
+        .with_color_jitter(args.color_jitter),
         ..AdaptOptions::default()
     };
     let report = adapt(model, data, output, &opts, &Bars::new(global))?;

@@ -247,7 +247,8 @@ fn augment(cfg: &Config) -> Result<Augment> {
     let defaults = Augment::default();
     let rand_augment = RandAugment::parse(cfg.str("TRAIN.AA").unwrap_or(""))
         .map_err(|why| cfg.error("TRAIN.AA", why))?;
-    Ok(Augment {
+    let jitter = alpha("TRAIN.COLOR_JITTER")?;
+    let aug = Augment {
         smoothing: probability(cfg, "TRAIN.SMOOTHING", 0.0)?,
         mixup: alpha("TRAIN.MIXUP")?,
         cutmix: alpha("TRAIN.CUTMIX")?,
@@ -255,13 +256,9 @@ fn augment(cfg: &Config) -> Result<Augment> {
         switch_prob: probability(cfg, "TRAIN.MIXUP_SWITCH_PROB", defaults.switch_prob)?,
         erase_prob: probability(cfg, "TRAIN.REPROB", 0.0)?,
         rand_augment,
-        // timm turns colour jitter off whenever RandAugment is on.
-        color_jitter: if rand_augment.is_some() {
-            0.0
-        } else {
-            alpha("TRAIN.COLOR_JITTER")?
-        },
-    })
+        color_jitter: 0.0,
+    };
+    Ok(aug.with_color_jitter(jitter))
 }
 
 /// The spawn and fine-tune a `descendant_*` config asks for.

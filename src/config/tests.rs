@@ -277,6 +277,17 @@ fn colour_jitter_applies_without_rand_augment_only_as_in_timm() {
     .expect("parses");
     let e = plan::descendant_run(&cfg).unwrap_err().to_string();
     assert!(e.contains("TRAIN.COLOR_JITTER") && e.contains("-1"), "{e}");
+    // A bad jitter is refused even where RandAugment would turn it off.
+    let cfg = parse(
+        "METHOD_FAMILY: tleg_vit\nTRAIN:\n  COLOR_JITTER: -1\n  AA: rand-m9\n",
+        &[
+            "MODEL.LOAD_GENE=g:0.1.0",
+            "DATASET.PATH=d",
+            "MODEL.LAYERS=4",
+        ],
+    )
+    .expect("parses");
+    assert!(plan::descendant_run(&cfg).is_err());
     let e = err(
         "METHOD_FAMILY: tleg_llama\nTRAIN:\n  COLOR_JITTER: 0.4\n",
         &[],

@@ -59,6 +59,12 @@ impl Default for Augment {
 }
 
 impl Augment {
+    /// With colour jitter `j`, unless RandAugment is on: timm turns jitter off then.
+    pub fn with_color_jitter(mut self, j: f64) -> Augment {
+        self.color_jitter = if self.rand_augment.is_some() { 0.0 } else { j };
+        self
+    }
+
     /// Whether the run augments nothing.
     pub fn is_none(&self) -> bool {
         self.smoothing == 0.0

@@ -19,9 +19,7 @@ impl ColorJitter {
         let (lo, hi) = ((1.0 - self.0).max(0.0), 1.0 + self.0);
         each_as_bytes(pixels, dims, |img| {
             let mut order = [Op::Brightness, Op::Contrast, Op::Color];
-            for i in (1..order.len()).rev() {
-                order.swap(i, rng.below(i + 1));
-            }
+            rng.shuffle(&mut order);
             for op in order {
                 perform(op, lo + (hi - lo) * rng.uniform(), img);
             }

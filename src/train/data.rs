@@ -9,6 +9,11 @@ use candle_core::{Device, Tensor};
 use crate::error::{Error, Result};
 use crate::nn::init::Rng;
 
+/// A pixel in `[0, 1]` as the models see it: `(p − 0.5) / 0.5`.
+pub(crate) fn normalised(p: f32) -> f32 {
+    (p - 0.5) / 0.5
+}
+
 /// Images held in memory as f32 in `[0, 1]`, channel-first, with their labels.
 #[derive(Debug, Clone)]
 pub struct ImageSet {
@@ -79,7 +84,7 @@ impl ImageSet {
             xs.extend(
                 self.pixels[i * size..(i + 1) * size]
                     .iter()
-                    .map(|p| (p - 0.5) / 0.5),
+                    .map(|&p| normalised(p)),
             );
             ys.push(self.labels[i]);
         }

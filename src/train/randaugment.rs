@@ -15,6 +15,7 @@
 
 use serde::Serialize;
 
+use super::data::normalised;
 use crate::nn::init::Rng;
 
 /// A RandAugment policy.
@@ -187,7 +188,7 @@ pub(super) fn each_as_bytes(
         };
         f(&mut img);
         for (v, &b) in values.iter_mut().zip(&img.data) {
-            *v = (f32::from(b) / 255.0 - 0.5) / 0.5;
+            *v = normalised(f32::from(b) / 255.0);
         }
     }
 }

@@ -490,6 +490,16 @@ fn shipped_tleg_vit_configs_take_the_official_checkpoint_pth() {
         refused.stderr
     );
     assert!(!home.join("aug-bad").exists());
+    let mut bad = flags(&home.join("aug-bad"));
+    bad.push("--color-jitter=-1".to_string());
+    let refused = run_str(home, &bad.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_ne!(refused.code, 0, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("--color-jitter") && refused.stderr.contains("'-1'"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!home.join("aug-bad").exists());
 
     // The toolbox's descendant_tleg_vit.yaml (github.com/ZhenuYang/Yuanmou), its keys and values
     // with the paths pointing here: on the CPU, with the gene's size and a short budget set.

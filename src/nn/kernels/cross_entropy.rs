@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{exp_shifted_in_place, host, rows_per_task, slice, sum_lanes, tensor, wants_grad};
+use super::elementwise::logsumexp;
+use super::{exp_shifted_in_place, host, rows_per_task, slice, tensor, wants_grad};
 
 struct CrossEntropy {
     /// The logsumexp of every row, saved by the forward pass.
@@ -21,15 +22,6 @@ fn targets<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [u32]> 
         Some((a, b)) => Ok(&data[a..b]),
         None => candle_core::bail!("cross_entropy: the targets must be contiguous"),
     }
-}
-
-/// The logsumexp of a row, through `scratch` (a buffer of the row's length).
-fn logsumexp(row: &[f32], scratch: &mut Vec<f32>) -> f32 {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    scratch.clear();
-    scratch.extend_from_slice(row);
-    exp_shifted_in_place(scratch, max);
-    max + sum_lanes(scratch).ln()
 }
 
 impl CustomOp2 for CrossEntropy {
@@ -56,10 +48,7 @@ impl CustomOp2 for CrossEntropy {
         if let Some(bad) = ids.iter().find(|&&t| t as usize >= classes) {
             candle_core::bail!("cross_entropy: target {bad} is outside the {classes} classes");
         }
-        let lse: Vec<f32> = logits
-            .par_chunks(classes)
-            .map_init(Vec::new, |scratch, row| logsumexp(row, scratch))
-            .collect();
+        let lse: Vec<f32> = logits.par_chunks(classes).map(logsumexp).collect();
         let loss: f64 = logits
             .par_chunks(classes)
             .zip(ids.par_iter())

@@ -160,6 +160,12 @@ pub(super) fn sum_exp_shifted(x: &[f32], shift: f32) -> f32 {
     dispatch(SumExpShifted { x, shift })
 }
 
+/// The logsumexp of `x`: its maximum plus the log of the shifted exponentials' sum.
+pub(super) fn logsumexp(x: &[f32]) -> f32 {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    max + sum_exp_shifted(x, max).ln()
+}
+
 /// `Σ exp(a) · (a − b)` over log-probabilities `a` and `b` of equal length.
 pub(super) fn kl_terms(a: &[f32], b: &[f32]) -> f32 {
     dispatch(KlTerms { a, b })

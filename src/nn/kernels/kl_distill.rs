@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::elementwise::{kl_terms, sum_exp_shifted};
+use super::elementwise::{kl_terms, logsumexp};
 use super::{exp_shifted_in_place, host, rows_per_task, slice, tensor, wants_grad};
 
 /// The logsumexps of `student / τ` and `teacher / τ` of every row.
@@ -25,8 +25,7 @@ struct KlDistill {
 fn scaled_logsumexp(row: &[f32], inv_t: f32, scratch: &mut Vec<f32>) -> f32 {
     scratch.clear();
     scratch.extend(row.iter().map(|v| v * inv_t));
-    let max = scratch.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    max + sum_exp_shifted(scratch, max).ln()
+    logsumexp(scratch)
 }
 
 impl KlDistill {
