@@ -194,6 +194,44 @@ pub fn extract(
     publish(&gene, &ckpt, request, registry, reporter, files, timings)
 }
 
+/// Publish a gene trained rather than extracted (the TLEG/SWS aux nets, `MODE: faithful`):
+/// `aux_dir` is the trained aux net written as a plain model, which gives the gene its globals,
+/// side files, tensor names and descendant family; `write_units` writes the trained layer
+/// units; the card names `teacher` as the ancestor and says `faithful`.
+pub fn publish_trained(
+    request: &ExtractRequest,
+    aux_dir: &Path,
+    teacher: &Checkpoint,
+    write_units: &dyn Fn(&AncestorModel<'_>, &mut GeneBuilder) -> Result<()>,
+    diagnostics: Map<String, Value>,
+    registry: &Registry,
+    reporter: &dyn Reporter,
+) -> Result<Extracted> {
+    let algorithm = find(&request.algorithm)?;
+    let aux_ckpt = open(aux_dir)?;
+    let aux = AncestorModel::new(&aux_ckpt)?;
+    let recipe = resolve_recipe(algorithm, aux.family(), request)?;
+    gene_tag(request, algorithm)?;
+    let started = Instant::now();
+    let mut builder = GeneBuilder::new()?;
+    builder.add_globals(&aux)?;
+    builder.add_side_files(&aux)?;
+    write_units(&aux, &mut builder)?;
+    builder.diagnostics.extend(diagnostics);
+    builder.fidelity = Some(Fidelity::Faithful);
+    let built = started.elapsed().as_secs_f64();
+    let hashing = Instant::now();
+    let files = ancestor_files(teacher)?;
+    let gene = Gene {
+        algorithm,
+        recipe: &recipe,
+        lineage: &Lineage::of(&aux),
+        builder: &builder,
+    };
+    let timings = (built, hashing.elapsed().as_secs_f64());
+    publish(&gene, teacher, request, registry, reporter, files, timings)
+}
+
 fn resolve_recipe(
     algorithm: &dyn Algorithm,
     family: Family,

@@ -14,6 +14,7 @@ pub mod blueprint;
 pub mod builder;
 pub mod cka;
 pub mod extract;
+pub mod faithful;
 pub mod gene;
 pub mod heur;
 pub mod heur_vgg;
@@ -26,7 +27,9 @@ pub mod tleg;
 pub use ancestor::AncestorModel;
 pub use blueprint::{Blueprint, GrowOptions, GrowRequest, LayerSource};
 pub use builder::GeneBuilder;
-pub use extract::{ExtractJob, ExtractRequest, Extracted, Imported, Lineage, extract};
+pub use extract::{
+    ExtractJob, ExtractRequest, Extracted, Imported, Lineage, extract, publish_trained,
+};
 pub use gene::GeneView;
 
 use crate::anatomy::Family;
@@ -61,6 +64,17 @@ pub trait Algorithm: Sync {
             algorithm: self.name().to_string(),
             reason: "it has no published checkpoint format to import".into(),
             fix: "pass an ancestor model instead".into(),
+        })
+    }
+    /// The faithful path: the constrained aux net whose trained free parameters are the gene.
+    /// The default says the algorithm has none.
+    fn aux_net(&self, _request: &faithful::AuxRequest<'_>) -> Result<Box<dyn faithful::AuxNet>> {
+        Err(Error::Algorithm {
+            algorithm: self.name().to_string(),
+            reason:
+                "it has no aux net to train (MODE: faithful trains the aux nets of tleg and sws)"
+                    .into(),
+            fix: "use `MODE: approximate`".into(),
         })
     }
     /// Build the gene's units, roles and diagnostics from the ancestor.

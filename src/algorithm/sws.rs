@@ -5,6 +5,9 @@
 //! and keeps the middle layer of each stage (`pick: middle`) or the element-wise mean of the
 //! stage's layers after alignment (`pick: mean`).
 //!
+//! The faithful path trains an aux net whose stages share one block each, by distillation
+//! (`MODE: faithful`, [`super::faithful`]); its stage blocks are the gene.
+//!
 //! **Layout rule** for a descendant of depth `N` (the paper publishes only 12 → 3,3,2,2,2 from
 //! the 16-layer aux net 3,3,4,3,3): start from the gene's stage lengths; while the total is
 //! above `N`, take one layer from the longest stage, the latest among equals; while it is
@@ -12,11 +15,16 @@
 
 use serde::Deserialize;
 
-use super::ancestor::Key;
+use super::ancestor::{AncestorModel, Key};
 use super::blueprint::{Blueprint, GrowRequest, LayerSource};
 use super::builder::GeneBuilder;
+use super::faithful::{
+    AuxInit, AuxNet, AuxRequest, block_values, globals_of, in_layer, random_blocks,
+    require_teacher_shapes, teacher_plain,
+};
 use super::{Algorithm, ExtractJob, GeneView, align};
 use crate::error::{Error, Result};
+use crate::nn::param::{Parametrisation, Plain, StageShared, Store};
 
 /// The SWS algorithm.
 #[derive(Debug)]
@@ -161,6 +169,10 @@ impl Algorithm for Sws {
         Ok(())
     }
 
+    fn aux_net(&self, request: &AuxRequest<'_>) -> Result<Box<dyn AuxNet>> {
+        sws_aux_net(request)
+    }
+
     fn grow(&self, gene: &GeneView, request: &GrowRequest) -> Result<Blueprint> {
         let lengths: Vec<usize> = gene.diagnostic("stage_lengths")?;
         let n = request.layers;
@@ -249,6 +261,80 @@ fn aligned_mean(job: &ExtractJob<'_>, layers: &[usize]) -> Result<align::Layer> 
         values.iter_mut().for_each(|v| *v /= n);
     }
     Ok(sum)
+}
+
+/// SWS's aux net: the virtual layers of each stage share one block.
+struct SwsAux {
+    net: StageShared,
+    lengths: Vec<usize>,
+    init: AuxInit,
+}
+
+impl AuxNet for SwsAux {
+    fn params(&self) -> Box<dyn Parametrisation> {
+        Box::new(self.net.clone())
+    }
+
+    fn write_units(&self, aux: &AncestorModel<'_>, out: &mut GeneBuilder) -> Result<()> {
+        for stage in 0..self.lengths.len() {
+            out.put_layer(
+                &stage_unit(stage),
+                aux,
+                &block_values(&self.net.stages, stage)?,
+            )?;
+        }
+        out.diagnostic("stage_lengths", &self.lengths)?;
+        out.diagnostic("pick", "trained")?;
+        out.diagnostic("aux_init", self.init)
+    }
+}
+
+/// The stage of every virtual layer for stage lengths `lengths`.
+fn stage_layout(lengths: &[usize]) -> Vec<usize> {
+    lengths
+        .iter()
+        .enumerate()
+        .flat_map(|(stage, &len)| std::iter::repeat_n(stage, len))
+        .collect()
+}
+
+/// Build SWS's aux net: `config.layers` virtual layers split by the ratio, each stage's block
+/// drawn at random (the paper) or copied from the middle layer of the teacher's same stage.
+fn sws_aux_net(request: &AuxRequest<'_>) -> Result<Box<dyn AuxNet>> {
+    let lengths = split_depth(request.config.layers, request.ratio)?;
+    let (source, picks): (Plain, Vec<usize>) = match request.init {
+        AuxInit::Random => (
+            random_blocks(request, lengths.len())?,
+            (0..lengths.len()).collect(),
+        ),
+        AuxInit::Fit => {
+            require_teacher_shapes(request)?;
+            let teacher = teacher_plain(request.teacher, request.config)?;
+            let teacher_lengths = split_depth(teacher.store.layers(), request.ratio)?;
+            (teacher, middle_layers(&teacher_lengths))
+        }
+    };
+    let mut stages = Store::new();
+    for (stage, &pick) in picks.iter().enumerate() {
+        for (slot, name, var) in source
+            .store
+            .iter()
+            .filter(|(s, _, _)| s.layer == Some(pick))
+        {
+            let key = in_layer(slot, stage);
+            stages.insert(key, &format!("sws.stage{stage}.{name}"), var.as_tensor())?;
+        }
+    }
+    let net = StageShared {
+        globals: globals_of(&source)?,
+        stages,
+        layout: stage_layout(&lengths),
+    };
+    Ok(Box::new(SwsAux {
+        net,
+        lengths,
+        init: request.init,
+    }))
 }
 
 #[cfg(test)]

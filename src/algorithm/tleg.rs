@@ -10,9 +10,13 @@
 //! `align: true` each layer is first permuted to match the previous one ([`super::align`]),
 //! which needs whole layers one after the other; the card records the R² of both fits.
 //!
+//! The faithful path trains the aux net whose layers are that line, by distillation
+//! ([`aux`], [`super::faithful`]).
+//!
 //! An official TLEG checkpoint (`*_base` / `*_ilayer` names) is imported instead as a faithful
 //! gene ([`official`]).
 
+mod aux;
 mod fit;
 mod official;
 
@@ -26,6 +30,7 @@ use serde::Deserialize;
 use super::ancestor::{AncestorModel, Key};
 use super::blueprint::{Blueprint, GrowRequest, LayerSource, require_layers};
 use super::builder::GeneBuilder;
+use super::faithful::{AuxNet, AuxRequest};
 use super::{Algorithm, ExtractJob, GeneView, Imported, align};
 use crate::anatomy::Family;
 use crate::checkpoint::Checkpoint;
@@ -258,6 +263,10 @@ impl Algorithm for Tleg {
         put_lines(out, ancestor, chosen)?;
         out.record_step("units", started);
         Ok(())
+    }
+
+    fn aux_net(&self, request: &AuxRequest<'_>) -> Result<Box<dyn AuxNet>> {
+        aux::aux_net(request)
     }
 
     fn grow(&self, _gene: &GeneView, request: &GrowRequest) -> Result<Blueprint> {

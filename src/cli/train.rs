@@ -1,11 +1,12 @@
 //! `lgreg train --config FILE`: run an `ancestor_*` config and publish its gene.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use lgreg::config::Config;
+use lgreg::config::faithful::train_aux;
 use lgreg::config::plan::ancestor_run;
 use lgreg::config::run::{Trained, train};
 use lgreg::config::vgg::VggTrained;
+use lgreg::config::{Config, RunMode};
 use lgreg::registry::Registry;
 
 use super::compare::plot_finished_run;
@@ -74,7 +75,8 @@ pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Ou
     if !spec.exists() && lgreg::hub::RepoRef::looks_like(&plan.ancestor) {
         plan.request.hub_repo = plan.ancestor.split('@').next().map(str::to_string);
     }
-    if args.resume {
+    let faithful = cfg.mode()? == RunMode::Faithful;
+    if args.resume && !faithful {
         note(
             global,
             "--resume: a training-free extraction has no state to resume; it runs again",
@@ -82,7 +84,14 @@ pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Ou
     }
     let ancestor = resolve_input(&spec, &args.hub, global)?;
     let registry = Registry::open_or_init(&registry_root(global)?)?;
-    let trained = train(&cfg, plan, ancestor, &registry, &Bars::new(global))?;
+    let bars = Bars::new(global);
+    let trained = if faithful {
+        let trained = train_aux(&cfg, plan, ancestor, &registry, args.resume, &bars)?;
+        plot_finished_run(Path::new(&trained.run_dir), global);
+        trained
+    } else {
+        train(&cfg, plan, ancestor, &registry, &bars)?
+    };
     Ok(Box::new(TrainOut(trained)))
 }
 
@@ -97,8 +106,22 @@ impl Output for TrainOut {
 
     fn text(&self) -> String {
         let t = &self.0;
+        let distilled = t.distilled.as_ref().map_or(String::new(), |d| {
+            let held = d.held_out.as_ref().map_or(String::new(), |h| {
+                format!(
+                    ", held-out {} {:.4}{}",
+                    h.agreement_kind,
+                    h.agreement,
+                    h.kl.map_or(String::new(), |k| format!(", KL {k:.4}"))
+                )
+            });
+            format!(
+                "\n  aux net distilled: {} steps, {} examples, final loss {:.4}{held}",
+                d.total_steps, d.examples_seen, d.final_loss
+            )
+        });
         format!(
-            "{} {}\n  {} gene ({:?}), recipe {}, {} units, {} bytes\n  run directory {}",
+            "{} {}\n  {} gene ({:?}), recipe {}, {} units, {} bytes{distilled}\n  run directory {}",
             t.gene.reference,
             t.gene.digest,
             t.gene.algorithm,

@@ -103,9 +103,6 @@ pub fn number(v: &Value) -> Option<f64> {
 
 const RAND_AUGMENT: &str = "only timm's RandAugment policies are implemented: `rand-` with the sections m, n, mstd, mmax, inc and p (such as rand-m9-mstd0.5-inc1), not AutoAugment, AugMix or weighted choice (`w`); use such a policy, or '' to train without it";
 
-const DISTILL: &str =
-    "distillation from a teacher arrives with the faithful TLEG and SWS (MODE: faithful)";
-
 use Kind::{Bool, Float, Int, List, Map as MapKind, Str};
 use Origin::{Lgreg, Toolbox};
 use Support::{Applied, AppliedIf, NoEffect};
@@ -327,12 +324,9 @@ pub const KEYS: &[Key] = &[
     key(
         "MODEL.PRETRAINED",
         Bool,
-        AppliedIf(
-            is_false,
-            "lgreg fetches no ImageNet weights: give the ancestor as GENE.ANCESTOR_MODEL_PATH and set MODEL.PRETRAINED: false",
-        ),
+        Applied,
         Toolbox,
-        "Start from timm's pretrained weights.",
+        "Start from pretrained weights. lgreg fetches no timm ImageNet weights: true is accepted where the pretrained model is the teacher given by GENE.ANCESTOR_MODEL_PATH (an `aux_*` MODEL.TYPE, MODE: faithful), and refused elsewhere with that fix.",
     ),
     key(
         "MODEL.DROP",
@@ -674,30 +668,86 @@ pub const KEYS: &[Key] = &[
     key(
         "DISTILL.TEACHER",
         Str,
-        AppliedIf(|_| false, DISTILL),
+        Applied,
         Lgreg,
-        "The teacher model.",
+        "MODE: faithful: the teacher the aux net is distilled from (default GENE.ANCESTOR_MODEL_PATH): a Hub id, a model directory or a checkpoint file.",
     ),
     key(
         "DISTILL.LOSS",
         Str,
-        AppliedIf(|_| false, DISTILL),
+        Applied,
         Lgreg,
-        "The distillation loss.",
+        "MODE: faithful: `kl` on the logits (vit, llama; the papers' soft distillation), `mse` (default) or `cosine` on the last hidden states (bert, which has no logits).",
     ),
     key(
         "DISTILL.ALPHA",
         Float,
-        AppliedIf(|_| false, DISTILL),
+        Applied,
         Lgreg,
-        "The weight of the distillation term.",
+        "MODE: faithful: the weight of the distillation term in [0, 1]; the label loss gets 1 - ALPHA (default 1, the papers': pure distillation).",
     ),
     key(
         "DISTILL.TAU",
         Float,
-        AppliedIf(|_| false, DISTILL),
+        Applied,
         Lgreg,
-        "The distillation temperature.",
+        "MODE: faithful: the distillation temperature (default 1, the papers').",
+    ),
+    key(
+        "DISTILL.REDUCTION",
+        Str,
+        Applied,
+        Lgreg,
+        "MODE: faithful: `mean` (default), the KL per example (per token for text), or `deit`, the papers' code: the sum over the batch divided by batch x classes.",
+    ),
+    key(
+        "AUX.LAYERS",
+        Int,
+        Applied,
+        Lgreg,
+        "MODE: faithful: the aux net's virtual layers (default 12 for tleg, 16 for sws).",
+    ),
+    key(
+        "AUX.STAGES",
+        List,
+        Applied,
+        Lgreg,
+        "MODE: faithful, sws: the stage ratio the virtual layers are split by (default [3, 3, 4, 3, 3]).",
+    ),
+    key(
+        "AUX.INIT",
+        Str,
+        Applied,
+        Lgreg,
+        "MODE: faithful: `random` (default, the papers) or `fit`, a warm start from the teacher's layers and globals (tleg: the least-squares line; sws: each stage's middle layer); `fit` needs the teacher's width.",
+    ),
+    key(
+        "AUX.HIDDEN",
+        Int,
+        Applied,
+        Lgreg,
+        "MODE: faithful: the aux net's width (default: the width MODEL.TYPE names, else the teacher's).",
+    ),
+    key(
+        "AUX.HEADS",
+        Int,
+        Applied,
+        Lgreg,
+        "MODE: faithful: the aux net's attention heads (default: MODEL.TYPE's, else the teacher's head width kept).",
+    ),
+    key(
+        "AUX.KV_HEADS",
+        Int,
+        Applied,
+        Lgreg,
+        "MODE: faithful: the aux net's key/value heads (default: the teacher's grouping kept).",
+    ),
+    key(
+        "AUX.FFN",
+        Int,
+        Applied,
+        Lgreg,
+        "MODE: faithful: the aux net's MLP width (default: the teacher's MLP ratio kept).",
     ),
     key(
         "DISTRIBUTED.WORLD_SIZE",

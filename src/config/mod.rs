@@ -8,6 +8,7 @@
 //! [`size`] reads the toolbox's size names (`deit_tiny_patch16_224_L6`).
 
 pub mod compare;
+pub mod faithful;
 pub mod keys;
 pub mod plan;
 pub mod run;
@@ -233,6 +234,7 @@ impl Config {
         }
         config.method()?;
         config.mode()?;
+        config.check_mode_keys()?;
         config.check_method_keys()?;
         Ok(config)
     }
@@ -342,25 +344,64 @@ impl Config {
         self.str("METHOD_FAMILY") == Some("heur_vgg")
     }
 
-    /// `MODE`: `approximate` by default, `faithful` (the only mode) for heur_vgg.
+    /// Whether the method has a faithful path that trains an aux net (tleg and sws).
+    fn trains_aux_net(&self) -> bool {
+        self.str("METHOD_FAMILY")
+            .and_then(|m| m.split_once('_'))
+            .is_some_and(|(a, _)| a == "tleg" || a == "sws")
+    }
+
+    /// `MODE`: `approximate` by default, `faithful` (the only mode) for heur_vgg, and for
+    /// tleg/sws when `MODEL.TYPE` names an aux net (`aux_deit_tiny_patch16_224`, the toolbox's
+    /// way of asking for the aux-net training).
     pub fn mode(&self) -> Result<RunMode> {
         let vgg = self.is_vgg();
+        let aux_type = self
+            .str("MODEL.TYPE")
+            .is_some_and(|t| t.starts_with("aux_"));
+        let aux = self.trains_aux_net();
         match (self.str("MODE"), vgg) {
             (None | Some("faithful"), true) => Ok(RunMode::Faithful),
             (Some("approximate"), true) => Err(self.error(
                 "MODE",
                 "'approximate': heur_vgg has only the paper's training; drop MODE or set `MODE: faithful`",
             )),
+            (None, false) if aux && aux_type => Ok(RunMode::Faithful),
             (None | Some("approximate"), false) => Ok(RunMode::Approximate),
+            (Some("faithful"), false) if aux => Ok(RunMode::Faithful),
             (Some("faithful"), false) => Err(self.error(
                 "MODE",
-                "'faithful' is not applied yet for this method: its training arrives with the faithful algorithms; use `MODE: approximate`",
+                "'faithful' is not applied yet for this method (tleg, sws and heur_vgg have it; pool and auto train later); use `MODE: approximate`",
             )),
             (Some(other), _) => Err(self.error(
                 "MODE",
                 format!("'{other}' is neither `approximate` nor `faithful`"),
             )),
         }
+    }
+
+    /// Refuse the aux-net keys outside `MODE: faithful`, and `MODEL.PRETRAINED: true` where no
+    /// teacher stands for the pretrained weights.
+    fn check_mode_keys(&self) -> Result<()> {
+        let faithful_aux = self.mode()? == RunMode::Faithful && self.trains_aux_net();
+        if !faithful_aux
+            && let Some(path) = self
+                .values
+                .keys()
+                .find(|p| p.starts_with("AUX.") || p.starts_with("DISTILL."))
+        {
+            return Err(self.error(
+                path,
+                "applies to the aux-net training of tleg and sws (`MODE: faithful`); remove it, or set the mode",
+            ));
+        }
+        if !faithful_aux && self.bool("MODEL.PRETRAINED") == Some(true) {
+            return Err(self.error(
+                "MODEL.PRETRAINED",
+                "true: lgreg fetches no timm ImageNet weights; give the ancestor as GENE.ANCESTOR_MODEL_PATH and set MODEL.PRETRAINED: false",
+            ));
+        }
+        Ok(())
     }
 
     /// Refuse the keys only heur_vgg applies on other methods, and the optimiser that does not

@@ -97,12 +97,14 @@ fn recipe_sets(cfg: &Config) -> Vec<String> {
 pub fn ancestor_run(cfg: &Config) -> Result<AncestorRun> {
     let method = cfg.method()?;
     cfg.mode()?;
-    let ancestor = cfg
-        .required_str(
+    let ancestor = match cfg.str("DISTILL.TEACHER") {
+        Some(teacher) => teacher,
+        None => cfg.required_str(
             "GENE.ANCESTOR_MODEL_PATH",
             "HuggingFaceTB/SmolLM2-135M-Instruct",
-        )?
-        .to_string();
+        )?,
+    }
+    .to_string();
     let request = ExtractRequest {
         ancestor: PathBuf::from(&ancestor),
         hub_repo: None,
@@ -174,7 +176,7 @@ fn peak_lr(cfg: &Config, batch: usize) -> Result<f64> {
     })
 }
 
-fn adapt_options(cfg: &Config) -> Result<AdaptOptions> {
+pub(crate) fn adapt_options(cfg: &Config) -> Result<AdaptOptions> {
     let defaults = AdaptOptions::default();
     let batch_size = cfg
         .int("TRAIN.BATCH_SIZE")

@@ -64,6 +64,9 @@ pub struct Trained {
     pub run_dir: String,
     /// The gene published.
     pub gene: Extracted,
+    /// The aux net's distillation (`MODE: faithful`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distilled: Option<crate::train::distill::DistillReport>,
     /// Keys with no effect in lgreg.
     pub notes: Vec<String>,
 }
@@ -85,6 +88,7 @@ pub fn train(
     Ok(Trained {
         run_dir: run.output_dir.display().to_string(),
         gene,
+        distilled: None,
         notes: cfg.notes.clone(),
     })
 }

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::augment::{self, Augment};
 use super::data::{ImageSet, read_images, split};
+use super::distill::Teacher;
 use super::ema::Ema;
 use super::eval::{
     Metrics, accuracy, as_strs, checkpoint_tokenizer, embed_in, perplexity, similarities,
@@ -22,11 +23,11 @@ use super::optim::{AdamW, AdamWConfig, Schedule};
 use super::state::{self, StateMeta};
 use super::text::{TextBlocks, Tokenizer, read_pairs};
 use crate::anatomy::Family;
-use crate::checkpoint::{SideFile, open};
+use crate::checkpoint::{Checkpoint, SideFile, open};
 use crate::error::{Error, Result};
 use crate::fsutil::StagedDir;
 use crate::nn::init::Rng;
-use crate::nn::{DropPath, Dropout, Hooks, Input, Mode, Model, Precision, device};
+use crate::nn::{DropPath, Dropout, Hooks, Input, Mode, Model, ModelConfig, Precision, device};
 use crate::progress::{Event, Reporter};
 
 /// Options of [`adapt`].
@@ -157,7 +158,7 @@ pub fn state_dir(out: &Path) -> PathBuf {
     out.with_file_name(format!(".{name}.adapt-state"))
 }
 
-enum Data {
+pub(crate) enum Data {
     Images(ImageSet),
     Text(TextBlocks),
     Pairs {
@@ -167,7 +168,7 @@ enum Data {
 }
 
 impl Data {
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             Data::Images(s) => s.len(),
             Data::Text(t) => t.len(),
@@ -188,20 +189,15 @@ fn pair_loss(
     pairs: &[(String, String)],
     batch: &[usize],
 ) -> Result<Tensor> {
-    let b = batch.len();
-    let chosen: Vec<&(String, String)> = batch.iter().filter_map(|&i| pairs.get(i)).collect();
-    let texts: Vec<&str> = chosen
-        .iter()
-        .map(|p| p.0.as_str())
-        .chain(chosen.iter().map(|p| p.1.as_str()))
-        .collect();
+    let texts = pair_texts(pairs, batch);
+    let b = texts.len() / 2;
     let e = embed_in(model, tok, &texts, Mode::Train)?;
     let scores = (e.narrow(0, 0, b)?.matmul(&e.narrow(0, b, b)?.t()?)? * PAIR_SCALE)?;
     let targets = Tensor::arange(0u32, b as u32, &model.device)?;
     cross_entropy(&scores, &targets)
 }
 
-fn check_options(opts: &AdaptOptions) -> Result<()> {
+pub(crate) fn check_options(opts: &AdaptOptions) -> Result<()> {
     if !(opts.lr > 0.0 && opts.lr.is_finite()) {
         return Err(Error::InvalidValue {
             what: "`--lr`".into(),
@@ -254,6 +250,87 @@ fn check_options(opts: &AdaptOptions) -> Result<()> {
     Ok(())
 }
 
+/// Read the training data of a model of `config` from `data` (the tokenizer, where text needs
+/// one, from `ckpt`), cut to `opts.limit` examples.
+pub(crate) fn read_data(
+    ckpt: &Checkpoint,
+    config: &ModelConfig,
+    data: &Path,
+    opts: &AdaptOptions,
+) -> Result<Data> {
+    let mut set = match config.family {
+        Family::Vit => {
+            let set = read_images(data)?;
+            set.check_shape(config.channels, config.image_size)?;
+            set.check_labels(config.classes)?;
+            Data::Images(set)
+        }
+        Family::Llama => {
+            let tok = checkpoint_tokenizer(ckpt)?;
+            Data::Text(TextBlocks::read(data, &tok, opts.seq_len)?)
+        }
+        Family::Bert => {
+            if opts.batch_size < 2 {
+                return Err(Error::InvalidValue {
+                    what: "`--batch-size`".into(),
+                    value: opts.batch_size.to_string(),
+                    reason: "bert trains on sentence pairs against the other pairs of its batch; use 2 or more (e.g. 32)".into(),
+                });
+            }
+            Data::Pairs {
+                pairs: read_pairs(data)?,
+                tok: Box::new(checkpoint_tokenizer(ckpt)?),
+            }
+        }
+    };
+    match (opts.limit, &mut set) {
+        (Some(l), Data::Images(s)) => s.truncate(l),
+        (Some(l), Data::Pairs { pairs, .. }) => pairs.truncate(l),
+        _ => {}
+    }
+    Ok(set)
+}
+
+/// The training and held-out indices of `set` (`opts.val_fraction` held out, seeded).
+pub(crate) fn split_data(
+    set: &Data,
+    data: &Path,
+    opts: &AdaptOptions,
+) -> Result<(Vec<usize>, Vec<usize>)> {
+    let n = match (opts.limit, set) {
+        (Some(l), Data::Text(t)) => l.min(t.len()),
+        _ => set.len(),
+    };
+    let (train, val) = split(n, opts.val_fraction, opts.seed);
+    if train.is_empty() {
+        return Err(Error::Dataset {
+            path: data.to_path_buf(),
+            reason: format!("{n} example(s) leave none for training after the validation split"),
+        });
+    }
+    let eval_idx = if val.is_empty() { train.clone() } else { val };
+    Ok((train, eval_idx))
+}
+
+/// Refuse the image-only options on a model of another family.
+pub(crate) fn check_family_options(config: &ModelConfig, opts: &AdaptOptions) -> Result<()> {
+    if config.family == Family::Vit
+        || (opts.augment.is_none() && opts.drop_path == 0.0 && opts.dropout == 0.0)
+    {
+        return Ok(());
+    }
+    Err(Error::InvalidValue {
+        what:
+            "TRAIN.SMOOTHING / MIXUP / CUTMIX / REPROB / AA / COLOR_JITTER, MODEL.DROP_PATH / DROP"
+                .into(),
+        value: format!("{:?}", opts.augment),
+        reason: format!(
+            "label smoothing, Mixup, CutMix, random erasing, RandAugment, colour jitter, stochastic depth and dropout apply to image classifiers (vit); this model is {:?}: set them to 0 (TRAIN.AA to '')",
+            config.family
+        ),
+    })
+}
+
 /// Fine-tune the model at `model_path` on `data` and write it to `out`.
 pub fn adapt(
     model_path: &Path,
@@ -270,62 +347,129 @@ pub fn adapt(
     }
     let ckpt = open(model_path)?;
     let mut model = Model::load(&ckpt, &device(opts.cuda)?)?.with_precision(opts.precision);
-    let c = model.config.clone();
-    if c.family != Family::Vit
-        && (!opts.augment.is_none() || opts.drop_path > 0.0 || opts.dropout > 0.0)
-    {
-        return Err(Error::InvalidValue {
-            what: "TRAIN.SMOOTHING / MIXUP / CUTMIX / REPROB / AA / COLOR_JITTER, MODEL.DROP_PATH / DROP".into(),
-            value: format!("{:?}", opts.augment),
-            reason: format!(
-                "label smoothing, Mixup, CutMix, random erasing, RandAugment, colour jitter, stochastic depth and dropout apply to image classifiers (vit); this model is {:?}: set them to 0 (TRAIN.AA to '')",
-                c.family
-            ),
+    check_family_options(&model.config, opts)?;
+    let set = read_data(&ckpt, &model.config, data, opts)?;
+    let (train, eval_idx) = split_data(&set, data, opts)?;
+    let state_path = state_dir(out);
+    let metrics_path = opts
+        .metrics
+        .clone()
+        .unwrap_or_else(|| state_path.join(METRICS_FILE));
+    let run = Steps {
+        model: &model,
+        set: &set,
+        train,
+        eval_idx: &eval_idx,
+        opts,
+        teacher: None,
+        state_path: &state_path,
+        metrics_path: &metrics_path,
+        task: "adapt",
+    };
+    let done = run_steps(&run, reporter)?;
+    if done.stop < done.total {
+        return Ok(AdaptReport {
+            output: None,
+            steps: done.stop,
+            total_steps: done.total,
+            resumed_from: done.resumed_from,
+            final_loss: done.last_loss,
+            samples_per_sec: done.samples_per_sec,
+            metrics: None,
+            ema_metrics: None,
         });
     }
-    let mut set = match c.family {
-        Family::Vit => {
-            let set = read_images(data)?;
-            set.check_shape(c.channels, c.image_size)?;
-            set.check_labels(c.classes)?;
-            Data::Images(set)
+    reporter.report(Event::Finish);
+    let total = done.total;
+    let metrics = validate(&model, &set, &eval_idx)?;
+    let ema = done.ema;
+    let ema_metrics = match &ema {
+        Some(e) => {
+            let kept = e.swap_in(&model)?;
+            let m = validate(&model, &set, &eval_idx);
+            Ema::restore(&model, &kept)?;
+            Some(m?)
         }
-        Family::Llama => {
-            let tok = checkpoint_tokenizer(&ckpt)?;
-            Data::Text(TextBlocks::read(data, &tok, opts.seq_len)?)
-        }
-        Family::Bert => {
-            if opts.batch_size < 2 {
-                return Err(Error::InvalidValue {
-                    what: "`--batch-size`".into(),
-                    value: opts.batch_size.to_string(),
-                    reason: "bert trains on sentence pairs against the other pairs of its batch; use 2 or more (e.g. 32)".into(),
-                });
-            }
-            Data::Pairs {
-                pairs: read_pairs(data)?,
-                tok: Box::new(checkpoint_tokenizer(&ckpt)?),
-            }
-        }
+        None => None,
     };
-    match (opts.limit, &mut set) {
-        (Some(l), Data::Images(s)) => s.truncate(l),
-        (Some(l), Data::Pairs { pairs, .. }) => pairs.truncate(l),
-        _ => {}
-    }
-    let n = match (opts.limit, &set) {
-        (Some(l), Data::Text(t)) => l.min(t.len()),
-        _ => set.len(),
-    };
-    let (train, val) = split(n, opts.val_fraction, opts.seed);
-    if train.is_empty() {
-        return Err(Error::Dataset {
-            path: data.to_path_buf(),
-            reason: format!("{n} example(s) leave none for training after the validation split"),
-        });
-    }
-    let eval_idx = if val.is_empty() { train.clone() } else { val };
-    let per_epoch = train.len().div_ceil(opts.batch_size);
+    let mut log = MetricsLog::open(&metrics_path, total)?;
+    log.append(&serde_json::json!({
+        "step": total,
+        "epoch": total as f64 / done.per_epoch as f64,
+        "eval": &metrics,
+        "eval_ema": &ema_metrics,
+    }))?;
+    let own_log = opts.metrics.is_none().then_some(metrics_path.as_path());
+    let written = write_output(
+        &mut model,
+        &ckpt,
+        out,
+        opts,
+        &metrics,
+        ema.as_ref(),
+        (total, done.last_loss),
+        own_log,
+    )?;
+    let _ = fs_err::remove_dir_all(&state_path);
+    Ok(AdaptReport {
+        output: Some(written.display().to_string()),
+        steps: total,
+        total_steps: total,
+        resumed_from: done.resumed_from,
+        final_loss: done.last_loss,
+        samples_per_sec: done.samples_per_sec,
+        metrics: Some(metrics),
+        ema_metrics,
+    })
+}
+
+/// One training run for [`run_steps`]: the model, its data, the options and, when it is
+/// distilled, its teacher.
+pub(crate) struct Steps<'a> {
+    /// The model trained.
+    pub model: &'a Model,
+    /// The data.
+    pub set: &'a Data,
+    /// The training indices of `set`.
+    pub train: Vec<usize>,
+    /// The held-out indices, evaluated at the end of every epoch with `eval_every_epoch`.
+    pub eval_idx: &'a [usize],
+    /// Budget, optimiser, schedule, augmentation.
+    pub opts: &'a AdaptOptions,
+    /// The teacher to distil from (the loss is then the distillation loss).
+    pub teacher: Option<&'a Teacher>,
+    /// Where the resumable state lives.
+    pub state_path: &'a Path,
+    /// The `metrics.jsonl` the steps are appended to.
+    pub metrics_path: &'a Path,
+    /// The progress bar's name.
+    pub task: &'a str,
+}
+
+/// Where [`run_steps`] left a run.
+pub(crate) struct Done {
+    /// Steps planned.
+    pub total: usize,
+    /// Steps done (below `total` when stopped early).
+    pub stop: usize,
+    /// Steps per pass over the training split.
+    pub per_epoch: usize,
+    /// The step the run resumed from.
+    pub resumed_from: Option<usize>,
+    /// Loss of the last step.
+    pub last_loss: f32,
+    /// Throughput of this process.
+    pub samples_per_sec: f64,
+    /// The EMA of the weights, when asked for.
+    pub ema: Option<Ema>,
+}
+
+/// The one training loop: seeded batches, the loss of the task (or of the teacher), AdamW on
+/// the schedule, EMA, `metrics.jsonl`, an evaluation per epoch and the resumable state every
+/// `save_every` steps. Every trainer (`adapt`, the TLEG/SWS aux nets) runs it.
+pub(crate) fn run_steps(run: &Steps<'_>, reporter: &dyn Reporter) -> Result<Done> {
+    let (model, opts) = (run.model, run.opts);
+    let per_epoch = run.train.len().div_ceil(opts.batch_size);
     let total = opts
         .steps
         .unwrap_or_else(|| opts.epochs.unwrap_or(1) * per_epoch);
@@ -348,17 +492,16 @@ pub fn adapt(
             ..AdamWConfig::default()
         },
     )?;
-    let mut ema = opts.ema.map(|d| Ema::new(&model, d)).transpose()?;
-    let state_path = state_dir(out);
+    let mut ema = opts.ema.map(|d| Ema::new(model, d)).transpose()?;
     let mut start = 0;
     let mut resumed_from = None;
     let mut last_loss = f32::NAN;
     if opts.resume {
-        let meta = state::load(&state_path, &model, &mut opt, ema.as_mut())?;
+        let meta = state::load(run.state_path, model, &mut opt, ema.as_mut())?;
         if meta.total != total || meta.seed != opts.seed {
             return Err(Error::InvalidValue {
                 what: "`--resume`".into(),
-                value: state_path.display().to_string(),
+                value: run.state_path.display().to_string(),
                 reason: format!(
                     "the saved run planned {} steps with seed {}, this one {total} with seed {}; pass the same options",
                     meta.total, meta.seed, opts.seed
@@ -370,7 +513,7 @@ pub fn adapt(
         last_loss = meta.last_loss;
     }
     reporter.report(Event::Start {
-        task: "adapt".into(),
+        task: run.task.into(),
         total: total as u64,
     });
     if start > 0 {
@@ -379,49 +522,19 @@ pub fn adapt(
             item: Some(format!("resumed at step {start}")),
         });
     }
-    let metrics_path = opts
-        .metrics
-        .clone()
-        .unwrap_or_else(|| state_path.join(METRICS_FILE));
-    let mut log = Some(MetricsLog::open(&metrics_path, start)?);
+    let mut log = MetricsLog::open(run.metrics_path, start)?;
     let epoch_of = |done: usize| done as f64 / per_epoch as f64;
     let began = Instant::now();
     let mut seen = 0usize;
-    let mut order = EpochOrder::new(train.clone(), opts.seed);
+    let mut order = EpochOrder::new(run.train.clone(), opts.seed);
     let stop = opts.stop_after.unwrap_or(total).min(total);
     for step in start..stop {
         let batch = order.batch(step, opts.batch_size);
-        let loss = match &set {
-            Data::Images(s) => {
-                let (x, y) = s.batch(&batch, &model.device)?;
-                let mut rng = augment::step_rng(opts.seed, step);
-                let b = augment::apply(&x, &y, &opts.augment, &mut rng)?;
-                let hooks = Hooks {
-                    drop_path: Some(DropPath {
-                        rate: opts.drop_path,
-                        seed: rng.next_u64(),
-                    }),
-                    dropout: Some(Dropout {
-                        rate: opts.dropout,
-                        seed: rng.next_u64(),
-                    }),
-                    ..Hooks::default()
-                };
-                let out = model.forward_with(&Input::Images(b.x.clone()), Mode::Train, hooks)?;
-                augment::loss(&out.output, &b, &opts.augment)?
-            }
-            Data::Text(t) => {
-                let (x, y) = t.batch(&batch, &model.device)?;
-                let out =
-                    model.forward(&Input::Tokens { ids: x, mask: None }, Mode::Train, false)?;
-                lm_loss(&out.output, &y)?
-            }
-            Data::Pairs { pairs, tok } => pair_loss(&model, tok, pairs, &batch)?,
-        };
+        let (loss, agreement) = step_loss(run, &batch, step)?;
         let lr = schedule.at(step);
         opt.backward_step(&loss, opts.max_grad_norm, lr)?;
         if let Some(e) = ema.as_mut() {
-            e.update(&model)?;
+            e.update(model)?;
         }
         last_loss = loss.to_scalar::<f32>()?;
         if !last_loss.is_finite() {
@@ -435,29 +548,27 @@ pub fn adapt(
         }
         seen += batch.len();
         let rate = seen as f64 / began.elapsed().as_secs_f64().max(1e-9);
+        let agree = agreement.map_or(String::new(), |a| {
+            format!(" · teacher agreement {:.1}%", 100.0 * a)
+        });
         reporter.report(Event::Advance {
             amount: 1,
-            item: Some(format!("loss {last_loss:.4} · {rate:.0} samples/s")),
+            item: Some(format!("loss {last_loss:.4}{agree} · {rate:.0} samples/s")),
         });
         let done = step + 1;
-        if let Some(log) = log.as_mut() {
-            log.append(&StepRecord {
-                step: done,
-                epoch: epoch_of(done),
-                loss: last_loss,
-                lr,
-                samples_per_sec: rate,
-            })?;
-        }
-        if opts.eval_every_epoch
-            && done % per_epoch == 0
-            && done < total
-            && let Some(log) = log.as_mut()
-        {
+        log.append(&StepRecord {
+            step: done,
+            epoch: epoch_of(done),
+            loss: last_loss,
+            lr,
+            samples_per_sec: rate,
+            agreement,
+        })?;
+        if opts.eval_every_epoch && done % per_epoch == 0 && done < total {
             log.append(&serde_json::json!({
                 "step": done,
                 "epoch": epoch_of(done),
-                "eval": validate(&model, &set, &eval_idx)?,
+                "eval": evaluate_run(run, run.eval_idx)?,
             }))?;
         }
         if done % opts.save_every.max(1) == 0 || done == stop {
@@ -467,67 +578,91 @@ pub fn adapt(
                 seed: opts.seed,
                 last_loss,
             };
-            state::save(&state_path, &model, &opt, ema.as_ref(), &meta)?;
+            state::save(run.state_path, model, &opt, ema.as_ref(), &meta)?;
         }
     }
-    let samples_per_sec = seen as f64 / began.elapsed().as_secs_f64().max(1e-9);
-    if stop < total {
-        return Ok(AdaptReport {
-            output: None,
-            steps: stop,
-            total_steps: total,
-            resumed_from,
-            final_loss: last_loss,
-            samples_per_sec,
-            metrics: None,
-            ema_metrics: None,
-        });
-    }
-    reporter.report(Event::Finish);
-    let metrics = validate(&model, &set, &eval_idx)?;
-    let ema_metrics = match &ema {
-        Some(e) => {
-            let kept = e.swap_in(&model)?;
-            let m = validate(&model, &set, &eval_idx);
-            Ema::restore(&model, &kept)?;
-            Some(m?)
-        }
-        None => None,
-    };
-    if let Some(log) = log.as_mut() {
-        log.append(&serde_json::json!({
-            "step": total,
-            "epoch": epoch_of(total),
-            "eval": &metrics,
-            "eval_ema": &ema_metrics,
-        }))?;
-    }
-    let own_log = opts.metrics.is_none().then_some(metrics_path.as_path());
-    let written = write_output(
-        &mut model,
-        &ckpt,
-        out,
-        opts,
-        &metrics,
-        ema.as_ref(),
-        (total, last_loss),
-        own_log,
-    )?;
-    let _ = fs_err::remove_dir_all(&state_path);
-    Ok(AdaptReport {
-        output: Some(written.display().to_string()),
-        steps: total,
-        total_steps: total,
+    Ok(Done {
+        total,
+        stop,
+        per_epoch,
         resumed_from,
-        final_loss: last_loss,
-        samples_per_sec,
-        metrics: Some(metrics),
-        ema_metrics,
+        last_loss,
+        samples_per_sec: seen as f64 / began.elapsed().as_secs_f64().max(1e-9),
+        ema,
     })
 }
 
+/// The loss of one step on `batch`, and the fraction of predictions that agree with the
+/// teacher's when there is one.
+fn step_loss(run: &Steps<'_>, batch: &[usize], step: usize) -> Result<(Tensor, Option<f32>)> {
+    let (model, opts) = (run.model, run.opts);
+    match run.set {
+        Data::Images(s) => {
+            let (x, y) = s.batch(batch, &model.device)?;
+            let mut rng = augment::step_rng(opts.seed, step);
+            let b = augment::apply(&x, &y, &opts.augment, &mut rng)?;
+            let hooks = Hooks {
+                drop_path: Some(DropPath {
+                    rate: opts.drop_path,
+                    seed: rng.next_u64(),
+                }),
+                dropout: Some(Dropout {
+                    rate: opts.dropout,
+                    seed: rng.next_u64(),
+                }),
+                ..Hooks::default()
+            };
+            let input = Input::Images(b.x.clone());
+            let out = model.forward_with(&input, Mode::Train, hooks)?;
+            match run.teacher {
+                None => Ok((augment::loss(&out.output, &b, &opts.augment)?, None)),
+                Some(t) => t.logits_loss(&out.output, &input, || {
+                    augment::loss(&out.output, &b, &opts.augment)
+                }),
+            }
+        }
+        Data::Text(t) => {
+            let (x, y) = t.batch(batch, &model.device)?;
+            let input = Input::Tokens { ids: x, mask: None };
+            let out = model.forward(&input, Mode::Train, false)?;
+            match run.teacher {
+                None => Ok((lm_loss(&out.output, &y)?, None)),
+                Some(teacher) => {
+                    teacher.logits_loss(&out.output, &input, || lm_loss(&out.output, &y))
+                }
+            }
+        }
+        Data::Pairs { pairs, tok } => match run.teacher {
+            None => Ok((pair_loss(model, tok, pairs, batch)?, None)),
+            Some(teacher) => {
+                let texts = pair_texts(pairs, batch);
+                teacher.hidden_loss(model, tok, &texts)
+            }
+        },
+    }
+}
+
+/// Both sentences of the pairs `batch`, firsts then seconds.
+pub(crate) fn pair_texts<'a>(pairs: &'a [(String, String)], batch: &[usize]) -> Vec<&'a str> {
+    let chosen: Vec<&(String, String)> = batch.iter().filter_map(|&i| pairs.get(i)).collect();
+    chosen
+        .iter()
+        .map(|p| p.0.as_str())
+        .chain(chosen.iter().map(|p| p.1.as_str()))
+        .collect()
+}
+
+/// The held-out evaluation of a run: the task's metric, and against the teacher when there
+/// is one.
+fn evaluate_run(run: &Steps<'_>, idx: &[usize]) -> Result<serde_json::Value> {
+    match run.teacher {
+        None => Ok(serde_json::to_value(validate(run.model, run.set, idx)?)?),
+        Some(t) => Ok(serde_json::to_value(t.held_out(run.model, run.set, idx)?)?),
+    }
+}
+
 /// The model's metric on the examples `idx` of `set`.
-fn validate(model: &Model, set: &Data, idx: &[usize]) -> Result<Metrics> {
+pub(crate) fn validate(model: &Model, set: &Data, idx: &[usize]) -> Result<Metrics> {
     let quiet = &crate::progress::Silent;
     match set {
         Data::Images(s) => accuracy(model, s, idx, 256, quiet),

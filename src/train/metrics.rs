@@ -24,6 +24,10 @@ pub struct StepRecord {
     pub lr: f64,
     /// Training examples per second so far in this process.
     pub samples_per_sec: f64,
+    /// The fraction of the step's predictions (images or tokens) whose arg-max equals the
+    /// teacher's, when the model is distilled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<f32>,
 }
 
 /// The file name of the per-step metrics in a run (or adapted model) directory.
@@ -102,6 +106,7 @@ mod tests {
             loss: 1.0 / n as f32,
             lr: 1e-3,
             samples_per_sec: 10.0,
+            agreement: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! Training and evaluation: datasets, AdamW with a cosine schedule, SGD with momentum ([`sgd`]), gradient clipping,
-//! resumable training state, losses (cross-entropy, KL distillation), DeiT's batch augmentations
+//! resumable training state, losses (cross-entropy, KL distillation), distillation from a
+//! teacher ([`distill`]), DeiT's batch augmentations
 //! ([`augment`]), text corpora from files,
 //! directories, globs and JSON Lines ([`corpus`]), and the two verbs built on
 //! them, [`adapt`] and [`evaluate`].
@@ -9,6 +10,7 @@ pub mod augment;
 pub mod color_jitter;
 pub mod corpus;
 pub mod data;
+pub mod distill;
 pub mod ema;
 pub mod eval;
 pub mod loss;

@@ -11,6 +11,7 @@ mod configs;
 mod convert;
 mod engine;
 mod extract;
+mod faithful;
 mod gguf;
 mod gguf_cli;
 mod heur_vgg;
