@@ -232,6 +232,21 @@ pub fn publish_trained(
     publish(&gene, teacher, request, registry, reporter, files, timings)
 }
 
+/// Refuse, before a long training run, a gene tag the registry already holds (published
+/// versions are immutable, so the run could not publish its gene).
+pub fn check_tag_free(request: &ExtractRequest, registry: &Registry) -> Result<()> {
+    let (name, version) = gene_tag(request, find(&request.algorithm)?)?;
+    let tag = crate::registry::Reference::tag(&name, &version)?;
+    if registry.resolve(&tag).is_err() {
+        return Ok(());
+    }
+    Err(Error::InvalidValue {
+        what: "GENE.NAME / GENE.VERSION".into(),
+        value: format!("{name}:{version}"),
+        reason: "the registry already holds this gene and published versions are immutable; set another GENE.VERSION or GENE.NAME".into(),
+    })
+}
+
 fn resolve_recipe(
     algorithm: &dyn Algorithm,
     family: Family,

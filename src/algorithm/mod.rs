@@ -28,7 +28,8 @@ pub use ancestor::AncestorModel;
 pub use blueprint::{Blueprint, GrowOptions, GrowRequest, LayerSource};
 pub use builder::GeneBuilder;
 pub use extract::{
-    ExtractJob, ExtractRequest, Extracted, Imported, Lineage, extract, publish_trained,
+    ExtractJob, ExtractRequest, Extracted, Imported, Lineage, check_tag_free, extract,
+    publish_trained,
 };
 pub use gene::GeneView;
 

@@ -17,7 +17,7 @@ use super::plan::{AncestorRun, adapt_options};
 use super::run::{Trained, check_same_run, write_run_config};
 use super::size;
 use crate::algorithm::faithful::{AuxInit, AuxNet, AuxRequest, materialise};
-use crate::algorithm::{find, publish_trained};
+use crate::algorithm::{check_tag_free, find, publish_trained};
 use crate::anatomy::Family;
 use crate::checkpoint::{Checkpoint, SideFile, open};
 use crate::error::{Error, Result};
@@ -177,6 +177,22 @@ fn check_run_dir(cfg: &Config, dir: &Path, resume: bool) -> Result<()> {
     Ok(())
 }
 
+/// `DATASET.INPUT_SIZE` must be the teacher's image size: images are not resized.
+fn check_input_size(cfg: &Config, teacher: &ModelConfig) -> Result<()> {
+    match cfg.int("DATASET.INPUT_SIZE") {
+        Some(side) if teacher.family == Family::Vit && side as usize != teacher.image_size => {
+            Err(cfg.error(
+                "DATASET.INPUT_SIZE",
+                format!(
+                    "{side} differs from the teacher's image size {}; images are used at their stored size, so set it to {}",
+                    teacher.image_size, teacher.image_size
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// The teacher's `config.json` with the aux net's sizes written over it.
 fn aux_config_json(teacher: &Checkpoint, aux: &ModelConfig) -> Value {
     let mut merged = match &teacher.config {
@@ -263,11 +279,15 @@ pub fn train_aux(
     }
     let dir = run.output_dir.clone();
     check_run_dir(cfg, &dir, resume)?;
+    if !resume {
+        check_tag_free(&run.request, registry)?;
+    }
     let data = cfg.required_str("DATASET.PATH", "target/fixtures/shakespeare/train.txt")?;
     let mut opts = adapt_options(cfg)?;
     let dev = device(opts.cuda)?;
     let teacher_model = Model::load(&teacher_ckpt, &dev)?.with_precision(opts.precision);
     let family = teacher_model.config.family;
+    check_input_size(cfg, &teacher_model.config)?;
     let options = distill_options(cfg, family)?;
     let aux_cfg = aux_config(cfg, algorithm.name(), &teacher_model.config)?;
     let init = AuxInit::parse(cfg.str("AUX.INIT").unwrap_or("random"))

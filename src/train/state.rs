@@ -17,6 +17,9 @@ use crate::nn::Model;
 /// The file names inside a state directory.
 const TENSORS: &str = "state.safetensors";
 const META: &str = "state.json";
+/// The step and the last loss inside the tensors file.
+const STEP: &str = "meta/step";
+const LOSS: &str = "meta/last_loss";
 
 /// What a state directory records besides tensors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,6 +62,10 @@ pub fn save(
     for (name, t) in ema.iter().flat_map(|e| &e.shadow) {
         tensors.insert(format!("ema/{name}"), t.clone());
     }
+    // The step and loss travel with the tensors: a process killed between the two renames
+    // leaves tensors one step ahead of `state.json`, and the tensors' own step wins.
+    tensors.insert(STEP.into(), Tensor::new(&[meta.step as u32], &Device::Cpu)?);
+    tensors.insert(LOSS.into(), Tensor::new(&[meta.last_loss], &Device::Cpu)?);
     let tmp = dir.join(format!("{TENSORS}.tmp"));
     candle_core::safetensors::save(&tensors, &tmp)?;
     fs_err::rename(&tmp, dir.join(TENSORS))?;
@@ -78,12 +85,16 @@ pub fn load(
     if !meta_path.is_file() {
         return Err(Error::NotFound { path: meta_path });
     }
-    let meta: StateMeta =
+    let mut meta: StateMeta =
         serde_json::from_slice(&fs_err::read(&meta_path)?).map_err(|e| Error::Config {
             path: meta_path.clone(),
             reason: format!("not a training state: {e}"),
         })?;
     let tensors = candle_core::safetensors::load(dir.join(TENSORS), &Device::Cpu)?;
+    if let (Some(step), Some(loss)) = (tensors.get(STEP), tensors.get(LOSS)) {
+        meta.step = step.to_vec1::<u32>()?.first().copied().unwrap_or(0) as usize;
+        meta.last_loss = loss.to_vec1::<f32>()?.first().copied().unwrap_or(f32::NAN);
+    }
     let take = |key: String| -> Result<Tensor> {
         let t = tensors.get(&key).ok_or_else(|| Error::ModelMismatch {
             name: key.clone(),

@@ -333,7 +333,7 @@ fn shipped_tleg_vit_configs_take_the_official_checkpoint_pth() {
             &format!("OUTPUT_DIR={}", s(&home.join("runs/ancestor"))),
         ],
     );
-    assert_eq!(trained["gene"]["reference"], "deit-tiny-tleg:0.1.0");
+    assert_eq!(trained["gene"]["reference"], "vit-fashion-tleg:0.1.0");
     assert_eq!(trained["gene"]["fidelity"], "faithful", "{trained}");
 
     // The descendant config takes the checkpoint.pth itself as MODEL.LOAD_GENE.

@@ -99,6 +99,64 @@ fn ok(home: &Path, args: &[String]) -> Value {
     json_result(&run)
 }
 
+/// Every tensor of the model directory `dir`, by name.
+fn tensors(dir: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let ckpt = lgreg::checkpoint::open(dir).unwrap();
+    ckpt.source
+        .tensors()
+        .iter()
+        .map(|t| (t.name.clone(), ckpt.source.read_f32(&t.name).unwrap()))
+        .collect()
+}
+
+/// The logits of the model at `dir` on the first `n` images of `data`.
+fn logits(dir: &Path, data: &Path, n: usize) -> Vec<f32> {
+    let ckpt = lgreg::checkpoint::open(dir).unwrap();
+    let model = lgreg::nn::Model::load(&ckpt, &candle_core::Device::Cpu).unwrap();
+    let set = lgreg::train::data::read_images(data).unwrap();
+    let idx: Vec<usize> = (0..n).collect();
+    let (x, _) = set.batch(&idx, &candle_core::Device::Cpu).unwrap();
+    let out = model
+        .forward(&lgreg::nn::Input::Images(x), lgreg::nn::Mode::Infer, false)
+        .unwrap();
+    out.output.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}");
+    let worst = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    assert!(worst <= tol, "{what}: differs by {worst}");
+}
+
+/// The step records of a run's `metrics.jsonl`.
+fn steps(run_dir: &Path) -> Vec<Value> {
+    lgreg::train::metrics::read(&run_dir.join("metrics.jsonl"))
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.get("loss").is_some())
+        .collect()
+}
+
+/// `lgreg spawn GENE --layers N -o OUT`.
+fn spawn(home: &Path, gene: &str, layers: usize, out: &Path) {
+    let run = run_str(
+        home,
+        &[
+            "spawn",
+            gene,
+            "--layers",
+            &layers.to_string(),
+            "-o",
+            &s(out),
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+}
+
 #[test]
 fn a_tleg_aux_net_is_distilled_published_and_spawned() {
     let tmp = tempfile::tempdir().unwrap();
@@ -107,6 +165,332 @@ fn a_tleg_aux_net_is_distilled_published_and_spawned() {
     let data = images(&home.join("images"), 8);
     let out = home.join("runs/tleg");
     let trained = ok(home, &train_args("tleg", &t, &data, &out, &[]));
-    eprintln!("{trained:#}");
-    assert_eq!(trained["gene"]["fidelity"], "faithful", "{trained}");
+    let gene = &trained["gene"];
+    assert_eq!(gene["fidelity"], "faithful", "{trained}");
+    assert_eq!(gene["algorithm"], "tleg");
+    let units: Vec<&str> = gene["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        units,
+        [
+            "globals.safetensors",
+            "tleg.base.safetensors",
+            "tleg.slope.safetensors"
+        ]
+    );
+    // The card says how it was made.
+    let d = &gene["diagnostics"]["distill"];
+    assert_eq!(d["steps"], 6, "{d}");
+    assert_eq!(d["examples_seen"], 48);
+    assert_eq!(d["init"], "random");
+    assert_eq!(d["loss"]["reduction"], "mean");
+    assert_eq!(d["teacher"], s(&t));
+    let agreement = d["held_out"]["agreement"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&agreement), "{d}");
+    assert!(d["held_out"]["kl"].as_f64().unwrap() >= 0.0, "{d}");
+    assert_eq!(gene["diagnostics"]["aux_depth"], 12);
+    // Every step is logged with the teacher agreement; the state is gone.
+    let logged = steps(&out);
+    assert_eq!(logged.len(), 6);
+    assert!(
+        logged.iter().all(|r| r["agreement"].is_number()),
+        "{logged:?}"
+    );
+    assert!(!out.join(".aux-state").exists());
+    assert!(out.join("curves.svg").is_file());
+
+    // The aux net's layers lie on the line: layer l - layer 0 = (l / 11)·(layer 11 - layer 0).
+    let aux = tensors(&out.join("aux"));
+    let w = |l: usize| aux[&format!("blocks.{l}.mlp.fc1.weight")].clone();
+    let (first, last) = (w(0), w(11));
+    for l in [3, 7] {
+        let want: Vec<f32> = first
+            .iter()
+            .zip(&last)
+            .map(|(a, b)| a + (l as f32 / 11.0) * (b - a))
+            .collect();
+        assert_close(&w(l), &want, 1e-5, &format!("layer {l} off the line"));
+    }
+    // A 12-layer descendant is the aux net itself: the same tensors and the same logits.
+    let des = home.join("des12");
+    spawn(home, "tiny-tleg:0.1.0", 12, &des);
+    let spawned = tensors(&des);
+    for (name, values) in &aux {
+        assert_close(&spawned[name], values, 1e-6, name);
+    }
+    assert_close(
+        &logits(&des, &data, 8),
+        &logits(&out.join("aux"), &data, 8),
+        1e-5,
+        "logits",
+    );
+    // Any other depth spawns on the same line.
+    let des3 = home.join("des3");
+    spawn(home, "tiny-tleg:0.1.0", 3, &des3);
+    let three = tensors(&des3);
+    let fc1 = |m: &std::collections::BTreeMap<String, Vec<f32>>, l: usize| {
+        m[&format!("blocks.{l}.mlp.fc1.weight")].clone()
+    };
+    assert_close(&fc1(&three, 0), &fc1(&aux, 0), 1e-6, "layer 0 of 3");
+    let slope: Vec<f32> = first
+        .iter()
+        .zip(&last)
+        .map(|(a, b)| (b - a) * 12.0 / 11.0)
+        .collect();
+    let want: Vec<f32> = first.iter().zip(&slope).map(|(b, a)| b + a / 3.0).collect();
+    assert_close(&fc1(&three, 1), &want, 1e-5, "layer 1 of 3");
+}
+
+#[test]
+fn an_sws_aux_net_shares_one_block_per_stage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let t = teacher(&home.join("teacher"), 8);
+    let data = images(&home.join("images"), 8);
+    let out = home.join("runs/sws");
+    let trained = ok(home, &train_args("sws", &t, &data, &out, &["AUX.INIT=fit"]));
+    let gene = &trained["gene"];
+    assert_eq!(gene["fidelity"], "faithful", "{trained}");
+    assert_eq!(
+        gene["diagnostics"]["stage_lengths"],
+        serde_json::json!([3, 3, 4, 3, 3])
+    );
+    assert_eq!(gene["diagnostics"]["distill"]["init"], "fit");
+    let aux = tensors(&out.join("aux"));
+    let qkv = |l: usize| aux[&format!("blocks.{l}.attn.qkv.weight")].clone();
+    // 16 virtual layers, stages 0-2, 3-5, 6-9, 10-12, 13-15: equal inside, different across.
+    for (from, to) in [(0, 2), (3, 5), (6, 9), (10, 12), (13, 15)] {
+        for l in from + 1..=to {
+            assert_eq!(qkv(l), qkv(from), "layer {l} differs from layer {from}");
+        }
+    }
+    assert_ne!(qkv(2), qkv(3));
+    // The warm start copied the middle layer of each teacher stage, and training moved it.
+    let teacher_qkv = tensors(&t)["blocks.0.attn.qkv.weight"].clone();
+    assert_ne!(qkv(0), teacher_qkv, "stage 0 did not train");
+    // The 16-layer descendant is the aux net; 12 layers take 3, 3, 2, 2, 2.
+    let des = home.join("des16");
+    spawn(home, "tiny-sws:0.1.0", 16, &des);
+    assert_close(
+        &logits(&des, &data, 8),
+        &logits(&out.join("aux"), &data, 8),
+        1e-5,
+        "logits",
+    );
+    let des12 = home.join("des12");
+    spawn(home, "tiny-sws:0.1.0", 12, &des12);
+    let twelve = tensors(&des12);
+    assert_eq!(twelve["blocks.6.attn.qkv.weight"], qkv(6));
+    assert_eq!(twelve["blocks.11.attn.qkv.weight"], qkv(15));
+}
+
+#[test]
+fn distillation_recovers_a_teacher_that_is_linear_in_depth() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    // A teacher whose 6 layers are exactly B + (l/6)·A, with confident logits.
+    let c = vit_spec(6).config();
+    let dir = home.join("linear");
+    write_model_dir(&dir, &c, |name, layer, i| {
+        // The same B and A for every layer: the name without its block number.
+        let shared = layer.map_or(name.to_string(), |l| {
+            name.replace(&format!("blocks.{l}."), "blocks.")
+        });
+        let (b, a) = (hashed(&shared, None, i), hashed(&shared, Some(1), i));
+        let norm = name.contains("norm") && name.ends_with("weight");
+        let head = name.starts_with("head");
+        match (layer, norm) {
+            (Some(l), true) => 1.0 + 0.1 * b + 0.05 * a * l as f32 / 6.0,
+            (Some(l), false) => 0.3 * b + 0.3 * a * l as f32 / 6.0,
+            (None, true) => 1.0,
+            (None, false) if head => 4.0 * b,
+            (None, false) => 0.5 * b,
+        }
+    });
+    let data = images(&home.join("images"), 8);
+
+    // Started on the least-squares line through its layers, the aux net is the teacher.
+    let out = home.join("runs/fit");
+    let fitted = ok(
+        home,
+        &train_args(
+            "tleg",
+            &dir,
+            &data,
+            &out,
+            &[
+                "AUX.INIT=fit",
+                "AUX.LAYERS=6",
+                "TRAIN.LR=1e-9",
+                "TRAIN.MIN_LR=0",
+            ],
+        ),
+    );
+    let held = &fitted["gene"]["diagnostics"]["distill"]["held_out"];
+    assert_eq!(held["agreement"], 1.0, "{held}");
+    assert!(held["kl"].as_f64().unwrap() < 1e-6, "{held}");
+    assert_close(
+        &logits(&out.join("aux"), &data, 8),
+        &logits(&dir, &data, 8),
+        1e-3,
+        "logits",
+    );
+
+    // From random values, distillation closes in on it: the KL falls.
+    let out = home.join("runs/random");
+    let random = ok(
+        home,
+        &train_args(
+            "tleg",
+            &dir,
+            &data,
+            &out,
+            &[
+                "AUX.LAYERS=6",
+                "TRAIN.STEPS=30",
+                "TRAIN.LR=0.003",
+                "GENE.NAME=from-random",
+            ],
+        ),
+    );
+    let logged = steps(&out);
+    let first = logged[0]["loss"].as_f64().unwrap();
+    let last = logged.last().unwrap()["loss"].as_f64().unwrap();
+    assert!(last < 0.5 * first, "distillation loss {first} -> {last}");
+    let held = &random["gene"]["diagnostics"]["distill"]["held_out"];
+    assert!(
+        held["kl"].as_f64().unwrap() < 0.5 * first,
+        "{held}, first step {first}"
+    );
+}
+
+#[test]
+fn an_aux_net_run_killed_mid_way_resumes_to_the_unbroken_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let t = teacher(&home.join("teacher"), 4);
+    let data = images(&home.join("images"), 8);
+    let whole_dir = home.join("runs/whole");
+    ok(
+        home,
+        &train_args("tleg", &t, &data, &whole_dir, &["GENE.NAME=whole"]),
+    );
+
+    let kill_after = 1 + crate::support::clock_pick(5);
+    let cut_dir = home.join("runs/cut");
+    let args = train_args("tleg", &t, &data, &cut_dir, &["GENE.NAME=cut"]);
+    crate::support::kill_once_logged(home, &args, &cut_dir.join("metrics.jsonl"), kill_after);
+    assert!(
+        !cut_dir.join("aux").exists(),
+        "killed after step {kill_after}, yet finished"
+    );
+    // Without --resume the unfinished run is not overwritten.
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let refused = run_str(home, &refs);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(refused.stderr.contains("--resume"), "{}", refused.stderr);
+    let mut resume = args.clone();
+    resume.push("--resume".into());
+    let resumed = ok(home, &resume);
+    assert_eq!(resumed["distilled"]["steps"], 6, "{resumed}");
+    assert_eq!(steps(&cut_dir).len(), 6, "killed after step {kill_after}");
+    let weights = |d: &Path| std::fs::read(d.join("aux/model.safetensors")).unwrap();
+    assert!(
+        weights(&whole_dir) == weights(&cut_dir),
+        "killed after step {kill_after}: the aux nets differ"
+    );
+}
+
+#[test]
+fn bad_faithful_configs_exit_1_naming_the_key_and_publish_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let t = teacher(&home.join("teacher"), 4);
+    let data = images(&home.join("images"), 4);
+    for (method, set, key) in [
+        ("tleg", "AUX.INIT=fit", "AUX.INIT"),
+        ("tleg", "DISTILL.ALPHA=2", "DISTILL.ALPHA"),
+        ("sws", "DISTILL.LOSS=mse", "DISTILL.LOSS"),
+        ("sws", "AUX.STAGES=[3,0]", "AUX.STAGES"),
+        ("tleg", "DISTILL.REDUCTION=sum", "DISTILL.REDUCTION"),
+        ("tleg", "AUX.HEADS=3", "AUX.HEADS"),
+        ("tleg", "MODE=approximate", "AUX.INIT"),
+        ("tleg", "DATASET.INPUT_SIZE=224", "DATASET.INPUT_SIZE"),
+    ] {
+        let out = home.join(format!("runs/{}", key.replace('.', "-")));
+        let mut args = train_args(method, &t, &data, &out, &[set]);
+        if set == "AUX.INIT=fit" {
+            args.push("AUX.HIDDEN=16".into());
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = run_str(home, &refs);
+        assert_eq!(run.code, 1, "{set}: {}", run.stderr);
+        assert!(run.stderr.contains(key), "{set}: {}", run.stderr);
+        assert!(!out.join("aux").exists(), "{set}");
+    }
+    let ls = run_str(home, &["ls", "--json"]);
+    assert!(!ls.stdout.contains("tiny-"), "{}", ls.stdout);
+    // Pool and auto have no aux net to train yet.
+    let run = run_str(
+        home,
+        &[
+            "train",
+            "--config",
+            &shipped("ancestor_pool_llama.yaml"),
+            "--set",
+            "MODE=faithful",
+        ],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("MODE"), "{}", run.stderr);
+}
+
+#[test]
+fn the_toolboxs_ancestor_tleg_vit_config_trains_the_aux_net() {
+    // The keys and values of the toolbox's configs/ancestor_tleg_vit.yaml
+    // (github.com/ZhenuYang/Yuanmou), its paths pointing here plus the teacher it leaves
+    // implicit; on the CPU, with the teacher's image size and a short budget.
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let t = teacher(&home.join("teacher"), 4);
+    let data = images(&home.join("images"), 4);
+    let config = home.join("ancestor_tleg_vit.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "METHOD_FAMILY: 'tleg_vit'\nOUTPUT_DIR: '{}'\nSEED: 123\nDEVICE: 'cuda'\n\nDATASET:\n  NAME: 'CIFAR100'\n  PATH: '{}'\n  INPUT_SIZE: 224\n  PIN_MEM: True\n  NUM_WORKERS: 4\n\nGENE:\n  ANCESTOR_MODEL_PATH: '{}'\n\nMODEL:\n  TYPE: 'aux_deit_tiny_patch16_224'\n  PRETRAINED: True\n  DROP: 0.0\n  DROP_PATH: 0.1\n  EMA: True\n  EMA_DECAY: 0.99996\n\nTRAIN:\n  EPOCHS: 300\n  START_EPOCH: 0\n  BATCH_SIZE: 128\n  UNSCALE_LR: False\n\n  OPT: 'adamw'\n  OPT_EPS: 1e-8\n  WEIGHT_DECAY: 0.05\n  MOMENTUM: 0.9\n\n  SCHED: 'cosine'\n  LR: 0.0005\n  WARMUP_EPOCHS: 5\n  WARMUP_LR: 1e-6\n  MIN_LR: 1e-5\n\n  SMOOTHING: 0.1\n  MIXUP: 0.8\n  CUTMIX: 1.0\n  COLOR_JITTER: 0.4\n  AA: 'rand-m9-mstd0.5-inc1'\n  REPROB: 0.25\n\nDISTRIBUTED:\n  WORLD_SIZE: 1\n  DIST_URL: 'env://'\n  DIST_EVAL: True\n",
+            s(&home.join("runs/toolbox")),
+            s(&data),
+            s(&t)
+        ),
+    )
+    .unwrap();
+    let trained = ok(
+        home,
+        &[
+            "train",
+            "--json",
+            "--config",
+            &s(&config),
+            "--set",
+            "DEVICE=cpu",
+            "DATASET.INPUT_SIZE=16",
+            "TRAIN.STEPS=2",
+            "TRAIN.BATCH_SIZE=4",
+        ]
+        .map(str::to_string),
+    );
+    let gene = &trained["gene"];
+    assert_eq!(gene["fidelity"], "faithful", "{trained}");
+    // aux_deit_tiny: width 192 and 3 heads, distilled from the width-32 teacher.
+    assert_eq!(
+        gene["diagnostics"]["distill"]["aux"]["hidden"], 192,
+        "{gene}"
+    );
+    assert_eq!(gene["diagnostics"]["distill"]["aux"]["heads"], 3);
+    assert_eq!(gene["diagnostics"]["distill"]["steps"], 2);
 }
