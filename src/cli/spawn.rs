@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use lgreg::algorithm::{GrowOptions, GrowRequest};
 use lgreg::checkpoint::DType;
-use lgreg::descendant::{SpawnRequest, Spawned, spawn};
+use lgreg::descendant::{Baseline, SpawnRequest, Spawned, spawn};
 use lgreg::registry::Registry;
 
 use super::progress::Bars;
@@ -50,8 +50,12 @@ pub(crate) struct Args {
     #[arg(long)]
     eval_data: Option<PathBuf>,
     /// Draw every tensor at random instead (same shapes, nothing inherited): a baseline.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "random_layers")]
     random_baseline: bool,
+    /// Draw the layers at random but keep the gene's embeddings, norms and head: the control
+    /// that shows what the globals alone give.
+    #[arg(long)]
+    random_layers: bool,
     /// Replace the output directory if it exists.
     #[arg(long)]
     force: bool,
@@ -93,7 +97,13 @@ pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Ou
         force: args.force,
         smoke: !args.no_smoke,
         eval_data: args.eval_data.clone(),
-        random_baseline: args.random_baseline,
+        baseline: if args.random_baseline {
+            Some(Baseline::Random)
+        } else if args.random_layers {
+            Some(Baseline::RandomLayers)
+        } else {
+            None
+        },
     };
     let spawned = spawn(&registry, &request, &Bars::new(global))?;
     Ok(Box::new(SpawnOut(spawned)))

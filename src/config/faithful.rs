@@ -193,14 +193,35 @@ fn check_input_size(cfg: &Config, teacher: &ModelConfig) -> Result<()> {
     }
 }
 
-/// The teacher's `config.json` with the aux net's sizes written over it.
+/// The `config.json` keys that carry a model's sizes (HF and timm spellings).
+const SIZE_KEYS: &[&str] = &[
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "embed_dim",
+    "depth",
+    "num_heads",
+    "mlp_ratio",
+];
+
+/// The teacher's `config.json` with the aux net's sizes written over it (and the keys it
+/// lacks added); everything else (token ids, RoPE, dtypes) stays the teacher's.
 fn aux_config_json(teacher: &Checkpoint, aux: &ModelConfig) -> Value {
     let mut merged = match &teacher.config {
         Some(Value::Object(m)) => m.clone(),
         _ => Map::new(),
     };
-    if let Value::Object(sizes) = config_json(aux) {
-        merged.extend(sizes);
+    if let Value::Object(own) = config_json(aux) {
+        for (key, value) in own {
+            if SIZE_KEYS.contains(&key.as_str()) || !merged.contains_key(&key) {
+                merged.insert(key, value);
+            }
+        }
+    }
+    if merged.contains_key("head_dim") {
+        merged.insert("head_dim".into(), Value::from(aux.head_dim()));
     }
     Value::Object(merged)
 }

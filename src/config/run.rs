@@ -244,7 +244,7 @@ fn spawn_request(run: &DescendantRun, force: bool) -> SpawnRequest {
         force,
         smoke: false,
         eval_data: None,
-        random_baseline: false,
+        baseline: None,
     }
 }
 

@@ -71,13 +71,24 @@ pub fn model_card(
         request.grow.seed,
         parameters
     );
-    if request.random_baseline {
-        let _ = writeln!(
-            s,
-            "**Baseline:** every tensor of this model is drawn at random (seed {}); it inherits \
-             nothing from the gene but its shapes, tokenizer and config.\n",
-            request.grow.seed
-        );
+    match request.baseline {
+        Some(super::Baseline::Random) => {
+            let _ = writeln!(
+                s,
+                "**Baseline:** every tensor of this model is drawn at random (seed {}); it inherits \
+                 nothing from the gene but its shapes, tokenizer and config.\n",
+                request.grow.seed
+            );
+        }
+        Some(super::Baseline::RandomLayers) => {
+            let _ = writeln!(
+                s,
+                "**Baseline:** the layers of this model are drawn at random (seed {}); it inherits \
+                 the gene's embeddings, norms and head, its tokenizer and config.\n",
+                request.grow.seed
+            );
+        }
+        None => {}
     }
     let _ = writeln!(s, "## Lineage\n");
     if let Some(a) = &card.ancestor {

@@ -52,9 +52,40 @@ pub struct SpawnRequest {
     pub smoke: bool,
     /// Images for the vit smoke metric.
     pub eval_data: Option<PathBuf>,
-    /// Draw every tensor at random (same shapes, nothing inherited): a baseline to compare
-    /// descendants against.
-    pub random_baseline: bool,
+    /// A control instead of the gene's layers: every tensor at random, or the layers at random
+    /// with the gene's globals.
+    pub baseline: Option<Baseline>,
+}
+
+/// The controls a descendant is compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Baseline {
+    /// Every tensor drawn at random (same shapes, nothing inherited).
+    Random,
+    /// The layers drawn at random; the gene's globals (embeddings, norms, head) inherited: what
+    /// the globals alone give.
+    RandomLayers,
+}
+
+impl Baseline {
+    /// The card's and the record name's word for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Baseline::Random => "random",
+            Baseline::RandomLayers => "random-layers",
+        }
+    }
+
+    /// What it inherits, for the card.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Baseline::Random => "random: nothing inherited",
+            Baseline::RandomLayers => {
+                "random layers: the gene's embeddings, norms and head inherited"
+            }
+        }
+    }
 }
 
 /// What `spawn` made.
@@ -123,18 +154,18 @@ pub fn spawn(
         }
     }
     let mut blueprint = algorithm.grow(&gene, &request.grow)?;
-    if request.random_baseline {
+    if let Some(baseline) = request.baseline {
         blueprint = Blueprint::of(vec![LayerSource::Random; request.grow.layers]);
         blueprint
             .notes
-            .insert("baseline".into(), Value::from("random: nothing inherited"));
+            .insert("baseline".into(), Value::from(baseline.meaning()));
     }
     let staged = StagedDir::new(&request.output, request.force)?;
     let source = DescendantSource::new(
         &gene,
         &blueprint,
         request.grow.seed,
-        !request.random_baseline,
+        request.baseline != Some(Baseline::Random),
     )?;
     let opts = WriteOptions {
         dtype: request.dtype,
@@ -289,8 +320,8 @@ fn record(
     if let Some(d) = request.dtype {
         params.insert("dtype".into(), Value::from(d.safetensors_name()));
     }
-    if request.random_baseline {
-        params.insert("random_baseline".into(), Value::Bool(true));
+    if let Some(baseline) = request.baseline {
+        params.insert("baseline".into(), Value::from(baseline.name()));
     }
     let mut family = gene.card.family.clone();
     family
@@ -355,8 +386,9 @@ fn record_tag(
         name.push('-');
         name.push_str(&d.safetensors_name().to_lowercase());
     }
-    if request.random_baseline {
-        name.push_str("-random");
+    if let Some(baseline) = request.baseline {
+        name.push('-');
+        name.push_str(baseline.name());
     }
     Ok((name, version))
 }

@@ -247,6 +247,35 @@ fn spawn_is_deterministic_and_recorded_under_its_gene() {
     assert_eq!(tensor(&r, embed).len(), tensor(&ancestor, embed).len());
     assert_ne!(tensor(&r, embed), tensor(&ancestor, embed));
     load_and_run(&r, 5);
+
+    // The random-layers control keeps the gene's globals and draws its layers.
+    let rl = home.path().join("rl");
+    ok(
+        home.path(),
+        &[
+            "spawn",
+            "tiny-tleg",
+            "--layers",
+            "5",
+            "--random-layers",
+            "-o",
+            rl.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(tensor(&rl, embed), tensor(&ancestor, embed));
+    let q = "model.layers.0.self_attn.q_proj.weight";
+    assert_eq!(
+        tensor(&rl, q),
+        tensor(&r, q),
+        "the same seed draws the same layers"
+    );
+    assert_ne!(tensor(&rl, q), tensor(&a, q));
+    let readme = std::fs::read_to_string(rl.join("README.md")).unwrap();
+    assert!(
+        readme.contains("inherits the gene's embeddings"),
+        "{readme}"
+    );
+    load_and_run(&rl, 5);
 }
 
 #[test]
