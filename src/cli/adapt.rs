@@ -78,6 +78,10 @@ pub(crate) struct Args {
     /// Save the training state every N steps.
     #[arg(long, default_value_t = 50)]
     save_every: usize,
+    /// Also evaluate on the validation split after every epoch (into `metrics.jsonl`, for
+    /// `lgreg compare` and steps-to-target).
+    #[arg(long)]
+    eval_every_epoch: bool,
     /// Continue an interrupted run from its saved state (same options).
     #[arg(long)]
     resume: bool,
@@ -163,6 +167,7 @@ pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Ou
         seq_len: args.seq_len,
         seed: args.seed,
         save_every: args.save_every,
+        eval_every_epoch: args.eval_every_epoch,
         resume: args.resume,
         stop_after: args.stop_after,
         force: args.force,

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The ViT transfer experiment (EXPERIMENTS.md, "Faithful TLEG and SWS on a ViT"), end to end:
+#   1. the ancestor: a ViT (width 192, 12 layers, 3 heads, patch 7, mean pooling) trained by
+#      `lgreg adapt` from seeded random weights on Fashion-MNIST; its accuracy on the 10,000
+#      Fashion-MNIST test images;
+#   2. the genes: TLEG and SWS aux nets distilled from it on Fashion-MNIST (`lgreg train` with
+#      configs/ancestor_{tleg,sws}_vit.yaml, MODE: faithful), the training-free TLEG fit, and
+#      first-L truncations of the ancestor;
+#   3. scripts/sweep_tleg_depth.sh: descendants of 3, 6, 9 and 12 layers and the controls,
+#      fine-tuned on the MNIST digits with one budget; the table and the `compare` plots.
+# Environment: WORK (default target/tleg-vit), SEEDS (default "0"), ANCESTOR_LIMIT (20000
+# images), ANCESTOR_EPOCHS (1), DISTILL_LIMIT (20000), DISTILL_EPOCHS (1), AUX_INIT (random),
+# plus the sweep's DEPTHS, LIMIT, EPOCHS, LR. Steps already done are skipped on a rerun.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/fetch-fixtures.sh
+cargo build --release --locked --bin lgreg --example random_vit
+lgreg="$PWD/target/release/lgreg"
+work="${WORK:-$PWD/target/tleg-vit}"
+mkdir -p "$work"
+export LGREG_HOME="${LGREG_HOME:-$work/lgreg-home}"
+fashion=target/fixtures/fashion-mnist/train-images-idx3-ubyte.gz
+fashion_test=target/fixtures/fashion-mnist/t10k-images-idx3-ubyte.gz
+q=(--no-progress --json)
+last_field() { tail -n 1 | python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+has_gene() { "$lgreg" show "$1" --json >/dev/null 2>&1; }
+
+# 1. The ancestor.
+if [ ! -f "$work/ancestor/model.safetensors" ]; then
+  target/release/examples/random_vit "$work/ancestor-init" 28 7 1 192 12 3 10 0 >/dev/null
+  "$lgreg" adapt "$work/ancestor-init" --data "$fashion" --limit "${ANCESTOR_LIMIT:-20000}" \
+    --epochs "${ANCESTOR_EPOCHS:-1}" --lr 1e-3 --batch-size 64 --warmup 30 --seed 0 \
+    --val-fraction 0.05 -o "$work/ancestor" --force "${q[@]}" >/dev/null
+fi
+accuracy=$("$lgreg" eval "$work/ancestor" --data "$fashion_test" "${q[@]}" | last_field '["accuracy"]')
+echo "ancestor: Fashion-MNIST test accuracy $accuracy" | tee "$work/ancestor.txt" >&2
+
+# 2. The genes.
+for method in tleg sws; do
+  has_gene "vit-fashion-$method:0.1.0" || "$lgreg" train --config "configs/ancestor_${method}_vit.yaml" \
+    --set "GENE.ANCESTOR_MODEL_PATH=$work/ancestor" "DATASET.PATH=$fashion" \
+    "DATASET.LIMIT=${DISTILL_LIMIT:-20000}" "TRAIN.EPOCHS=${DISTILL_EPOCHS:-1}" \
+    "AUX.INIT=${AUX_INIT:-random}" "OUTPUT_DIR=$work/aux-$method" "GENE.NAME=vit-fashion-$method" \
+    "${q[@]}" >/dev/null
+  echo "gene: vit-fashion-$method" >&2
+done
+has_gene vit-fashion-tleg-fit:0.1.0 || "$lgreg" extract --algo tleg "$work/ancestor" \
+  --name vit-fashion-tleg-fit --version 0.1.0 "${q[@]}" >/dev/null
+for depth in ${DEPTHS:-3 6 9 12}; do
+  has_gene "vit-fashion-first$depth:0.1.0" || "$lgreg" extract --algo auto "$work/ancestor" \
+    --data "$fashion" --set rule=first-half --set "layers=$depth" \
+    --name "vit-fashion-first$depth" --version 0.1.0 "${q[@]}" >/dev/null
+done
+
+# 3. Descendants.
+WORK="$work" LGREG_BIN="$lgreg" scripts/sweep_tleg_depth.sh
