@@ -677,7 +677,7 @@ pub const KEYS: &[Key] = &[
         Str,
         Applied,
         Lgreg,
-        "MODE: faithful: `kl` on the logits (vit, llama; the papers' soft distillation), `mse` (default) or `cosine` on the last hidden states (bert, which has no logits).",
+        "MODE: faithful: `kl` on the logits (vit and llama, the papers' soft distillation; their only choice); for bert, which has no logits, `mse` (its default) or `cosine` on the last hidden states.",
     ),
     key(
         "DISTILL.ALPHA",

@@ -162,8 +162,23 @@ fn keys_not_applied_are_refused_by_name_with_the_reason() {
     assert!(e.contains("TRAIN.OPT") && e.contains("SGD"), "{e}");
     let e = err("METHOD_FAMILY: heur_vgg\nMODE: approximate\n", &[]);
     assert!(e.contains("only the paper's training"), "{e}");
-    let e = err("METHOD_FAMILY: tleg_vit\nMODE: faithful\n", &[]);
+    let e = err("METHOD_FAMILY: pool_vit\nMODE: faithful\n", &[]);
     assert!(e.contains("MODE") && e.contains("approximate"), "{e}");
+    let e = err("METHOD_FAMILY: tleg_vit\nAUX:\n  LAYERS: 6\n", &[]);
+    assert!(
+        e.contains("AUX.LAYERS") && e.contains("MODE: faithful"),
+        "{e}"
+    );
+    let e = err("METHOD_FAMILY: tleg_vit\nMODEL:\n  PRETRAINED: true\n", &[]);
+    assert!(e.contains("MODEL.PRETRAINED") && e.contains("false"), "{e}");
+    // tleg and sws train their aux nets; an `aux_*` size asks for it, as the toolbox does.
+    for text in [
+        "METHOD_FAMILY: sws_llama\nMODE: faithful\n",
+        "METHOD_FAMILY: tleg_vit\nMODEL:\n  TYPE: aux_deit_tiny_patch16_224\n  PRETRAINED: true\n",
+    ] {
+        let cfg = parse(text, &[]).expect("a faithful aux-net config");
+        assert_eq!(cfg.mode().ok(), Some(RunMode::Faithful), "{text}");
+    }
     // Values that are applied pass: zero augmentation, one process, AdamW, cosine.
     let ok = parse(
         "METHOD_FAMILY: tleg_vit\nTRAIN:\n  MIXUP: 0.0\n  AA: ''\n  OPT: adamw\n  SCHED: cosine\n  WEIGHT_DECAY: 5e-4\nDISTRIBUTED:\n  WORLD_SIZE: 1\n",
