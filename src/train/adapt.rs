@@ -82,6 +82,9 @@ pub struct AdaptOptions {
     pub augment: Augment,
     /// Also evaluate on the validation split at the end of every epoch (logged to `metrics`).
     pub eval_every_epoch: bool,
+    /// Also evaluate every this many steps (logged to `metrics`), for curves finer than an
+    /// epoch.
+    pub eval_every: Option<usize>,
     /// Stochastic depth rate of the last block (vit; 0: off), timm's linear rule below it.
     pub drop_path: f64,
     /// Dropout rate (vit; 0: off), at timm's ViT sites.
@@ -118,6 +121,7 @@ impl Default for AdaptOptions {
             metrics: None,
             augment: Augment::default(),
             eval_every_epoch: false,
+            eval_every: None,
             ema: None,
             drop_path: 0.0,
             dropout: 0.0,
@@ -291,7 +295,8 @@ pub(crate) fn read_data(
     Ok(set)
 }
 
-/// The training and held-out indices of `set` (`opts.val_fraction` held out, seeded).
+/// The training and held-out indices of `set` (`opts.val_fraction` held out, seeded; the
+/// held-out part may be empty).
 pub(crate) fn split_data(
     set: &Data,
     data: &Path,
@@ -308,8 +313,7 @@ pub(crate) fn split_data(
             reason: format!("{n} example(s) leave none for training after the validation split"),
         });
     }
-    let eval_idx = if val.is_empty() { train.clone() } else { val };
-    Ok((train, eval_idx))
+    Ok((train, val))
 }
 
 /// Refuse the image-only options on a model of another family.
@@ -349,7 +353,8 @@ pub fn adapt(
     let mut model = Model::load(&ckpt, &device(opts.cuda)?)?.with_precision(opts.precision);
     check_family_options(&model.config, opts)?;
     let set = read_data(&ckpt, &model.config, data, opts)?;
-    let (train, eval_idx) = split_data(&set, data, opts)?;
+    let (train, val) = split_data(&set, data, opts)?;
+    let eval_idx = if val.is_empty() { train.clone() } else { val };
     let state_path = state_dir(out);
     let metrics_path = opts
         .metrics
@@ -564,7 +569,9 @@ pub(crate) fn run_steps(run: &Steps<'_>, reporter: &dyn Reporter) -> Result<Done
             samples_per_sec: rate,
             agreement,
         })?;
-        if opts.eval_every_epoch && done % per_epoch == 0 && done < total {
+        let epoch_end = opts.eval_every_epoch && done % per_epoch == 0;
+        let interval = opts.eval_every.is_some_and(|n| n > 0 && done % n == 0);
+        if (epoch_end || interval) && done < total {
             log.append(&serde_json::json!({
                 "step": done,
                 "epoch": epoch_of(done),

@@ -389,6 +389,16 @@ pub fn distill(
     check_student(&student.config, &teacher.model.config)?;
     let set = read_data(teacher_ckpt, &teacher.model.config, paths.data, opts)?;
     let (train, held) = split_data(&set, paths.data, opts)?;
+    if held.is_empty() {
+        return Err(Error::Dataset {
+            path: paths.data.to_path_buf(),
+            reason: format!(
+                "a validation fraction of {} holds out none of its {} examples, and the teacher agreement is measured on held-out data only; raise DATASET.VAL_FRACTION",
+                opts.val_fraction,
+                train.len()
+            ),
+        });
+    }
     let run = Steps {
         model: student,
         set: &set,

@@ -39,6 +39,36 @@ fn shipped_llama_configs_train_a_gene_and_adapt_a_descendant() {
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path();
     let (texts, jsonl) = text_data(home);
+    // The shipped ancestor config distils its aux net (a tiny budget here) ...
+    let faithful_dir = home.join("runs/faithful");
+    let distilled = ok(
+        home,
+        &[
+            "train",
+            "--json",
+            "--config",
+            &shipped("ancestor_sws_llama.yaml"),
+            "--set",
+            &format!("DATASET.PATH={}", s(&texts)),
+            &format!("OUTPUT_DIR={}", s(&faithful_dir)),
+            "TRAIN.STEPS=1",
+            "TRAIN.BATCH_SIZE=1",
+            "DATASET.SEQ_LEN=16",
+            "DATASET.LIMIT=8",
+            "DATASET.VAL_FRACTION=0.25",
+            "AUX.LAYERS=5",
+        ],
+    );
+    assert_eq!(distilled["gene"]["fidelity"], "faithful", "{distilled}");
+    assert_eq!(distilled["distilled"]["tokens_seen"], 16, "{distilled}");
+    let held = &distilled["gene"]["diagnostics"]["distill"]["held_out"];
+    assert_eq!(
+        held["compared"], 32,
+        "two held-out blocks of 16 tokens: {held}"
+    );
+    let loaded = lgreg::checkpoint::open(&faithful_dir.join("aux")).expect("the aux net loads");
+    assert_eq!(loaded.config.as_ref().unwrap()["num_hidden_layers"], 5);
+    // ... and `--set MODE=approximate` runs the training-free extractor on the same file.
     let anc_dir = home.join("runs/ancestor");
     let trained = ok(
         home,
@@ -48,6 +78,7 @@ fn shipped_llama_configs_train_a_gene_and_adapt_a_descendant() {
             "--config",
             &shipped("ancestor_tleg_llama.yaml"),
             "--set",
+            "MODE=approximate",
             &format!("GENE.ANCESTOR_MODEL_PATH={}", s(&smollm2_gguf())),
             &format!("OUTPUT_DIR={}", s(&anc_dir)),
         ],
@@ -199,6 +230,7 @@ fn tleg_gene(home: &Path) {
             "--config",
             &shipped("ancestor_tleg_llama.yaml"),
             "--set",
+            "MODE=approximate",
             &format!("GENE.ANCESTOR_MODEL_PATH={}", s(&smollm2_gguf())),
             &format!("OUTPUT_DIR={}", s(&home.join("runs/ancestor"))),
         ],

@@ -418,7 +418,6 @@ fn bad_faithful_configs_exit_1_naming_the_key_and_publish_nothing() {
         ("sws", "AUX.STAGES=[3,0]", "AUX.STAGES"),
         ("tleg", "DISTILL.REDUCTION=sum", "DISTILL.REDUCTION"),
         ("tleg", "AUX.HEADS=3", "AUX.HEADS"),
-        ("tleg", "MODE=approximate", "AUX.INIT"),
         ("tleg", "DATASET.INPUT_SIZE=224", "DATASET.INPUT_SIZE"),
     ] {
         let out = home.join(format!("runs/{}", key.replace('.', "-")));
@@ -493,4 +492,92 @@ fn the_toolboxs_ancestor_tleg_vit_config_trains_the_aux_net() {
     );
     assert_eq!(gene["diagnostics"]["distill"]["aux"]["heads"], 3);
     assert_eq!(gene["diagnostics"]["distill"]["steps"], 2);
+}
+
+#[test]
+fn a_bert_aux_net_is_distilled_on_the_teachers_hidden_states() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let subjects = [
+        "A man",
+        "The girl",
+        "A dog",
+        "Two children",
+        "The old woman",
+        "A cat",
+    ];
+    let verbs = [
+        "is eating food.",
+        "walks in the park.",
+        "plays the guitar.",
+        "reads a book.",
+    ];
+    let lines: Vec<String> = subjects
+        .iter()
+        .flat_map(|s| verbs.iter().map(move |v| format!("{s} {v}\t{s} {v}")))
+        .collect();
+    let pairs = home.join("pairs.tsv");
+    std::fs::write(&pairs, lines.join("\n")).unwrap();
+    let base = |out: &str, extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "train",
+            "--json",
+            "--config",
+            &shipped("ancestor_tleg_bert.yaml"),
+            "--set",
+            &format!(
+                "GENE.ANCESTOR_MODEL_PATH={}",
+                s(&crate::support::minilm_dir())
+            ),
+            &format!("DATASET.PATH={}", s(&pairs)),
+            &format!("OUTPUT_DIR={}", s(&home.join(out))),
+            &format!("GENE.NAME={out}"),
+            "AUX.LAYERS=2",
+            "TRAIN.STEPS=2",
+            "TRAIN.BATCH_SIZE=4",
+            "DATASET.VAL_FRACTION=0.25",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    let trained = ok(home, &base("mse", &[]));
+    let d = &trained["gene"]["diagnostics"]["distill"];
+    assert_eq!(trained["gene"]["fidelity"], "faithful", "{trained}");
+    assert_eq!(d["loss"]["loss"], "mse", "{d}");
+    assert_eq!(
+        d["held_out"]["agreement_kind"],
+        "mean cosine of the last hidden states"
+    );
+    assert!(d["held_out"]["kl"].is_null(), "{d}");
+    let cosine = d["held_out"]["agreement"].as_f64().unwrap();
+    assert!((-1.0..=1.0).contains(&cosine), "{d}");
+    // The 2-layer descendant is the aux net.
+    let des = home.join("des2");
+    spawn(home, "mse:0.1.0", 2, &des);
+    let (aux, spawned) = (tensors(&home.join("mse/aux")), tensors(&des));
+    for (name, values) in &aux {
+        if let Some(got) = spawned.get(name) {
+            assert_close(got, values, 1e-6, name);
+        }
+    }
+    let cos = ok(home, &base("cosine", &["DISTILL.LOSS=cosine"]));
+    assert_eq!(
+        cos["gene"]["diagnostics"]["distill"]["loss"]["loss"],
+        "cosine"
+    );
+    // bert's hidden-state loss needs the teacher's width; a logits loss does not apply.
+    for (set, key) in [
+        ("AUX.HIDDEN=192", "width"),
+        ("DISTILL.LOSS=kl", "DISTILL.LOSS"),
+    ] {
+        let args = base("bad", &[set, "AUX.HEADS=4"]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = run_str(home, &refs);
+        assert_eq!(run.code, 1, "{set}: {}", run.stderr);
+        assert!(run.stderr.contains(key), "{set}: {}", run.stderr);
+        assert!(!home.join("bad/aux").exists());
+    }
 }
