@@ -2,13 +2,18 @@
 # The main job, end to end on real weights:
 #   1. get SmolLM2-135M-Instruct: from the Hugging Face Hub when it can be reached, otherwise
 #      from the pinned GGUF fixture (converted to F32 safetensors);
-#   2. extract genes: tleg (with and without alignment), sws, heur; and the first-6-layer
-#      truncation (auto, first-half rule) as a comparison;
-#   3. spawn 6-layer descendants, plus a random model of the same shape;
+#   2. genes: the training-free extractors tleg (with and without alignment), sws and heur; the
+#      faithful tleg and sws, whose aux nets `lgreg train` distils from the ancestor
+#      (configs/ancestor_{tleg,sws}_llama.yaml) on Shakespeare without Hamlet; and the
+#      first-6-layer truncation (auto, first-half rule) as a comparison;
+#   3. spawn 6-layer descendants, plus two controls: a random model of the same shape, and
+#      random layers with the ancestor's embeddings, norm and head;
 #   4. fine-tune each with a short seeded `lgreg adapt` on Shakespeare (Hamlet left out);
 #   5. print perplexity on a held-out Hamlet passage before and after.
-# Environment: STEPS (default 100), WORK (default target/quickstart), LGREG_HOME, LGREG_BIN (a
-# built lgreg to use instead of building one).
+# Environment: STEPS (fine-tuning steps per row, default 30), DISTILL_STEPS (steps of each aux
+# net, default 20: a glimpse; DISTILL_STEPS=400 STEPS=100 is the full table of EXPERIMENTS.md),
+# WORK (default target/quickstart), LGREG_HOME, LGREG_BIN (a built lgreg to use instead of
+# building one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +25,8 @@ else
   lgreg="$PWD/target/release/lgreg"
 fi
 work="${WORK:-$PWD/target/quickstart}"
-steps="${STEPS:-100}"
+steps="${STEPS:-30}"
+distill_steps="${DISTILL_STEPS:-20}"
 mkdir -p "$work"
 export LGREG_HOME="${LGREG_HOME:-$work/lgreg-home}"
 q=(--no-progress --json)
@@ -59,15 +65,29 @@ genes[tleg-aligned]=$(gene quickstart-tleg-aligned tleg --set align=true)
 genes[sws]=$(gene quickstart-sws sws)
 genes[heur]=$(gene quickstart-heur heur --data "$work/train.txt")
 genes[truncated]=$(gene quickstart-first6 auto --data "$work/train.txt" --set rule=first-half --set layers=6)
+faithful() { # ALGO: distil the aux net of configs/ancestor_ALGO_llama.yaml for DISTILL_STEPS
+  local algo="$1" name="quickstart-$1-faithful-d$distill_steps"
+  if ! "$lgreg" show "$name:0.1.0" --json >/dev/null 2>&1; then
+    rm -rf "$work/aux-$algo-d$distill_steps"
+    "$lgreg" train --config "configs/ancestor_${algo}_llama.yaml" --set "GENE.ANCESTOR_MODEL_PATH=$ancestor" \
+      "TRAIN.STEPS=$distill_steps" "OUTPUT_DIR=$work/aux-$algo-d$distill_steps" "GENE.NAME=$name" \
+      "${q[@]}" >/dev/null
+  fi
+  echo "$name:0.1.0"
+}
+genes[tleg-faithful]=$(faithful tleg)
+genes[sws-faithful]=$(faithful sws)
 
 # 3-5. Descendants, fine-tuning and the table.
-rows=(random truncated tleg tleg-aligned sws heur)
+rows=(random random-layers truncated tleg tleg-aligned sws heur tleg-faithful sws-faithful)
 ppl() { "$lgreg" eval "$1" --data "$work/hamlet-passage.txt" --seq-len 256 "${q[@]}" | result | field '["perplexity"]'; }
 printf '| init | perplexity before | after %s steps |\n| --- | --- | --- |\n' "$steps" > "$work/table.md"
 for row in "${rows[@]}"; do
   out="$work/desc-$row"
   if [ "$row" = random ]; then
     "$lgreg" spawn "${genes[tleg]}" --layers 6 --random-baseline --seed 0 -o "$out" --force "${q[@]}" >/dev/null
+  elif [ "$row" = random-layers ]; then
+    "$lgreg" spawn "${genes[tleg]}" --layers 6 --random-layers --seed 0 -o "$out" --force "${q[@]}" >/dev/null
   else
     "$lgreg" spawn "${genes[$row]}" --layers 6 --seed 0 -o "$out" --force "${q[@]}" >/dev/null
   fi
@@ -79,3 +99,4 @@ for row in "${rows[@]}"; do
   echo "done: $row" >&2
 done
 cat "$work/table.md"
+echo "quickstart: $SECONDS s in all" >&2
