@@ -268,6 +268,8 @@ fn card_diagnostics(
             "tokens_seen": report.tokens_seen,
             "final_loss": report.final_loss,
             "held_out": report.held_out,
+            "data_digest": report.data_digest,
+            "loss_curve": report.loss_curve,
             "loss": options,
             "aux": {
                 "layers": aux.layers,

@@ -172,6 +172,30 @@ pub(crate) enum Data {
 }
 
 impl Data {
+    /// `sha256:` of the examples as read (pixels and labels, token ids, or the pair texts).
+    pub(crate) fn digest(&self) -> String {
+        match self {
+            Data::Images(s) => s.digest(),
+            Data::Text(t) => {
+                let mut h = crate::registry::digest::Hasher::new();
+                for id in &t.tokens {
+                    h.update(&id.to_le_bytes());
+                }
+                h.finish().to_string()
+            }
+            Data::Pairs { pairs, .. } => {
+                let mut h = crate::registry::digest::Hasher::new();
+                for (a, b) in pairs {
+                    for text in [a, b] {
+                        h.update(&(text.len() as u64).to_le_bytes());
+                        h.update(text.as_bytes());
+                    }
+                }
+                h.finish().to_string()
+            }
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         match self {
             Data::Images(s) => s.len(),

@@ -94,6 +94,19 @@ impl ImageSet {
         Ok((x, y))
     }
 
+    /// `sha256:` of the pixels (f32, little-endian) and labels: what the card records of the
+    /// data a run saw.
+    pub fn digest(&self) -> String {
+        let mut h = crate::registry::digest::Hasher::new();
+        for p in &self.pixels {
+            h.update(&p.to_le_bytes());
+        }
+        for l in &self.labels {
+            h.update(&l.to_le_bytes());
+        }
+        h.finish().to_string()
+    }
+
     /// The first `n` images.
     pub fn truncate(&mut self, n: usize) {
         let size = self.channels * self.height * self.width;

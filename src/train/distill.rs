@@ -302,6 +302,29 @@ pub struct DistillReport {
     pub samples_per_sec: f64,
     /// The held-out comparison with the teacher (absent when the run stopped early).
     pub held_out: Option<HeldOut>,
+    /// `sha256:` of the data as read (all of it, training and held-out parts).
+    pub data_digest: String,
+    /// `(step, loss)` of every step of the run (across resumes), from `metrics.jsonl`; at most
+    /// [`CURVE_POINTS`] points, evenly spaced.
+    pub loss_curve: Vec<[f64; 2]>,
+}
+
+/// The most points a card's loss curve keeps.
+pub const CURVE_POINTS: usize = 500;
+
+/// The `(step, loss)` records of `metrics`, thinned to at most [`CURVE_POINTS`].
+fn loss_curve(metrics: &Path) -> Result<Vec<[f64; 2]>> {
+    let points: Vec<[f64; 2]> = super::metrics::read(metrics)?
+        .iter()
+        .filter_map(|r| Some([r.get("step")?.as_f64()?, r.get("loss")?.as_f64()?]))
+        .collect();
+    let stride = points.len().div_ceil(CURVE_POINTS).max(1);
+    Ok(points
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % stride == 0 || *i + 1 == points.len())
+        .map(|(_, p)| *p)
+        .collect())
 }
 
 impl DistillReport {
@@ -421,6 +444,8 @@ pub fn distill(
         tokens_seen: matches!(set, Data::Text(_)).then_some(examples_seen * opts.seq_len),
         samples_per_sec: done.samples_per_sec,
         held_out: None,
+        data_digest: set.digest(),
+        loss_curve: Vec::new(),
     };
     if !report.finished() {
         return Ok(report);
@@ -434,5 +459,6 @@ pub fn distill(
         "eval": &held_out,
     }))?;
     report.held_out = Some(held_out);
+    report.loss_curve = loss_curve(paths.metrics)?;
     Ok(report)
 }

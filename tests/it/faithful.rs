@@ -193,6 +193,11 @@ fn a_tleg_aux_net_is_distilled_published_and_spawned() {
     assert!((0.0..=1.0).contains(&agreement), "{d}");
     assert!(d["held_out"]["kl"].as_f64().unwrap() >= 0.0, "{d}");
     assert_eq!(gene["diagnostics"]["aux_depth"], 12);
+    assert!(
+        d["data_digest"].as_str().unwrap().starts_with("sha256:"),
+        "{d}"
+    );
+    assert_eq!(d["loss_curve"].as_array().unwrap().len(), 6, "{d}");
     // Every step is logged with the teacher agreement; the state is gone.
     let logged = steps(&out);
     assert_eq!(logged.len(), 6);

@@ -27,7 +27,6 @@ use crate::error::{Error, Result};
 use crate::fsutil::StagedDir;
 use crate::nn::init::Rng;
 use crate::progress::{Event, Reporter};
-use crate::registry::digest::Hasher;
 use crate::registry::manifest::GeneCard;
 use crate::train::data::ImageSet;
 use crate::train::loss::cross_entropy;
@@ -172,18 +171,6 @@ pub struct Collective {
     pub resumed_after: Option<usize>,
     /// The data digest.
     pub data_digest: String,
-}
-
-/// `sha256:` of the images' pixels (f32, little-endian) and labels.
-pub fn data_digest(set: &ImageSet) -> String {
-    let mut h = Hasher::new();
-    for p in &set.pixels {
-        h.update(&p.to_le_bytes());
-    }
-    for l in &set.labels {
-        h.update(&l.to_le_bytes());
-    }
-    h.finish().to_string()
 }
 
 fn task_rng(seed: u64, task: usize, purpose: u64) -> Rng {
@@ -365,7 +352,7 @@ pub fn train_collective(
     reporter: &dyn Reporter,
 ) -> Result<Collective> {
     check_options(opts, set)?;
-    let digest = data_digest(set);
+    let digest = set.digest();
     let index = by_class(set);
     let resumable = resume && state_dir(run_dir).join(PROGRESS_FILE).is_file();
     let (mut model, mut progress) = if resumable {
