@@ -30,6 +30,11 @@ pub enum AuxInit {
     /// A warm start from the teacher's own layers (TLEG: the closed-form least-squares line;
     /// SWS: the middle layer of each stage) and its globals; the widths must match.
     Fit,
+    /// The warm start of [`AuxInit::Fit`] on the teacher's weights narrowed to the aux net's
+    /// width: the leading channels of every dimension, whole heads (the head width must stay
+    /// the same), consistently across tensors (weight selection, Xu et al. 2023, with its
+    /// consecutive rule).
+    Select,
 }
 
 impl AuxInit {
@@ -38,8 +43,9 @@ impl AuxInit {
         match text {
             "random" => Ok(AuxInit::Random),
             "fit" => Ok(AuxInit::Fit),
+            "select" => Ok(AuxInit::Select),
             other => Err(format!(
-                "'{other}' is not an aux-net initialisation; use `random` (the papers) or `fit` (a warm start from the teacher's layers, same width)"
+                "'{other}' is not an aux-net initialisation; use `random` (the papers), `fit` (a warm start from the teacher's layers, same width) or `select` (the same from the teacher's leading channels, for a narrower aux net)"
             )),
         }
     }
@@ -69,27 +75,46 @@ pub trait AuxNet: Send + Sync {
     fn write_units(&self, aux: &AncestorModel<'_>, out: &mut GeneBuilder) -> Result<()>;
 }
 
-/// The error of a warm start whose widths do not match the teacher's.
+/// The error of a warm start whose widths do not fit the teacher's: `fit` needs the same
+/// widths, `select` widths no larger and the same head width.
 pub(crate) fn require_teacher_shapes(request: &AuxRequest<'_>) -> Result<()> {
     let (s, t) = (request.config, &request.teacher.config);
-    if (s.hidden, s.heads, s.kv_heads, s.intermediate)
-        == (t.hidden, t.heads, t.kv_heads, t.intermediate)
-    {
+    let sizes = |c: &ModelConfig| (c.hidden, c.heads, c.kv_heads, c.intermediate);
+    let described = |c: &ModelConfig| {
+        format!(
+            "hidden {}, heads {}, kv heads {}, MLP {}",
+            c.hidden, c.heads, c.kv_heads, c.intermediate
+        )
+    };
+    if request.init == AuxInit::Select {
+        let narrower = s.hidden <= t.hidden
+            && s.heads <= t.heads
+            && s.kv_heads <= t.kv_heads
+            && s.intermediate <= t.intermediate;
+        if narrower && s.head_dim() == t.head_dim() {
+            return Ok(());
+        }
+        return Err(Error::InvalidValue {
+            what: "AUX.INIT".into(),
+            value: "select".into(),
+            reason: format!(
+                "selection keeps whole heads of the teacher's head width {hd}: the aux net ({}) must be no wider than the teacher ({}) and keep that head width; set AUX.HEADS to AUX.HIDDEN / {hd}, or use `AUX.INIT: random`",
+                described(s),
+                described(t),
+                hd = t.head_dim()
+            ),
+        });
+    }
+    if sizes(s) == sizes(t) {
         return Ok(());
     }
     Err(Error::InvalidValue {
         what: "AUX.INIT".into(),
         value: "fit".into(),
         reason: format!(
-            "a warm start copies the teacher's tensors, and the aux net (hidden {}, heads {}, kv heads {}, MLP {}) differs from the teacher (hidden {}, heads {}, kv heads {}, MLP {}); use `AUX.INIT: random`, or the teacher's width",
-            s.hidden,
-            s.heads,
-            s.kv_heads,
-            s.intermediate,
-            t.hidden,
-            t.heads,
-            t.kv_heads,
-            t.intermediate
+            "a warm start copies the teacher's tensors, and the aux net ({}) differs from the teacher ({}); use `AUX.INIT: select` for a narrower aux net, `random`, or the teacher's width",
+            described(s),
+            described(t)
         ),
     })
 }
@@ -124,20 +149,58 @@ pub(crate) fn globals_of(plain: &Plain) -> Result<Store> {
     Ok(globals)
 }
 
-/// The teacher's tensors of every slot of `config`'s layout for `layers` blocks, named as the
-/// layout names them (a plain model the warm starts read).
+/// The teacher's tensors of every slot of `config`'s layout, one block per teacher layer,
+/// named as the layout names them and narrowed to its shapes (the leading entries of each
+/// dimension; the q, k and v thirds of a packed projection each): the plain model the warm
+/// starts read.
 pub(crate) fn teacher_plain(teacher: &Model, config: &ModelConfig) -> Result<Plain> {
     let sized = ModelConfig {
         layers: teacher.params.depth(),
         ..config.clone()
     };
     let mut store = Store::new();
-    for (slot, name, _) in layout(&sized) {
+    for (slot, name, shape) in layout(&sized) {
         if let Some(t) = teacher.params.get(&slot)? {
-            store.insert(slot, &name, &t)?;
+            let packed = slot.role == Role::AttnQkv;
+            store.insert(slot, &name, &leading(&t, &shape, packed)?)?;
         }
     }
     Ok(Plain { store })
+}
+
+/// The leading `shape` entries of `t` along every dimension; with `packed`, dimension 0 holds
+/// three equal parts (q, k, v), each narrowed alike.
+fn leading(t: &Tensor, shape: &[usize], packed: bool) -> Result<Tensor> {
+    if t.dims() == shape {
+        return Ok(t.clone());
+    }
+    let mut out = t.clone();
+    for (axis, &want) in shape.iter().enumerate() {
+        let have = out.dim(axis)?;
+        if have == want {
+            continue;
+        }
+        if want > have {
+            return Err(Error::ModelMismatch {
+                name: format!("{:?}", t.dims()),
+                reason: format!(
+                    "cannot select {want} entries of dimension {axis}, which has {have}"
+                ),
+            });
+        }
+        out = if packed && axis == 0 {
+            let rest: Vec<usize> = out.dims()[1..].to_vec();
+            let mut split = vec![3, have / 3];
+            split.extend(&rest);
+            let part = out.reshape(split)?.narrow(1, 0, want / 3)?;
+            let mut joined = vec![want];
+            joined.extend(&rest);
+            part.contiguous()?.reshape(joined)?
+        } else {
+            out.narrow(axis, 0, want)?.contiguous()?
+        };
+    }
+    Ok(out)
 }
 
 /// `slot` in block `layer`.

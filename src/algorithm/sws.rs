@@ -307,7 +307,7 @@ fn sws_aux_net(request: &AuxRequest<'_>) -> Result<Box<dyn AuxNet>> {
             random_blocks(request, lengths.len())?,
             (0..lengths.len()).collect(),
         ),
-        AuxInit::Fit => {
+        AuxInit::Fit | AuxInit::Select => {
             require_teacher_shapes(request)?;
             let teacher = teacher_plain(request.teacher, request.config)?;
             let teacher_lengths = split_depth(teacher.store.layers(), request.ratio)?;

@@ -719,7 +719,7 @@ pub const KEYS: &[Key] = &[
         Str,
         Applied,
         Lgreg,
-        "MODE: faithful: `random` (default, the papers) or `fit`, a warm start from the teacher's layers and globals (tleg: the least-squares line; sws: each stage's middle layer); `fit` needs the teacher's width.",
+        "MODE: faithful: `random` (default, the papers), `fit`, a warm start from the teacher's layers and globals (tleg: the least-squares line; sws: each stage's middle layer) at the teacher's width, or `select`, the same warm start from the teacher's leading channels and whole heads for a narrower aux net (same head width).",
     ),
     key(
         "AUX.HIDDEN",

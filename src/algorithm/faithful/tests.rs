@@ -203,3 +203,58 @@ fn a_warm_start_needs_the_teachers_width() {
         .is_ok()
     );
 }
+
+#[test]
+fn a_narrower_aux_net_selects_the_teachers_leading_channels_and_whole_heads() {
+    let teacher = random(&spec(5), 3, &Device::Cpu).unwrap();
+    let narrow = ModelConfig {
+        hidden: 8,
+        heads: 1,
+        kv_heads: 1,
+        intermediate: 32,
+        ..spec(5)
+    };
+    let request = |init| AuxRequest {
+        config: &narrow,
+        teacher: &teacher,
+        init,
+        seed: 1,
+        ratio: &[1, 3, 1],
+    };
+    let aux = Sws.aux_net(&request(AuxInit::Select)).unwrap();
+    let model = Model::new(narrow.clone(), aux.params(), Device::Cpu);
+    // Stage 1 is the teacher's middle layer of its stage (layers 1-3: layer 2), narrowed.
+    let got = layer(&model, 1, Role::AttnQkv, Param::Weight);
+    let full = layer(&teacher, 2, Role::AttnQkv, Param::Weight);
+    let want: Vec<f32> = [0, 16, 32]
+        .iter()
+        .flat_map(|&third| (third..third + 8).flat_map(|row| full[row * 16..row * 16 + 8].to_vec()))
+        .collect();
+    assert_eq!(got, want);
+    let head = crate::nn::param::global(Role::Head, Param::Weight);
+    let full_head = values(&teacher.params.get(&head).unwrap().unwrap());
+    let want_head: Vec<f32> = (0..3)
+        .flat_map(|c| full_head[c * 16..c * 16 + 8].to_vec())
+        .collect();
+    assert_eq!(
+        values(&model.params.get(&head).unwrap().unwrap()),
+        want_head
+    );
+    // It runs, and TLEG selects the same way; a changed head width is refused.
+    loss(&model);
+    assert!(Tleg.aux_net(&request(AuxInit::Select)).is_ok());
+    let split_heads = ModelConfig {
+        heads: 2,
+        kv_heads: 2,
+        ..narrow.clone()
+    };
+    let err = Tleg
+        .aux_net(&AuxRequest {
+            config: &split_heads,
+            ..request(AuxInit::Select)
+        })
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("head width"), "{err}");
+}

@@ -35,7 +35,7 @@ impl AuxNet for TlegAux {
 pub(super) fn aux_net(request: &AuxRequest<'_>) -> Result<Box<dyn AuxNet>> {
     let line = match request.init {
         AuxInit::Random => random_line(request)?,
-        AuxInit::Fit => fitted_line(request)?,
+        AuxInit::Fit | AuxInit::Select => fitted_line(request)?,
     };
     Ok(Box::new(TlegAux(line)))
 }
