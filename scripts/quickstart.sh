@@ -10,10 +10,14 @@
 #      random layers with the ancestor's embeddings, norm and head;
 #   4. fine-tune each with a short seeded `lgreg adapt` on Shakespeare (Hamlet left out);
 #   5. print perplexity on a held-out Hamlet passage before and after.
+# The default is a glimpse sized to finish in about a quarter of an hour on 2 cores once lgreg
+# is built: seven rows, 64-token sequences, aux nets distilled for 20 steps. FULL=1 adds the
+# aligned TLEG and heur rows; the table of EXPERIMENTS.md is
+#   FULL=1 SEQ_LEN=128 DISTILL_STEPS=60 STEPS=30 scripts/quickstart.sh
 # Environment: STEPS (fine-tuning steps per row, default 30), DISTILL_STEPS (steps of each aux
-# net, default 20: a glimpse; DISTILL_STEPS=400 STEPS=100 is the full table of EXPERIMENTS.md),
-# WORK (default target/quickstart), LGREG_HOME, LGREG_BIN (a built lgreg to use instead of
-# building one).
+# net, default 20), SEQ_LEN (tokens per training sequence, default 64), FULL, ROWS (the rows to
+# run, by name), WORK (default target/quickstart), LGREG_HOME, LGREG_BIN (a built lgreg to use
+# instead of building one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +31,7 @@ fi
 work="${WORK:-$PWD/target/quickstart}"
 steps="${STEPS:-30}"
 distill_steps="${DISTILL_STEPS:-20}"
+seq_len="${SEQ_LEN:-64}"
 mkdir -p "$work"
 export LGREG_HOME="${LGREG_HOME:-$work/lgreg-home}"
 q=(--no-progress --json)
@@ -57,46 +62,61 @@ cat "$texts/macbeth_gut.txt" "$texts/julius_caesar_gut.txt" "$texts/lear_gut.txt
 # 2. Genes.
 gene() { # NAME ALGO ARGS...
   local name="$1" algo="$2"; shift 2
-  "$lgreg" extract --algo "$algo" "$ancestor" --name "$name" --version 0.1.0 "$@" "${q[@]}" | result | field '["reference"]'
+  "$lgreg" show "$name:0.1.0" --json >/dev/null 2>&1 || \
+    "$lgreg" extract --algo "$algo" "$ancestor" --name "$name" --version 0.1.0 "$@" "${q[@]}" >/dev/null
+  echo "$name:0.1.0"
 }
 declare -A genes
-genes[tleg]=$(gene quickstart-tleg tleg)
-genes[tleg-aligned]=$(gene quickstart-tleg-aligned tleg --set align=true)
-genes[sws]=$(gene quickstart-sws sws)
-genes[heur]=$(gene quickstart-heur heur --data "$work/train.txt")
-genes[truncated]=$(gene quickstart-first6 auto --data "$work/train.txt" --set rule=first-half --set layers=6)
 faithful() { # ALGO: distil the aux net of configs/ancestor_ALGO_llama.yaml for DISTILL_STEPS
-  local algo="$1" name="quickstart-$1-faithful-d$distill_steps"
+  local algo="$1" name="quickstart-$1-faithful-d$distill_steps-s$seq_len"
   if ! "$lgreg" show "$name:0.1.0" --json >/dev/null 2>&1; then
-    rm -rf "$work/aux-$algo-d$distill_steps"
+    rm -rf "$work/aux-$algo-d$distill_steps-s$seq_len"
     "$lgreg" train --config "configs/ancestor_${algo}_llama.yaml" --set "GENE.ANCESTOR_MODEL_PATH=$ancestor" \
-      "TRAIN.STEPS=$distill_steps" "OUTPUT_DIR=$work/aux-$algo-d$distill_steps" "GENE.NAME=$name" \
-      "${q[@]}" >/dev/null
+      "TRAIN.STEPS=$distill_steps" "DATASET.SEQ_LEN=$seq_len" "OUTPUT_DIR=$work/aux-$algo-d$distill_steps-s$seq_len" \
+      "GENE.NAME=$name" "${q[@]}" >/dev/null
   fi
   echo "$name:0.1.0"
 }
-genes[tleg-faithful]=$(faithful tleg)
-genes[sws-faithful]=$(faithful sws)
+make_gene() { # ROW: the gene that row spawns from
+  case "$1" in
+    random|random-layers|tleg) gene quickstart-tleg tleg ;;
+    tleg-aligned) gene quickstart-tleg-aligned tleg --set align=true ;;
+    sws) gene quickstart-sws sws ;;
+    heur) gene quickstart-heur heur --data "$work/train.txt" ;;
+    truncated) gene quickstart-first6 auto --data "$work/train.txt" --set rule=first-half --set layers=6 ;;
+    tleg-faithful) faithful tleg ;;
+    sws-faithful) faithful sws ;;
+    *) echo "quickstart: no row '$1'; the rows are random random-layers truncated tleg tleg-aligned sws heur tleg-faithful sws-faithful" >&2; exit 2 ;;
+  esac
+}
 
 # 3-5. Descendants, fine-tuning and the table.
-rows=(random random-layers truncated tleg tleg-aligned sws heur tleg-faithful sws-faithful)
+if [ -n "${ROWS:-}" ]; then
+  read -r -a rows <<< "$ROWS"
+elif [ -n "${FULL:-}" ]; then
+  rows=(random random-layers truncated tleg tleg-aligned sws heur tleg-faithful sws-faithful)
+else
+  rows=(random random-layers truncated tleg sws tleg-faithful sws-faithful)
+fi
 ppl() { "$lgreg" eval "$1" --data "$work/hamlet-passage.txt" --seq-len 256 "${q[@]}" | result | field '["perplexity"]'; }
 printf '| init | perplexity before | after %s steps |\n| --- | --- | --- |\n' "$steps" > "$work/table.md"
+for row in "${rows[@]}"; do genes[$row]=$(make_gene "$row"); done
+echo "genes: $SECONDS s" >&2
 for row in "${rows[@]}"; do
   out="$work/desc-$row"
   if [ "$row" = random ]; then
-    "$lgreg" spawn "${genes[tleg]}" --layers 6 --random-baseline --seed 0 -o "$out" --force "${q[@]}" >/dev/null
+    "$lgreg" spawn "${genes[$row]}" --layers 6 --random-baseline --seed 0 -o "$out" --force "${q[@]}" >/dev/null
   elif [ "$row" = random-layers ]; then
-    "$lgreg" spawn "${genes[tleg]}" --layers 6 --random-layers --seed 0 -o "$out" --force "${q[@]}" >/dev/null
+    "$lgreg" spawn "${genes[$row]}" --layers 6 --random-layers --seed 0 -o "$out" --force "${q[@]}" >/dev/null
   else
     "$lgreg" spawn "${genes[$row]}" --layers 6 --seed 0 -o "$out" --force "${q[@]}" >/dev/null
   fi
   before=$(ppl "$out")
-  "$lgreg" adapt "$out" --data "$work/train.txt" --steps "$steps" --lr 5e-4 --batch-size 4 --seq-len 128 \
+  "$lgreg" adapt "$out" --data "$work/train.txt" --steps "$steps" --lr 5e-4 --batch-size 4 --seq-len "$seq_len" \
     --warmup 10 --seed 0 -o "$out-adapted" --force "${q[@]}" >/dev/null
   after=$(ppl "$out-adapted")
   printf '| %s | %.4g | %.4g |\n' "$row" "$before" "$after" >> "$work/table.md"
-  echo "done: $row" >&2
+  echo "done: $row ($SECONDS s)" >&2
 done
 cat "$work/table.md"
 echo "quickstart: $SECONDS s in all" >&2
