@@ -371,6 +371,71 @@ fn distillation_recovers_a_teacher_that_is_linear_in_depth() {
         held["kl"].as_f64().unwrap() < 0.5 * first,
         "{held}, first step {first}"
     );
+
+    // The same run with bf16 matrix products (the precision `--cuda` runs use) learns too.
+    let out = home.join("runs/bf16");
+    ok(
+        home,
+        &train_args(
+            "tleg",
+            &dir,
+            &data,
+            &out,
+            &[
+                "AUX.LAYERS=6",
+                "TRAIN.STEPS=30",
+                "TRAIN.LR=0.003",
+                "TRAIN.PRECISION=bf16",
+                "GENE.NAME=from-random-bf16",
+            ],
+        ),
+    );
+    let logged = steps(&out);
+    let (first, last) = (
+        logged[0]["loss"].as_f64().unwrap(),
+        logged.last().unwrap()["loss"].as_f64().unwrap(),
+    );
+    assert!(
+        last < 0.5 * first,
+        "bf16 distillation loss {first} -> {last}"
+    );
+
+    // A narrower aux net (width 16, one head of the teacher's head width) selected from the
+    // teacher's leading channels and first head is, for this teacher, that slice of it.
+    let out = home.join("runs/select");
+    let selected = ok(
+        home,
+        &train_args(
+            "tleg",
+            &dir,
+            &data,
+            &out,
+            &[
+                "AUX.INIT=select",
+                "AUX.LAYERS=6",
+                "AUX.HIDDEN=16",
+                "AUX.HEADS=1",
+                "AUX.FFN=64",
+                "TRAIN.LR=1e-9",
+                "TRAIN.MIN_LR=0",
+                "GENE.NAME=selected",
+            ],
+        ),
+    );
+    let distill = &selected["gene"]["diagnostics"]["distill"];
+    assert_eq!(distill["init"], "select", "{distill}");
+    assert_eq!(distill["aux"]["hidden"], 16, "{distill}");
+    let (aux, full) = (tensors(&out.join("aux")), tensors(&dir));
+    // fc1 is [ffn, hidden]: the aux net's [64, 16] is the teacher's [128, 32] top-left corner.
+    let corner = |t: &[f32]| -> Vec<f32> {
+        (0..64)
+            .flat_map(|r| t[r * 32..r * 32 + 16].to_vec())
+            .collect()
+    };
+    for l in [0, 5] {
+        let name = format!("blocks.{l}.mlp.fc1.weight");
+        assert_close(&aux[&name], &corner(&full[&name]), 1e-4, &name);
+    }
 }
 
 #[test]
