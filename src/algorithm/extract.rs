@@ -424,7 +424,7 @@ fn origin(path: &Path, hub_repo: Option<&str>) -> (String, String) {
 
 /// The sha256 of every file of the ancestor: the blob name for Hub cache LFS files, else a
 /// fresh hash.
-fn ancestor_files(ckpt: &Checkpoint) -> Result<BTreeMap<String, String>> {
+pub(crate) fn ancestor_files(ckpt: &Checkpoint) -> Result<BTreeMap<String, String>> {
     let path = &ckpt.path;
     let files: Vec<PathBuf> = if path.is_dir() {
         let mut v: Vec<PathBuf> = fs_err::read_dir(path)?

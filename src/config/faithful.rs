@@ -85,12 +85,34 @@ fn distill_options(cfg: &Config, family: Family) -> Result<DistillOptions> {
             ));
         }
     };
+    let top_k = cfg.int("DISTILL.TOP_K").unwrap_or(0) as usize;
+    if top_k > 0 && family != Family::Llama {
+        return Err(cfg.error(
+            "DISTILL.TOP_K",
+            format!("{top_k}: the teacher-logit cache is for text models (llama); {family} is distilled from the teacher on every step, so set it to 0"),
+        ));
+    }
     Ok(DistillOptions {
         alpha,
         tau,
         reduction,
         loss,
+        top_k,
     })
+}
+
+/// Where teacher-logit caches live: `DISTILL.CACHE_DIR`, else `cache/teacher-logits` beside
+/// the registry (`$LGREG_HOME/cache/teacher-logits` by default).
+fn cache_root(cfg: &Config, registry: &Registry) -> PathBuf {
+    match cfg.str("DISTILL.CACHE_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => registry
+            .root()
+            .parent()
+            .unwrap_or(registry.root())
+            .join("cache")
+            .join("teacher-logits"),
+    }
 }
 
 /// A positive integer key, or `default`.
@@ -270,6 +292,7 @@ fn card_diagnostics(
             "held_out": report.held_out,
             "data_digest": report.data_digest,
             "loss_curve": report.loss_curve,
+            "teacher_cache": report.teacher_cache,
             "loss": options,
             "aux": {
                 "layers": aux.layers,
@@ -324,10 +347,8 @@ pub fn train_aux(
         ratio: &ratio,
     })?;
     let student = Model::new(aux_cfg.clone(), aux.params(), dev).with_precision(opts.precision);
-    let teacher = Teacher {
-        model: teacher_model,
-        options,
-    };
+    let teacher = Teacher::new(teacher_model, options);
+    let cache_root = cache_root(cfg, registry);
     write_run_config(cfg, &dir)?;
     let state = dir.join(STATE_DIR);
     opts.resume = resume && crate::train::state::exists(&state);
@@ -335,6 +356,7 @@ pub fn train_aux(
         data: Path::new(data),
         state: &state,
         metrics: &dir.join(METRICS_FILE),
+        cache_root: &cache_root,
     };
     let report = distill(&student, &teacher, &teacher_ckpt, paths, &opts, reporter)?;
     if !report.finished() {

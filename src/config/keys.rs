@@ -701,6 +701,20 @@ pub const KEYS: &[Key] = &[
         "MODE: faithful: `mean` (default), the KL per example (per token for text), or `deit`, the papers' code: the sum over the batch divided by batch x classes.",
     ),
     key(
+        "DISTILL.TOP_K",
+        Int,
+        Applied,
+        Lgreg,
+        "MODE: faithful, text (llama): keep the teacher's top k log-probabilities of every token on disk and distil on them (the rest of the mass spread evenly), so that later students distilled from the same teacher on the same data skip the teacher; 0 (default) runs the teacher on every step and uses all its logits.",
+    ),
+    key(
+        "DISTILL.CACHE_DIR",
+        Str,
+        Applied,
+        Lgreg,
+        "MODE: faithful with DISTILL.TOP_K: where the teacher-logit caches live (default: cache/teacher-logits beside the registry, $LGREG_HOME/cache/teacher-logits); one directory per teacher, data, block length and k.",
+    ),
+    key(
         "AUX.LAYERS",
         Int,
         Applied,

@@ -647,7 +647,7 @@ fn step_loss(run: &Steps<'_>, batch: &[usize], step: usize) -> Result<(Tensor, O
             let out = model.forward_with(&input, Mode::Train, hooks)?;
             match run.teacher {
                 None => Ok((augment::loss(&out.output, &b, &opts.augment)?, None)),
-                Some(t) => t.logits_loss(&out.output, &input, || {
+                Some(t) => t.logits_loss(&out.output, &input, None, || {
                     augment::loss(&out.output, &b, &opts.augment)
                 }),
             }
@@ -658,9 +658,9 @@ fn step_loss(run: &Steps<'_>, batch: &[usize], step: usize) -> Result<(Tensor, O
             let out = model.forward(&input, Mode::Train, false)?;
             match run.teacher {
                 None => Ok((lm_loss(&out.output, &y)?, None)),
-                Some(teacher) => {
-                    teacher.logits_loss(&out.output, &input, || lm_loss(&out.output, &y))
-                }
+                Some(teacher) => teacher.logits_loss(&out.output, &input, Some(batch), || {
+                    lm_loss(&out.output, &y)
+                }),
             }
         }
         Data::Pairs { pairs, tok } => match run.teacher {

@@ -3,6 +3,7 @@
 //! last hidden states (bert has no logits), optionally mixed with the task's label loss, and
 //! [`distill`], which trains a student on it through the one training loop of [`super::adapt`].
 
+use std::cell::OnceCell;
 use std::path::Path;
 
 use candle_core::{D, DType, Tensor};
@@ -13,6 +14,7 @@ use super::adapt::{
     run_steps, split_data, validate,
 };
 use super::eval::Metrics;
+use super::logit_cache::{CacheKey, CacheStats, LogitCache};
 use super::loss::kl_distill;
 use super::text::Tokenizer;
 use crate::anatomy::Family;
@@ -57,6 +59,9 @@ pub struct DistillOptions {
     pub reduction: KlReduction,
     /// The loss: KL on logits, or MSE / cosine on hidden states.
     pub loss: DistillLoss,
+    /// Text: the teacher's log-probabilities kept per token (0: all of them, computed on every
+    /// step; k: the top k, cached on disk and reused by later runs).
+    pub top_k: usize,
 }
 
 impl Default for DistillOptions {
@@ -66,6 +71,7 @@ impl Default for DistillOptions {
             tau: 1.0,
             reduction: KlReduction::Mean,
             loss: DistillLoss::Kl,
+            top_k: 0,
         }
     }
 }
@@ -77,6 +83,20 @@ pub struct Teacher {
     pub model: Model,
     /// The loss.
     pub options: DistillOptions,
+    /// Text only: the teacher's top-k log-probabilities kept on disk, opened by [`distill`]
+    /// when `options.top_k` is set.
+    pub cache: OnceCell<LogitCache>,
+}
+
+impl Teacher {
+    /// `model`, distilled with `options`.
+    pub fn new(model: Model, options: DistillOptions) -> Teacher {
+        Teacher {
+            model,
+            options,
+            cache: OnceCell::new(),
+        }
+    }
 }
 
 /// `logits` as rows `[n, classes]` (text logits `[b, t, vocab]` become `[b·t, vocab]`).
@@ -105,6 +125,22 @@ impl Teacher {
             .detach())
     }
 
+    /// The teacher's logits on `input` as rows `[n, classes]`; for text with a cache, the log-
+    /// probabilities rebuilt from the top k of the text `blocks` (the teacher runs only for
+    /// blocks the cache lacks).
+    fn target(&self, input: &Input, blocks: Option<&[usize]>) -> Result<Tensor> {
+        let (Some(cache), Some(blocks), Input::Tokens { ids, .. }) =
+            (self.cache.get(), blocks, input)
+        else {
+            return rows(&self.output(input)?);
+        };
+        let tokens = ids.dim(D::Minus1)?;
+        let vocab = self.model.config.vocab;
+        cache.rows(blocks, tokens, vocab, &self.model.device, || {
+            self.output(input)
+        })
+    }
+
     /// The KL term between rows of logits.
     fn kd(&self, student: &Tensor, teacher: &Tensor) -> Result<Tensor> {
         let kl = kl_distill(student, teacher, self.options.tau)?;
@@ -114,15 +150,17 @@ impl Teacher {
         })
     }
 
-    /// The loss of `student` logits on `input` against the teacher's, mixed with the label
-    /// loss (computed only when `alpha < 1`), and the top-1 agreement.
+    /// The loss of `student` logits on `input` (the text `blocks`, for the cache) against the
+    /// teacher's, mixed with the label loss (computed only when `alpha < 1`), and the top-1
+    /// agreement.
     pub(crate) fn logits_loss(
         &self,
         student: &Tensor,
         input: &Input,
+        blocks: Option<&[usize]>,
         label_loss: impl FnOnce() -> Result<Tensor>,
     ) -> Result<(Tensor, Option<f32>)> {
-        let teacher = rows(&self.output(input)?)?;
+        let teacher = self.target(input, blocks)?;
         let student_rows = rows(student)?;
         let kd = self.kd(&student_rows, &teacher)?;
         let agree = agreement(&student_rows.detach(), &teacher)?;
@@ -162,12 +200,12 @@ impl Teacher {
             match set {
                 Data::Images(s) => {
                     let (x, _) = s.batch(chunk, &model.device)?;
-                    self.compare_logits(model, &Input::Images(x), &mut sums)?;
+                    self.compare_logits(model, &Input::Images(x), None, &mut sums)?;
                 }
                 Data::Text(t) => {
                     let (x, _) = t.batch(chunk, &model.device)?;
                     let input = Input::Tokens { ids: x, mask: None };
-                    self.compare_logits(model, &input, &mut sums)?;
+                    self.compare_logits(model, &input, Some(chunk), &mut sums)?;
                 }
                 Data::Pairs { pairs, tok } => {
                     let texts = pair_texts(pairs, chunk);
@@ -186,10 +224,17 @@ impl Teacher {
         Ok(sums.finish(set, metric))
     }
 
-    /// Add the KL (τ = 1, per row) and the top-1 matches of `model` and the teacher on `input`.
-    fn compare_logits(&self, model: &Model, input: &Input, sums: &mut Sums) -> Result<()> {
+    /// Add the KL (τ = 1, per row) and the top-1 matches of `model` and the teacher on `input`
+    /// (the text `blocks`, for the cache).
+    fn compare_logits(
+        &self,
+        model: &Model,
+        input: &Input,
+        blocks: Option<&[usize]>,
+        sums: &mut Sums,
+    ) -> Result<()> {
         let s = rows(&model.forward(input, Mode::Infer, false)?.output)?;
-        let t = rows(&self.output(input)?)?;
+        let t = self.target(input, blocks)?;
         let (n, classes) = s.dims2()?;
         let kl = kl_distill(&s, &t, 1.0)?.to_scalar::<f32>()?;
         let matched = agreement(&s, &t)?;
@@ -307,6 +352,8 @@ pub struct DistillReport {
     /// `(step, loss)` of every step of the run (across resumes), from `metrics.jsonl`; at most
     /// [`CURVE_POINTS`] points, evenly spaced.
     pub loss_curve: Vec<[f64; 2]>,
+    /// What this process read from and wrote to the teacher-logit cache, when there is one.
+    pub teacher_cache: Option<CacheStats>,
 }
 
 /// The most points a card's loss curve keeps.
@@ -394,6 +441,8 @@ pub struct DistillPaths<'a> {
     pub state: &'a Path,
     /// The `metrics.jsonl` of the run.
     pub metrics: &'a Path,
+    /// Where teacher-logit caches live (used when `DistillOptions::top_k` is set).
+    pub cache_root: &'a Path,
 }
 
 /// Train `student` to match `teacher` on `paths.data` (read with the tokenizer of
@@ -412,6 +461,7 @@ pub fn distill(
     check_student(&student.config, &teacher.model.config)?;
     let set = read_data(teacher_ckpt, &teacher.model.config, paths.data, opts)?;
     let (train, held) = split_data(&set, paths.data, opts)?;
+    open_cache(teacher, teacher_ckpt, &set, opts, paths.cache_root)?;
     if held.is_empty() {
         return Err(Error::Dataset {
             path: paths.data.to_path_buf(),
@@ -446,6 +496,7 @@ pub fn distill(
         held_out: None,
         data_digest: set.digest(),
         loss_curve: Vec::new(),
+        teacher_cache: None,
     };
     if !report.finished() {
         return Ok(report);
@@ -460,5 +511,36 @@ pub fn distill(
     }))?;
     report.held_out = Some(held_out);
     report.loss_curve = loss_curve(paths.metrics)?;
+    report.teacher_cache = teacher.cache.get().map(LogitCache::stats);
     Ok(report)
+}
+
+/// Open the teacher-logit cache of `teacher` on `set` under `root` when its options ask for
+/// one; only text distilled on logits has one.
+fn open_cache(
+    teacher: &Teacher,
+    teacher_ckpt: &Checkpoint,
+    set: &Data,
+    opts: &AdaptOptions,
+    root: &Path,
+) -> Result<()> {
+    let top_k = teacher.options.top_k;
+    if top_k == 0 || teacher.cache.get().is_some() {
+        return Ok(());
+    }
+    if !matches!(set, Data::Text(_)) || teacher.options.loss != DistillLoss::Kl {
+        return Err(Error::InvalidValue {
+            what: "DISTILL.TOP_K".into(),
+            value: top_k.to_string(),
+            reason: "the teacher-logit cache is for text models distilled on logits (llama); images are augmented anew on every step and bert distils hidden states: set it to 0".into(),
+        });
+    }
+    let key = CacheKey {
+        teacher: crate::algorithm::extract::ancestor_files(teacher_ckpt)?,
+        data: set.digest(),
+        block: opts.seq_len,
+        top_k: top_k.min(teacher.model.config.vocab),
+    };
+    let _ = teacher.cache.set(LogitCache::open(root, &key)?);
+    Ok(())
 }

@@ -13,6 +13,7 @@ pub mod data;
 pub mod distill;
 pub mod ema;
 pub mod eval;
+pub mod logit_cache;
 pub mod loss;
 pub mod metrics;
 pub mod optim;

