@@ -57,10 +57,7 @@ pub fn smoke_metric(dir: &Path, images: Option<&Path>) -> Result<Option<Metrics>
         Family::Llama => {
             let tok = checkpoint_tokenizer(&ckpt)?;
             let tokens = tok.encode(SAMPLE_TEXT, false)?;
-            let blocks = TextBlocks {
-                tokens,
-                block: SAMPLE_BLOCK,
-            };
+            let blocks = TextBlocks::from_tokens(tokens, SAMPLE_BLOCK);
             let idx: Vec<usize> = (0..blocks.len()).collect();
             Some(perplexity(
                 &model,

@@ -178,7 +178,7 @@ impl Data {
             Data::Images(s) => s.digest(),
             Data::Text(t) => {
                 let mut h = crate::registry::digest::Hasher::new();
-                for id in &t.tokens {
+                for id in t.tokens.as_slice() {
                     h.update(&id.to_le_bytes());
                 }
                 h.finish().to_string()

@@ -92,6 +92,17 @@ fn glob_matches(pattern: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// The `text` field of line `number` of a JSON Lines file.
+fn jsonl_line_text(path: &Path, number: usize, line: &str) -> Result<String> {
+    let value: serde_json::Value = serde_json::from_str(line)
+        .map_err(|e| dataset_error(path, format!("line {number} is not JSON: {e}")))?;
+    let text = value
+        .get("text")
+        .and_then(|t| t.as_str())
+        .ok_or_else(|| dataset_error(path, format!("line {number} has no string field `text`")))?;
+    Ok(text.to_string())
+}
+
 /// The `text` fields of a JSON Lines file.
 fn jsonl_texts(path: &Path, raw: &str) -> Result<Vec<String>> {
     let mut texts = Vec::new();
@@ -99,12 +110,7 @@ fn jsonl_texts(path: &Path, raw: &str) -> Result<Vec<String>> {
         if line.trim().is_empty() {
             continue;
         }
-        let value: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| dataset_error(path, format!("line {} is not JSON: {e}", i + 1)))?;
-        let text = value.get("text").and_then(|t| t.as_str()).ok_or_else(|| {
-            dataset_error(path, format!("line {} has no string field `text`", i + 1))
-        })?;
-        texts.push(text.to_string());
+        texts.push(jsonl_line_text(path, i + 1, line)?);
     }
     Ok(texts)
 }
@@ -149,6 +155,74 @@ pub fn read_text(path: &Path) -> Result<String> {
         docs.extend(file_documents(&file)?);
     }
     Ok(docs.join(DOCUMENT_SEPARATOR))
+}
+
+/// Feed `chunk` the text [`read_text`] would return, in pieces of about `chunk_bytes` or more
+/// cut at blank lines (a long stretch without one is cut at a line end), without holding more
+/// than a piece at a time: the concatenated pieces are exactly [`read_text`]'s string.
+pub fn for_each_chunk(
+    path: &Path,
+    chunk_bytes: usize,
+    chunk: &mut dyn FnMut(&str) -> Result<()>,
+) -> Result<()> {
+    let mut pending: Vec<u8> = Vec::new();
+    let mut first = true;
+    for file in data_files(path)? {
+        let jsonl = file.extension().is_some_and(|e| e == "jsonl");
+        let mut reader = std::io::BufReader::new(fs_err::File::open(&file)?);
+        let mut line = Vec::new();
+        let mut line_no = 0;
+        let mut file_started = false;
+        loop {
+            line.clear();
+            if std::io::BufRead::read_until(&mut reader, b'\n', &mut line)? == 0 {
+                break;
+            }
+            line_no += 1;
+            let piece: Vec<u8> = if jsonl {
+                let text = String::from_utf8_lossy(&line);
+                if text.trim().is_empty() {
+                    continue;
+                }
+                jsonl_line_text(&file, line_no, &text)?.into_bytes()
+            } else {
+                line.clone()
+            };
+            if jsonl || !file_started {
+                if !first {
+                    pending.extend_from_slice(DOCUMENT_SEPARATOR.as_bytes());
+                }
+                first = false;
+                file_started = true;
+            }
+            pending.extend_from_slice(&piece);
+            let at_break = jsonl || piece.iter().all(u8::is_ascii_whitespace);
+            if pending.len() >= chunk_bytes && (at_break || pending.len() >= 4 * chunk_bytes) {
+                chunk(&String::from_utf8_lossy(&pending))?;
+                pending.clear();
+            }
+        }
+        if !jsonl && !file_started {
+            // An empty file is still a document.
+            if !first {
+                pending.extend_from_slice(DOCUMENT_SEPARATOR.as_bytes());
+            }
+            first = false;
+        }
+    }
+    if !pending.is_empty() {
+        chunk(&String::from_utf8_lossy(&pending))?;
+    }
+    Ok(())
+}
+
+/// The total size in bytes of the files `path` names.
+pub fn data_bytes(path: &Path) -> Result<u64> {
+    let mut total = 0;
+    for file in data_files(path)? {
+        total += fs_err::metadata(&file)?.len();
+    }
+    Ok(total)
 }
 
 #[cfg(test)]
@@ -197,6 +271,37 @@ mod tests {
         fs_err::write(&bad, "{\"text\": \"ok\"}\n{\"body\": 1}\n").expect("write");
         let e = read_text(&bad).expect_err("no text field").to_string();
         assert!(e.contains("bad.jsonl") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn streamed_chunks_join_to_the_whole_text_at_any_size() {
+        let dir = corpus();
+        let paragraphs: Vec<String> = (0..40)
+            .map(|i| format!("Line {i} of the play,\nand its answer.\n"))
+            .collect();
+        fs_err::write(dir.path().join("e.txt"), paragraphs.join("\n")).expect("write");
+        fs_err::write(dir.path().join("f.txt"), "").expect("write");
+        fs_err::write(dir.path().join("g.txt"), "one line, no break ".repeat(50)).expect("write");
+        let whole = read_text(dir.path()).expect("reads");
+        for size in [1, 7, 64, 1 << 20] {
+            let mut pieces = Vec::new();
+            for_each_chunk(dir.path(), size, &mut |c: &str| {
+                pieces.push(c.to_string());
+                Ok(())
+            })
+            .expect("streams");
+            assert_eq!(pieces.concat(), whole, "chunks of {size}");
+            if size == 64 {
+                assert!(pieces.len() > 10, "{} pieces", pieces.len());
+                // Cut at blank lines: every piece but the last ends a paragraph or a file.
+                let long = pieces.iter().map(String::len).max().unwrap_or(0);
+                assert!(long <= 4 * 64 + 1000, "a piece of {long} bytes");
+            }
+        }
+        let bad = dir.path().join("bad.jsonl");
+        fs_err::write(&bad, "{\"text\": \"ok\"}\n{\"body\": 1}\n").expect("write");
+        let e = for_each_chunk(&bad, 1, &mut |_: &str| Ok(())).expect_err("no text field");
+        assert!(e.to_string().contains("line 2"), "{e}");
     }
 
     #[test]

@@ -92,18 +92,72 @@ impl Tokenizer {
     }
 }
 
+/// Corpora up to this many bytes are read and tokenised whole; larger ones are streamed.
+pub const IN_MEMORY_BYTES: u64 = 64 << 20;
+
+/// The text of a streamed corpus is tokenised this many bytes at a time (cut at blank lines).
+const STREAM_CHUNK_BYTES: usize = 1 << 20;
+
+/// Token ids: in memory, or, for a streamed corpus, in a memory-mapped temporary file of
+/// little-endian u32 (deleted when the blocks are dropped).
+#[derive(Debug)]
+pub enum Tokens {
+    /// Ids held in memory.
+    Owned(Vec<u32>),
+    /// Ids in a mapped file; the file is kept for as long as the map.
+    Mapped {
+        /// The map of the file.
+        map: crate::checkpoint::mmap::Mapped,
+        /// The file, removed on drop.
+        file: tempfile::NamedTempFile,
+    },
+}
+
+impl Tokens {
+    /// The ids.
+    pub fn as_slice(&self) -> &[u32] {
+        match self {
+            Tokens::Owned(v) => v,
+            // A map starts on a page boundary and holds whole u32s, so the cast cannot fail.
+            Tokens::Mapped { map, .. } => bytemuck::try_cast_slice(map.bytes()).unwrap_or(&[]),
+        }
+    }
+}
+
 /// A token stream cut into blocks of `block + 1` tokens (inputs and shifted targets).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct TextBlocks {
     /// The token ids, `blocks · (block + 1)` long… stored as one stream.
-    pub tokens: Vec<u32>,
+    pub tokens: Tokens,
     /// Tokens per block (input length).
     pub block: usize,
 }
 
 impl TextBlocks {
-    /// Tokenise the text file `path` and cut it into non-overlapping blocks.
+    /// Blocks of `block` tokens over `tokens`.
+    pub fn from_tokens(tokens: Vec<u32>, block: usize) -> TextBlocks {
+        TextBlocks {
+            tokens: Tokens::Owned(tokens),
+            block,
+        }
+    }
+
+    /// Tokenise the text `path` names (a file, a directory, a glob or JSON Lines; see
+    /// [`super::corpus`]) and cut it into non-overlapping blocks. A corpus larger than
+    /// [`IN_MEMORY_BYTES`] is streamed: read and tokenised a megabyte at a time into a temporary
+    /// file under `$TMPDIR`, which is then memory-mapped, so memory follows the chunk, not the
+    /// corpus.
     pub fn read(path: &Path, tokenizer: &Tokenizer, block: usize) -> Result<TextBlocks> {
+        Self::read_streaming_above(path, tokenizer, block, IN_MEMORY_BYTES)
+    }
+
+    /// [`TextBlocks::read`], streaming corpora larger than `in_memory_bytes`.
+    pub fn read_streaming_above(
+        path: &Path,
+        tokenizer: &Tokenizer,
+        block: usize,
+        in_memory_bytes: u64,
+    ) -> Result<TextBlocks> {
         if block == 0 {
             return Err(Error::InvalidValue {
                 what: "`--seq-len`".into(),
@@ -111,12 +165,16 @@ impl TextBlocks {
                 reason: "a block needs at least one token".into(),
             });
         }
-        let text = super::corpus::read_text(path)?;
-        let tokens = tokenizer.encode(&text, false)?;
-        if tokens.len() < block + 1 {
+        let tokens = if super::corpus::data_bytes(path)? <= in_memory_bytes {
+            Tokens::Owned(tokenizer.encode(&super::corpus::read_text(path)?, false)?)
+        } else {
+            stream_tokens(path, tokenizer)?
+        };
+        let count = tokens.as_slice().len();
+        if count < block + 1 {
             return Err(Error::TextTooShort {
                 path: path.to_path_buf(),
-                tokens: tokens.len(),
+                tokens: count,
                 block,
             });
         }
@@ -125,7 +183,7 @@ impl TextBlocks {
 
     /// Number of whole blocks (each `block` inputs plus one target beyond).
     pub fn len(&self) -> usize {
-        (self.tokens.len() - 1) / self.block
+        self.tokens.as_slice().len().saturating_sub(1) / self.block
     }
 
     /// Whether there is no whole block.
@@ -137,10 +195,11 @@ impl TextBlocks {
     pub fn batch(&self, indices: &[usize], device: &Device) -> Result<(Tensor, Tensor)> {
         let mut xs = Vec::with_capacity(indices.len() * self.block);
         let mut ys = Vec::with_capacity(indices.len() * self.block);
+        let tokens = self.tokens.as_slice();
         for &i in indices {
             let start = i * self.block;
-            xs.extend_from_slice(&self.tokens[start..start + self.block]);
-            ys.extend_from_slice(&self.tokens[start + 1..start + self.block + 1]);
+            xs.extend_from_slice(&tokens[start..start + self.block]);
+            ys.extend_from_slice(&tokens[start + 1..start + self.block + 1]);
         }
         let n = indices.len();
         Ok((
@@ -148,6 +207,31 @@ impl TextBlocks {
             Tensor::from_vec(ys, (n, self.block), device)?,
         ))
     }
+}
+
+/// Tokenise the corpus `path` a chunk at a time into a temporary file of little-endian u32
+/// ids, then map it.
+fn stream_tokens(path: &Path, tokenizer: &Tokenizer) -> Result<Tokens> {
+    use std::io::Write;
+    let file = tempfile::Builder::new()
+        .prefix("lgreg-tokens-")
+        .tempfile()
+        .map_err(|e| Error::Dataset {
+            path: std::env::temp_dir(),
+            reason: format!("cannot create the temporary token file for a streamed corpus: {e}; set TMPDIR to a directory with room"),
+        })?;
+    let mut out = std::io::BufWriter::new(file.as_file());
+    super::corpus::for_each_chunk(path, STREAM_CHUNK_BYTES, &mut |chunk: &str| {
+        for id in tokenizer.encode(chunk, false)? {
+            out.write_all(&id.to_le_bytes())?;
+        }
+        Ok(())
+    })?;
+    out.flush()?;
+    drop(out);
+    file.as_file().sync_all()?;
+    let map = crate::checkpoint::mmap::Mapped::open(file.path())?;
+    Ok(Tokens::Mapped { map, file })
 }
 
 /// Sentence pairs from `path`: one `first<TAB>second` pair per line, blank lines skipped.

