@@ -540,6 +540,7 @@ fn open_cache(
         data: set.digest(),
         block: opts.seq_len,
         top_k: top_k.min(teacher.model.config.vocab),
+        precision: opts.precision.to_string(),
     };
     let _ = teacher.cache.set(LogitCache::open(root, &key)?);
     Ok(())

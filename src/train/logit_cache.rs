@@ -48,6 +48,8 @@ pub struct CacheKey {
     pub block: usize,
     /// Log-probabilities kept per token.
     pub top_k: usize,
+    /// The dtype of the teacher's matrix products.
+    pub precision: String,
 }
 
 /// The top-k cache of one teacher on one data set.
@@ -302,6 +304,7 @@ mod tests {
             data: "sha256:00".into(),
             block: 2,
             top_k: 2,
+            precision: "f32".into(),
         };
         let cache = LogitCache::open(tmp.path(), &key).unwrap();
         let logits: Vec<f32> = (0..2 * 2 * 4).map(|i| (i % 5) as f32).collect();
