@@ -93,7 +93,7 @@ impl Tokenizer {
 }
 
 /// Corpora up to this many bytes are read and tokenised whole; larger ones are streamed.
-pub const IN_MEMORY_BYTES: u64 = 64 << 20;
+pub const IN_MEMORY_BYTES: u64 = 8 << 20;
 
 /// The text of a streamed corpus is tokenised this many bytes at a time (cut at blank lines).
 const STREAM_CHUNK_BYTES: usize = 1 << 20;
