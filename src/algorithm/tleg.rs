@@ -11,7 +11,7 @@
 //! which needs whole layers one after the other; the card records the R² of both fits.
 //!
 //! The faithful path trains the aux net whose layers are that line, by distillation
-//! ([`aux`], [`super::faithful`]).
+//! (the `aux` module, [`super::faithful`]).
 //!
 //! An official TLEG checkpoint (`*_base` / `*_ilayer` names) is imported instead as a faithful
 //! gene ([`official`]).
