@@ -20,21 +20,11 @@ lgreg="$PWD/target/release/lgreg"
 work="${WORK:-$PWD/target/tleg-vit}"
 mkdir -p "$work"
 export LGREG_HOME="${LGREG_HOME:-$work/lgreg-home}"
-fashion=target/fixtures/fashion-mnist/train-images-idx3-ubyte.gz
-fashion_test=target/fixtures/fashion-mnist/t10k-images-idx3-ubyte.gz
 q=(--no-progress --json)
-last_field() { tail -n 1 | python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 has_gene() { "$lgreg" show "$1" --json >/dev/null 2>&1; }
 
 # 1. The ancestor.
-if [ ! -f "$work/ancestor/model.safetensors" ]; then
-  target/release/examples/random_vit "$work/ancestor-init" 28 7 1 128 12 4 10 0 >/dev/null
-  "$lgreg" adapt "$work/ancestor-init" --data "$fashion" --limit "${ANCESTOR_LIMIT:-20000}" \
-    --epochs "${ANCESTOR_EPOCHS:-1}" --lr 1e-3 --batch-size 64 --warmup 30 --seed 0 \
-    --val-fraction 0.05 -o "$work/ancestor" --force "${q[@]}" >/dev/null
-fi
-accuracy=$("$lgreg" eval "$work/ancestor" --data "$fashion_test" "${q[@]}" | last_field '["accuracy"]')
-echo "ancestor: Fashion-MNIST test accuracy $accuracy" | tee "$work/ancestor.txt" >&2
+source scripts/lib/vit_fashion_ancestor.sh
 
 # 2. The genes.
 for method in tleg sws; do

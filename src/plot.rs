@@ -1,5 +1,6 @@
-//! Line figures of training runs (loss and metric curves, the heur criterion), drawn with
-//! `plotters` into one SVG and one PNG side by side. Both are rendered in memory and written
+//! Figures drawn with `plotters` into one SVG and one PNG side by side: line panels of
+//! training runs (loss and metric curves, the heur criterion) and heat maps of a matrix (auto's
+//! layer similarity). Both are rendered in memory and written
 //! through [`write_atomic`], so a figure on disk is always whole.
 //!
 //! Text needs a TrueType font: the bitmap is rasterised with it, and both backends measure
@@ -206,39 +207,148 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) 
     Ok(())
 }
 
-fn draw_all<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, panels: &[Panel]) -> Result<()> {
-    root.fill(&WHITE).map_err(drawing)?;
-    let areas = root.split_evenly((1, panels.len()));
-    for (area, panel) in areas.iter().zip(panels) {
-        draw_panel(area, panel)?;
+/// Something drawn on one drawing area.
+trait Figure {
+    /// Width and height in pixels.
+    fn size(&self) -> (u32, u32);
+    /// Draw on `root` (already white).
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()>;
+}
+
+/// Line panels side by side.
+struct Panels<'a>(&'a [Panel]);
+
+impl Figure for Panels<'_> {
+    fn size(&self) -> (u32, u32) {
+        (PANEL.0 * self.0.len().max(1) as u32, PANEL.1)
     }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
+        let areas = root.split_evenly((1, self.0.len()));
+        for (area, panel) in areas.iter().zip(self.0) {
+            draw_panel(area, panel)?;
+        }
+        Ok(())
+    }
+}
+
+/// A matrix drawn as coloured cells: row `r`, column `c` at `(c, r)`, row 0 at the top.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Heatmap {
+    /// Above the map.
+    pub title: String,
+    /// Under the x axis (the columns).
+    pub x_label: String,
+    /// Beside the y axis (the rows).
+    pub y_label: String,
+    /// The values, one row per entry; non-finite cells are left white.
+    pub rows: Vec<Vec<f64>>,
+}
+
+/// A colour from dark blue (0) through green to yellow (1), in the manner of viridis.
+fn ramp(t: f64) -> RGBColor {
+    const STOPS: [(f64, [f64; 3]); 5] = [
+        (0.0, [68.0, 1.0, 84.0]),
+        (0.25, [59.0, 82.0, 139.0]),
+        (0.5, [33.0, 145.0, 140.0]),
+        (0.75, [94.0, 201.0, 98.0]),
+        (1.0, [253.0, 231.0, 37.0]),
+    ];
+    let t = t.clamp(0.0, 1.0);
+    let i = STOPS
+        .iter()
+        .rposition(|(at, _)| *at <= t)
+        .unwrap_or(0)
+        .min(3);
+    let ((a, ca), (b, cb)) = (STOPS[i], STOPS[i + 1]);
+    let f = (t - a) / (b - a);
+    let mix = |k: usize| (ca[k] + (cb[k] - ca[k]) * f).round() as u8;
+    RGBColor(mix(0), mix(1), mix(2))
+}
+
+impl Heatmap {
+    /// The smallest and largest finite values (the ends of the colour ramp), never equal.
+    fn value_range(&self) -> (f64, f64) {
+        let (lo, hi) = self
+            .rows
+            .iter()
+            .flatten()
+            .filter(|v| v.is_finite())
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &v| {
+                (l.min(v), h.max(v))
+            });
+        if !lo.is_finite() {
+            return (0.0, 1.0);
+        }
+        (lo, if hi > lo { hi } else { lo + 1.0 })
+    }
+}
+
+impl Figure for Heatmap {
+    fn size(&self) -> (u32, u32) {
+        PANEL
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
+        let rows = self.rows.len();
+        let cols = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let (lo, hi) = self.value_range();
+        let mut chart = ChartBuilder::on(root)
+            .caption(&self.title, (FAMILY, 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0..cols.max(1), 0..rows.max(1))
+            .map_err(drawing)?;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc(self.x_label.as_str())
+            .y_desc(self.y_label.as_str())
+            .x_label_formatter(&|c| c.to_string())
+            .y_label_formatter(&|r| rows.saturating_sub(r + 1).to_string())
+            .label_style((FAMILY, 13))
+            .draw()
+            .map_err(drawing)?;
+        let cells = self.rows.iter().enumerate().flat_map(|(r, row)| {
+            row.iter()
+                .enumerate()
+                .filter(|(_, v)| v.is_finite())
+                .map(move |(c, &v)| {
+                    let y = rows - 1 - r;
+                    let colour = ramp((v - lo) / (hi - lo));
+                    Rectangle::new([(c, y), (c + 1, y + 1)], colour.filled())
+                })
+        });
+        chart.draw_series(cells).map_err(drawing)?;
+        Ok(())
+    }
+}
+
+fn draw_on<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, figure: &impl Figure) -> Result<()> {
+    root.fill(&WHITE).map_err(drawing)?;
+    figure.draw(&root)?;
     root.present().map_err(drawing)?;
     Ok(())
 }
 
-fn size(panels: &[Panel]) -> (u32, u32) {
-    (PANEL.0 * panels.len().max(1) as u32, PANEL.1)
-}
-
-/// The SVG text of `panels`, side by side.
-pub fn render_svg(panels: &[Panel], font: Option<&Path>) -> Result<String> {
+fn svg_of(figure: &impl Figure, font: Option<&Path>) -> Result<String> {
     ensure_font(font)?;
     let mut text = String::new();
-    draw_all(
-        SVGBackend::with_string(&mut text, size(panels)).into_drawing_area(),
-        panels,
+    draw_on(
+        SVGBackend::with_string(&mut text, figure.size()).into_drawing_area(),
+        figure,
     )?;
     Ok(text)
 }
 
-/// The PNG bytes of `panels`, side by side.
-pub fn render_png(panels: &[Panel], font: Option<&Path>) -> Result<Vec<u8>> {
+fn png_of(figure: &impl Figure, font: Option<&Path>) -> Result<Vec<u8>> {
     ensure_font(font)?;
-    let (w, h) = size(panels);
+    let (w, h) = figure.size();
     let mut rgb = vec![0u8; (w * h * 3) as usize];
-    draw_all(
+    draw_on(
         BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area(),
-        panels,
+        figure,
     )?;
     let mut png = Vec::new();
     image::codecs::png::PngEncoder::new(&mut png)
@@ -247,20 +357,46 @@ pub fn render_png(panels: &[Panel], font: Option<&Path>) -> Result<Vec<u8>> {
     Ok(png)
 }
 
+fn write_both(figure: &impl Figure, stem: &Path, font: Option<&Path>) -> Result<Written> {
+    let svg = stem.with_extension("svg");
+    let png = stem.with_extension("png");
+    write_atomic(&svg, svg_of(figure, font)?.as_bytes())?;
+    write_atomic(&png, &png_of(figure, font)?)?;
+    Ok(Written { svg, png })
+}
+
+/// The SVG text of `panels`, side by side.
+pub fn render_svg(panels: &[Panel], font: Option<&Path>) -> Result<String> {
+    svg_of(&Panels(panels), font)
+}
+
+/// The PNG bytes of `panels`, side by side.
+pub fn render_png(panels: &[Panel], font: Option<&Path>) -> Result<Vec<u8>> {
+    png_of(&Panels(panels), font)
+}
+
 /// Write `panels` to `<stem>.svg` and `<stem>.png`.
 pub fn write_figure(panels: &[Panel], stem: &Path, font: Option<&Path>) -> Result<Written> {
     if panels.is_empty() {
-        return Err(Error::InvalidValue {
-            what: "figure".into(),
-            value: stem.display().to_string(),
-            reason: "there is nothing to draw".into(),
-        });
+        return Err(nothing_to_draw(stem));
     }
-    let svg = stem.with_extension("svg");
-    let png = stem.with_extension("png");
-    write_atomic(&svg, render_svg(panels, font)?.as_bytes())?;
-    write_atomic(&png, &render_png(panels, font)?)?;
-    Ok(Written { svg, png })
+    write_both(&Panels(panels), stem, font)
+}
+
+/// Write `map` to `<stem>.svg` and `<stem>.png`.
+pub fn write_heatmap(map: &Heatmap, stem: &Path, font: Option<&Path>) -> Result<Written> {
+    if map.rows.iter().all(Vec::is_empty) {
+        return Err(nothing_to_draw(stem));
+    }
+    write_both(map, stem, font)
+}
+
+fn nothing_to_draw(stem: &Path) -> Error {
+    Error::InvalidValue {
+        what: "figure".into(),
+        value: stem.display().to_string(),
+        reason: "there is nothing to draw".into(),
+    }
 }
 
 #[cfg(test)]
@@ -307,6 +443,32 @@ mod tests {
             .count();
         assert!(dark > 500, "{dark}");
         assert!(write_figure(&[], &dir.path().join("none"), None).is_err());
+    }
+
+    #[test]
+    fn a_heat_map_is_written_and_colours_its_cells() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let map = Heatmap {
+            title: "CKA".into(),
+            x_label: "pseudo layer".into(),
+            y_label: "ancestor layer".into(),
+            rows: vec![vec![0.1, 0.9], vec![0.5, f64::NAN], vec![1.0, 0.0]],
+        };
+        let written = write_heatmap(&map, &dir.path().join("cka"), None).expect("heat map");
+        let svg = fs_err::read_to_string(&written.svg).expect("svg");
+        assert!(svg.contains("ancestor layer"), "{svg:.200}");
+        let png = image::load_from_memory(&fs_err::read(&written.png).expect("png"))
+            .expect("decode")
+            .to_rgb8();
+        // The lowest value's dark blue and the highest value's yellow are both painted.
+        let has = |c: RGBColor| png.pixels().any(|p| p.0 == [c.0, c.1, c.2]);
+        assert!(has(ramp(0.0)) && has(ramp(1.0)));
+        assert_eq!(ramp(0.5), RGBColor(33, 145, 140));
+        let empty = Heatmap {
+            rows: vec![Vec::new()],
+            ..map
+        };
+        assert!(write_heatmap(&empty, &dir.path().join("none"), None).is_err());
     }
 
     #[test]

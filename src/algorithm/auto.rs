@@ -19,10 +19,17 @@
 //! of huge norm in llama residual streams (attention sinks) otherwise dominate the Gram
 //! matrices; on SmolLM2 they held every CKA near 0.05 from layer 11 to 27.
 //!
+//! `rule: trained` is the paper's description (`fidelity: as-described`): the pseudo-descendant
+//! is a small model trained from scratch on the descendant's side of the data (`lgreg train` with
+//! `MODE: faithful` trains it and passes its directory as `pseudo`), and steps 2–3 compare the
+//! ancestor with it.
+//!
 //! `rule: first-half` is the fixed rule of the Cluster-Learngene baseline: layers `0..k`.
 //!
 //! **Growth:** for `N ≥ k` the gene starts at layer `round(s/L·N)` (clamped so the window fits),
 //! where `s` is the window's first ancestor layer.
+
+use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor, Var};
 use serde::Deserialize;
@@ -33,9 +40,11 @@ use super::cka::{Gram, cka, unit_rms_rows};
 use super::probe::Probe;
 use super::{Algorithm, ExtractJob, GeneView, subset};
 use crate::anatomy::Slot;
+use crate::checkpoint::open;
 use crate::error::{Error, Result};
-use crate::nn::{Hooks, Mode, Model, Parametrisation};
+use crate::nn::{Hooks, Mode, Model, ModelConfig, Parametrisation};
 use crate::progress::Event;
+use crate::registry::manifest::Fidelity;
 
 /// The auto algorithm.
 #[derive(Debug)]
@@ -45,6 +54,7 @@ pub struct Auto;
 #[serde(rename_all = "kebab-case")]
 enum Rule {
     Cka,
+    Trained,
     FirstHalf,
 }
 
@@ -59,8 +69,11 @@ struct Params {
     /// Gene size `k` (default: half the ancestor's depth, at least 1).
     #[serde(default)]
     layers: Option<usize>,
-    /// Depth of the pseudo-descendant.
+    /// Depth of the untrained pseudo-descendant (`rule: cka`).
     pseudo_layers: usize,
+    /// `rule: trained`: the directory of the trained pseudo-descendant.
+    #[serde(default)]
+    pseudo: Option<PathBuf>,
     /// Calibration examples (one batch).
     samples: usize,
     /// Tokens per llama block.
@@ -81,6 +94,18 @@ fn auto_error(reason: String, fix: &str) -> Error {
         reason,
         fix: fix.into(),
     }
+}
+
+/// The depth of the pseudo-descendant a resolved auto `recipe` asks for (`pseudo_layers`).
+pub fn pseudo_depth(recipe: &crate::recipe::Recipe) -> Result<usize> {
+    let params: Params = recipe.typed()?;
+    if params.pseudo_layers == 0 {
+        return Err(auto_error(
+            "a pseudo-descendant of 0 layers".into(),
+            "set `pseudo_layers` (GENE.PARAMS) to 1 or more",
+        ));
+    }
+    Ok(params.pseudo_layers)
 }
 
 /// The ancestor layers the pseudo-descendant keeps: every stride-th, ending at the last.
@@ -193,11 +218,75 @@ impl Parametrisation for Picked {
     }
 }
 
+/// The pseudo-descendant the ancestor's layers are compared with.
+enum Pseudo<'a> {
+    /// Every stride-th ancestor layer, untrained (`rule: cka`).
+    Picked(&'a [usize]),
+    /// A model trained from scratch (`rule: trained`).
+    Trained(&'a Path),
+}
+
+impl Pseudo<'_> {
+    /// The pseudo-descendant as a model: `ancestor` seen through the picked layers, or the
+    /// trained model, checked to read the ancestor's inputs.
+    fn model(&self, ancestor: Model) -> Result<Model> {
+        match self {
+            Pseudo::Picked(picks) => {
+                let Model {
+                    mut config,
+                    params: weights,
+                    device,
+                    ..
+                } = ancestor;
+                config.layers = picks.len();
+                Ok(Model::new(
+                    config,
+                    Box::new(Picked {
+                        inner: weights,
+                        layers: picks.to_vec(),
+                    }),
+                    device,
+                ))
+            }
+            Pseudo::Trained(dir) => {
+                let model = Model::load(&open(dir)?, &ancestor.device)?;
+                check_pseudo(dir, &model.config, &ancestor.config)?;
+                Ok(model)
+            }
+        }
+    }
+}
+
+/// Refuse a trained pseudo-descendant that cannot read the ancestor's calibration inputs.
+fn check_pseudo(dir: &Path, pseudo: &ModelConfig, ancestor: &ModelConfig) -> Result<()> {
+    let same_input = pseudo.family == ancestor.family
+        && pseudo.vocab == ancestor.vocab
+        && pseudo.image_size == ancestor.image_size
+        && pseudo.patch_size == ancestor.patch_size
+        && pseudo.channels == ancestor.channels;
+    if same_input {
+        return Ok(());
+    }
+    Err(auto_error(
+        format!(
+            "the pseudo-descendant at '{}' ({} with vocabulary {}, images {}px) does not read the ancestor's inputs ({} with vocabulary {}, images {}px)",
+            dir.display(),
+            pseudo.family,
+            pseudo.vocab,
+            pseudo.image_size,
+            ancestor.family,
+            ancestor.vocab,
+            ancestor.image_size
+        ),
+        "train the pseudo-descendant with the ancestor's family, tokenizer and image size (`lgreg train` with `MODE: faithful` does)",
+    ))
+}
+
 /// The CKA matrix `[ancestor layer][pseudo layer]` on one calibration batch, and its row count.
 fn cka_matrix(
     job: &ExtractJob<'_>,
     params: &Params,
-    picks: &[usize],
+    pseudo: &Pseudo<'_>,
 ) -> Result<(Vec<Vec<f64>>, usize)> {
     let data = job.require_data("auto")?;
     let ancestor = job.ancestor;
@@ -207,26 +296,12 @@ fn cka_matrix(
     let batch = probe
         .batches(1, params.samples, job.seed, &Device::Cpu)?
         .remove(0);
+    let full = model.forward_with(&batch.input, Mode::Infer, Hooks::HIDDEN_STATES)?;
+    let pseudo = pseudo.model(model)?;
     job.reporter.report(Event::Start {
         task: "layer similarity".into(),
-        total: (ancestor.depth() + picks.len()) as u64,
+        total: (ancestor.depth() + pseudo.params.depth()) as u64,
     });
-    let full = model.forward_with(&batch.input, Mode::Infer, Hooks::HIDDEN_STATES)?;
-    let Model {
-        mut config,
-        params: weights,
-        device,
-        ..
-    } = model;
-    config.layers = picks.len();
-    let pseudo = Model::new(
-        config,
-        Box::new(Picked {
-            inner: weights,
-            layers: picks.to_vec(),
-        }),
-        device,
-    );
     let small = pseudo.forward_with(&batch.input, Mode::Infer, Hooks::HIDDEN_STATES)?;
     let advance = || {
         job.reporter.report(Event::Advance {
@@ -242,7 +317,7 @@ fn cka_matrix(
             Gram::new(&rows)
         }
     };
-    let mut columns = Vec::with_capacity(picks.len());
+    let mut columns = Vec::with_capacity(pseudo.params.depth());
     for state in small.hidden.iter().skip(1) {
         columns.push(gram(state)?);
         advance();
@@ -268,6 +343,31 @@ fn round4(x: f64) -> f64 {
 }
 
 impl Auto {
+    /// The untrained pseudo-descendant of `rule: cka`: every stride-th ancestor layer.
+    fn picked_layers(&self, job: &ExtractJob<'_>, params: &Params) -> Result<Vec<usize>> {
+        let depth = job.ancestor.depth();
+        if !(1..=depth).contains(&params.pseudo_layers) {
+            return Err(auto_error(
+                format!(
+                    "a pseudo-descendant of {} layer(s) from an ancestor of {depth}",
+                    params.pseudo_layers
+                ),
+                &format!("pass `--set pseudo_layers=P` with 1 <= P <= {depth}"),
+            ));
+        }
+        Ok(pseudo_layers(depth, params.pseudo_layers))
+    }
+
+    /// The trained pseudo-descendant's directory of `rule: trained`.
+    fn trained_pseudo<'p>(&self, params: &'p Params) -> Result<&'p Path> {
+        params.pseudo.as_deref().ok_or_else(|| {
+            auto_error(
+                "rule: trained compares the ancestor with a trained pseudo-descendant, and no `pseudo` directory was given".into(),
+                "pass `--set pseudo=DIR` (a model trained from scratch on the descendant's data), or run `lgreg train` with `MODE: faithful`, which trains one",
+            )
+        })
+    }
+
     fn select_cka(
         &self,
         job: &ExtractJob<'_>,
@@ -275,24 +375,35 @@ impl Auto {
         k: usize,
         out: &mut GeneBuilder,
     ) -> Result<Vec<usize>> {
-        let depth = job.ancestor.depth();
-        if !(1..=depth).contains(&params.pseudo_layers) || params.samples == 0 {
+        if params.samples == 0 {
             return Err(auto_error(
-                format!(
-                    "a pseudo-descendant of {} layer(s) on {} sample(s) from an ancestor of {depth}",
-                    params.pseudo_layers, params.samples
-                ),
-                &format!(
-                    "pass `--set pseudo_layers=P` with 1 <= P <= {depth} and `--set samples=S` with S >= 1"
-                ),
+                "0 calibration samples".into(),
+                "pass `--set samples=S` with S >= 1",
             ));
         }
-        let picks = pseudo_layers(depth, params.pseudo_layers);
-        let (matrix, rows) = cka_matrix(job, params, &picks)?;
+        let picks;
+        let (pseudo, described) = if params.rule == Rule::Trained {
+            let dir = self.trained_pseudo(params)?;
+            out.diagnostic("pseudo_descendant", dir.display().to_string())?;
+            (
+                Pseudo::Trained(dir),
+                "a trained pseudo-descendant".to_string(),
+            )
+        } else {
+            picks = self.picked_layers(job, params)?;
+            out.diagnostic("pseudo_descendant", &picks)?;
+            (
+                Pseudo::Picked(&picks),
+                format!(
+                    "an untrained {}-layer pseudo-descendant (ancestor layers {picks:?})",
+                    picks.len()
+                ),
+            )
+        };
+        let (matrix, rows) = cka_matrix(job, params, &pseudo)?;
         let (start, scores) = best_window(&matrix, k);
         let (_, alignment) = best_alignment(&matrix[start..start + k]);
         let round_row = |r: &Vec<f64>| r.iter().map(|&x| round4(x)).collect::<Vec<_>>();
-        out.diagnostic("pseudo_descendant", &picks)?;
         out.diagnostic("cka", matrix.iter().map(round_row).collect::<Vec<_>>())?;
         out.diagnostic("window_scores", round_row(&scores))?;
         out.diagnostic("alignment", &alignment)?;
@@ -300,8 +411,8 @@ impl Auto {
         out.diagnostic(
             "rule",
             format!(
-                "cka: the window of {k} consecutive layers with the best monotone mean linear CKA to a {}-layer pseudo-descendant (ancestor layers {picks:?}), tokens as rows{}",
-                picks.len(),
+                "{}: the window of {k} consecutive layers with the best monotone mean linear CKA to {described}, tokens as rows{}",
+                if params.rule == Rule::Trained { "trained" } else { "cka" },
                 if params.token_norm { ", each scaled to unit RMS" } else { "" }
             ),
         )?;
@@ -315,7 +426,7 @@ impl Algorithm for Auto {
     }
 
     fn summary(&self) -> &'static str {
-        "auto-style: the window of whole layers most similar (CKA) to a pseudo-descendant, or the first half; random layers around it"
+        "auto: the window of whole layers most similar (CKA) to a trained or untrained pseudo-descendant, or the first half; random layers around it"
     }
 
     fn needs_data(&self) -> bool {
@@ -330,6 +441,11 @@ impl Algorithm for Auto {
         let selected = match params.rule {
             Rule::Cka => {
                 job.require_data(self.name())?;
+                self.select_cka(job, &params, k, out)?
+            }
+            Rule::Trained => {
+                job.require_data(self.name())?;
+                out.fidelity = Some(Fidelity::AsDescribed);
                 self.select_cka(job, &params, k, out)?
             }
             Rule::FirstHalf => {

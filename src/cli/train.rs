@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use lgreg::config::auto::{draw_cka, train_auto};
 use lgreg::config::faithful::train_aux;
 use lgreg::config::plan::ancestor_run;
 use lgreg::config::run::{Trained, train};
@@ -10,7 +11,8 @@ use lgreg::config::{Config, RunMode};
 use lgreg::registry::Registry;
 
 use super::compare::plot_finished_run;
-use super::env::HubArgs;
+use super::env::{HubArgs, font};
+use super::eval::metrics_text;
 use super::progress::Bars;
 use super::pull::resolve_input;
 use super::render::{Output, note};
@@ -85,7 +87,19 @@ pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Ou
     let ancestor = resolve_input(&spec, &args.hub, global)?;
     let registry = Registry::open_or_init(&registry_root(global)?)?;
     let bars = Bars::new(global);
-    let trained = if faithful {
+    let trained = if faithful && cfg.trains_pseudo() {
+        let trained = train_auto(&cfg, plan, ancestor, &registry, args.resume, &bars)?;
+        plot_finished_run(&Path::new(&trained.run_dir).join("pseudo"), global);
+        match draw_cka(
+            &trained.gene.diagnostics,
+            Path::new(&trained.run_dir),
+            font().as_deref(),
+        ) {
+            Ok(w) => note(global, &format!("CKA heat map: {}", w.png.display())),
+            Err(e) => note(global, &format!("no CKA heat map: {e}")),
+        }
+        trained
+    } else if faithful {
         let trained = train_aux(&cfg, plan, ancestor, &registry, args.resume, &bars)?;
         plot_finished_run(Path::new(&trained.run_dir), global);
         trained
@@ -120,8 +134,18 @@ impl Output for TrainOut {
                 d.total_steps, d.examples_seen, d.final_loss
             )
         });
+        let pseudo = t.pseudo.as_ref().map_or(String::new(), |p| {
+            let metric = p
+                .metrics
+                .as_ref()
+                .map_or(String::new(), |m| format!(", held-out {}", metrics_text(m)));
+            format!(
+                "\n  pseudo-descendant trained: {} steps, final loss {:.4}{metric}",
+                p.total_steps, p.final_loss
+            )
+        });
         format!(
-            "{} {}\n  {} gene ({:?}), recipe {}, {} units, {} bytes{distilled}\n  run directory {}",
+            "{} {}\n  {} gene ({}), recipe {}, {} units, {} bytes{distilled}{pseudo}\n  run directory {}",
             t.gene.reference,
             t.gene.digest,
             t.gene.algorithm,

@@ -179,21 +179,28 @@ fn stage_ratio(cfg: &Config) -> Result<Vec<usize>> {
         .collect()
 }
 
-/// The run directory's state and aux-net paths, checked against `resume`.
-fn check_run_dir(cfg: &Config, dir: &Path, resume: bool) -> Result<()> {
+/// The run directory `dir` checked against `resume`: a new run refuses a directory that holds
+/// an unfinished run (`state`) or the trained model it makes (`product`).
+pub(super) fn check_run_dir(
+    cfg: &Config,
+    dir: &Path,
+    resume: bool,
+    state: &Path,
+    product: &Path,
+) -> Result<()> {
     if resume {
         return check_same_run(cfg, dir);
     }
-    if dir.join(STATE_DIR).exists() {
+    if state.exists() {
         return Err(cfg.error(
             "OUTPUT_DIR",
-            format!("'{}' holds an unfinished aux-net run; continue it with `lgreg train --resume`, or choose another OUTPUT_DIR", dir.display()),
+            format!("'{}' holds an unfinished run (`{}`); continue it with `lgreg train --resume`, or choose another OUTPUT_DIR", dir.display(), state.display()),
         ));
     }
-    if dir.join(AUX_DIR).exists() {
+    if product.exists() {
         return Err(cfg.error(
             "OUTPUT_DIR",
-            format!("'{}' already holds a trained aux net (`{AUX_DIR}/`); choose another OUTPUT_DIR, or remove it to train again", dir.display()),
+            format!("'{}' already holds a trained model (`{}`); choose another OUTPUT_DIR, or remove it to train again", dir.display(), product.display()),
         ));
     }
     Ok(())
@@ -248,9 +255,9 @@ fn aux_config_json(teacher: &Checkpoint, aux: &ModelConfig) -> Value {
     Value::Object(merged)
 }
 
-/// Write the trained aux net as a plain model directory at `target` (its layers expanded),
-/// with the teacher's tokenizer and side files.
-fn write_aux(student: &Model, teacher: &Checkpoint, target: &Path) -> Result<PathBuf> {
+/// Write a model (a trained aux net, its layers expanded, or a pseudo-descendant) as a plain
+/// model directory at `target`, with the teacher's tokenizer and side files.
+pub(super) fn write_aux(student: &Model, teacher: &Checkpoint, target: &Path) -> Result<PathBuf> {
     let staged = StagedDir::new(target, true)?;
     let config = aux_config_json(teacher, &student.config);
     staged.write_file("config.json", &serde_json::to_vec_pretty(&config)?)?;
@@ -324,7 +331,7 @@ pub fn train_aux(
         return super::run::train(cfg, run, teacher_path, registry, reporter);
     }
     let dir = run.output_dir.clone();
-    check_run_dir(cfg, &dir, resume)?;
+    check_run_dir(cfg, &dir, resume, &dir.join(STATE_DIR), &dir.join(AUX_DIR))?;
     if !resume {
         check_tag_free(&run.request, registry)?;
     }
@@ -386,6 +393,7 @@ pub fn train_aux(
         run_dir: dir.display().to_string(),
         gene,
         distilled: Some(report),
+        pseudo: None,
         notes: cfg.notes.clone(),
     })
 }

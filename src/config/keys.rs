@@ -137,7 +137,7 @@ pub const KEYS: &[Key] = &[
         Str,
         Applied,
         Lgreg,
-        "`approximate` (the training-free extractor) or `faithful` (the paper's training).",
+        "`approximate` (the training-free extractor) or `faithful` (the paper's training; auto: a trained pseudo-descendant, `as-described`).",
     ),
     key(
         "OUTPUT_DIR",

@@ -7,6 +7,7 @@
 //! one table, [`keys::KEYS`], which also generates the JSON Schema (`configs/schema.json`).
 //! [`size`] reads the toolbox's size names (`deit_tiny_patch16_224_L6`).
 
+pub mod auto;
 pub mod compare;
 pub mod faithful;
 pub mod keys;
@@ -351,6 +352,13 @@ impl Config {
             .is_some_and(|(a, _)| a == "tleg" || a == "sws")
     }
 
+    /// Whether the method is auto, whose faithful run trains a pseudo-descendant.
+    pub fn trains_pseudo(&self) -> bool {
+        self.str("METHOD_FAMILY")
+            .and_then(|m| m.split_once('_'))
+            .is_some_and(|(a, _)| a == "auto")
+    }
+
     /// `MODE`: `approximate` by default, `faithful` (the only mode) for heur_vgg, and for
     /// tleg/sws when `MODEL.TYPE` names an aux net (`aux_deit_tiny_patch16_224`, the toolbox's
     /// way of asking for the aux-net training).
@@ -368,10 +376,10 @@ impl Config {
             )),
             (None, false) if aux && aux_type => Ok(RunMode::Faithful),
             (None | Some("approximate"), false) => Ok(RunMode::Approximate),
-            (Some("faithful"), false) if aux => Ok(RunMode::Faithful),
+            (Some("faithful"), false) if aux || self.trains_pseudo() => Ok(RunMode::Faithful),
             (Some("faithful"), false) => Err(self.error(
                 "MODE",
-                "'faithful' is not applied yet for this method (tleg, sws and heur_vgg have it; pool and auto train later); use `MODE: approximate`",
+                "'faithful' is not applied yet for this method (tleg, sws, auto and heur_vgg have it; pool trains later); use `MODE: approximate`",
             )),
             (Some(other), _) => Err(self.error(
                 "MODE",

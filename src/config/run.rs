@@ -67,6 +67,10 @@ pub struct Trained {
     /// The aux net's distillation (`MODE: faithful`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub distilled: Option<crate::train::distill::DistillReport>,
+    /// The pseudo-descendant's training (auto, `MODE: faithful`; absent when a resumed run
+    /// found it trained).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pseudo: Option<crate::train::AdaptReport>,
     /// Keys with no effect in lgreg.
     pub notes: Vec<String>,
 }
@@ -89,6 +93,7 @@ pub fn train(
         run_dir: run.output_dir.display().to_string(),
         gene,
         distilled: None,
+        pseudo: None,
         notes: cfg.notes.clone(),
     })
 }

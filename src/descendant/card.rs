@@ -135,7 +135,7 @@ pub fn model_card(
         let keys: Vec<&String> = card.diagnostics.keys().collect();
         let _ = writeln!(
             s,
-            "\n## Fidelity\n\nThis gene is **{:?}**. Its card records: {}.",
+            "\n## Fidelity\n\nThis gene is **{}**. Its card records: {}.",
             card.fidelity,
             keys.iter()
                 .map(|k| format!("`{k}`"))

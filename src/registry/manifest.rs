@@ -116,6 +116,20 @@ pub enum Fidelity {
     Faithful,
     /// Made by a training-free stand-in.
     Approximate,
+    /// Made as the paper's text describes it, where no code of the paper is public (Auto
+    /// Learngene's condensing step): trained, but the details are lgreg's reading.
+    #[serde(rename = "as-described")]
+    AsDescribed,
+}
+
+impl std::fmt::Display for Fidelity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Fidelity::Faithful => "faithful",
+            Fidelity::Approximate => "approximate",
+            Fidelity::AsDescribed => "as-described",
+        })
+    }
 }
 
 /// The recipe a gene was made with.
@@ -166,7 +180,7 @@ pub struct GeneCard {
     pub schema_version: u32,
     /// The learngene algorithm: `heur`, `auto`, `pool`, `tleg`, `sws`, ...
     pub algorithm: String,
-    /// `faithful` or `approximate`.
+    /// `faithful`, `approximate`, or `as-described` (auto: trained as the paper's text describes).
     pub fidelity: Fidelity,
     /// The recipe.
     pub recipe: Recipe,

