@@ -12,7 +12,9 @@
 #   5. print perplexity on a held-out Hamlet passage before and after.
 # The default is a glimpse sized to finish in about a quarter of an hour on 2 cores once lgreg
 # is built: seven rows, 64-token sequences, aux nets distilled for 20 steps. FULL=1 adds the
-# aligned TLEG and heur rows; the table of EXPERIMENTS.md is
+# aligned TLEG and heur rows; ROWS may add `auto` (the 6-layer window most like an untrained
+# pseudo-descendant) and `auto-trained` (most like one trained from scratch on the fine-tuning
+# plays for DISTILL_STEPS). The table of EXPERIMENTS.md is
 #   FULL=1 SEQ_LEN=128 DISTILL_STEPS=60 STEPS=30 scripts/quickstart.sh
 # Environment: STEPS (fine-tuning steps per row, default 30), DISTILL_STEPS (steps of each aux
 # net, default 20), SEQ_LEN (tokens per training sequence, default 64), FULL, ROWS (the rows to
@@ -77,6 +79,18 @@ faithful() { # ALGO: distil the aux net of configs/ancestor_ALGO_llama.yaml for 
   fi
   echo "$name:0.1.0"
 }
+auto_trained() { # the 6-layer window most like a 4-layer pseudo-descendant trained from scratch
+  local name="quickstart-auto-trained-d$distill_steps-s$seq_len"
+  if ! "$lgreg" show "$name:0.1.0" --json >/dev/null 2>&1; then
+    rm -rf "$work/auto-d$distill_steps-s$seq_len"
+    "$lgreg" train --config configs/ancestor_auto_llama.yaml --set MODE=faithful \
+      "GENE.ANCESTOR_MODEL_PATH=$ancestor" "DATASET.PATH=$work/train.txt" "DATASET.SEQ_LEN=$seq_len" \
+      "GENE.PARAMS={layers: 6, pseudo_layers: 4, samples: 8}" "TRAIN.STEPS=$distill_steps" \
+      TRAIN.BATCH_SIZE=4 TRAIN.LR=0.001 "OUTPUT_DIR=$work/auto-d$distill_steps-s$seq_len" \
+      "GENE.NAME=$name" "${q[@]}" >/dev/null
+  fi
+  echo "$name:0.1.0"
+}
 make_gene() { # ROW: the gene that row spawns from
   case "$1" in
     random|random-layers|tleg) gene quickstart-tleg tleg ;;
@@ -84,9 +98,11 @@ make_gene() { # ROW: the gene that row spawns from
     sws) gene quickstart-sws sws ;;
     heur) gene quickstart-heur heur --data "$work/train.txt" ;;
     truncated) gene quickstart-first6 auto --data "$work/train.txt" --set rule=first-half --set layers=6 ;;
+    auto) gene quickstart-auto auto --data "$work/train.txt" --set layers=6 ;;
+    auto-trained) auto_trained ;;
     tleg-faithful) faithful tleg ;;
     sws-faithful) faithful sws ;;
-    *) echo "quickstart: no row '$1'; the rows are random random-layers truncated tleg tleg-aligned sws heur tleg-faithful sws-faithful" >&2; exit 2 ;;
+    *) echo "quickstart: no row '$1'; the rows are random random-layers truncated tleg tleg-aligned sws heur tleg-faithful sws-faithful auto auto-trained" >&2; exit 2 ;;
   esac
 }
 

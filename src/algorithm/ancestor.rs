@@ -182,6 +182,22 @@ impl<'a> AncestorModel<'a> {
     pub fn globals(&self) -> Vec<&str> {
         self.anatomy.global_tensors()
     }
+
+    /// Elements of one layer (every layer has the same).
+    pub fn layer_elements(&self) -> Result<u64> {
+        self.keys()
+            .into_iter()
+            .map(|key| Ok(self.shape(key)?.iter().product::<usize>() as u64))
+            .sum()
+    }
+
+    /// Elements of the global tensors.
+    pub fn global_elements(&self) -> Result<u64> {
+        self.globals()
+            .into_iter()
+            .map(|name| Ok(self.info(name)?.numel() as u64))
+            .sum()
+    }
 }
 
 /// The name of a layer tensor inside a block unit of a gene: the family's name for layer 0.

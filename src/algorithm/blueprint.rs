@@ -16,6 +16,8 @@ pub struct GrowOptions {
     pub end: Option<String>,
     /// pool: the stitch configuration `i,j` (front blocks 0..=i, end blocks j..).
     pub stitch: Option<(usize, usize)>,
+    /// pool: the largest allowed descendant with at most this many parameters.
+    pub max_params: Option<u64>,
 }
 
 impl GrowOptions {
@@ -33,6 +35,9 @@ impl GrowOptions {
         }
         if self.stitch.is_some() {
             v.push("stitch");
+        }
+        if self.max_params.is_some() {
+            v.push("max-params");
         }
         v
     }

@@ -16,9 +16,9 @@ use super::{GlobalArgs, registry_root, size};
 pub(crate) struct Args {
     /// The gene: `name[:version]` or `name@sha256:...`.
     gene: String,
-    /// Number of layers of the descendant.
-    #[arg(long)]
-    layers: usize,
+    /// Number of layers of the descendant (pool: optional with `--max-params`).
+    #[arg(long, required_unless_present = "max_params")]
+    layers: Option<usize>,
     /// The directory to create (default: `<gene name>-l<N>`).
     #[arg(long, short)]
     output: Option<PathBuf>,
@@ -40,6 +40,10 @@ pub(crate) struct Args {
     /// pool: the stitch `I,J` (front blocks 0..=I, then end blocks J..).
     #[arg(long, value_parser = parse_pair)]
     stitch: Option<(usize, usize)>,
+    /// pool: the largest allowed descendant with at most this many parameters (`25M`, `1.5B`,
+    /// `800K` or a plain count); `--front`, `--end` and `--layers` narrow the choice.
+    #[arg(long, value_parser = parse_count, conflicts_with = "stitch")]
+    max_params: Option<u64>,
     /// Split the weights into shards of at most this size (default 5GB).
     #[arg(long, value_parser = size::parse_size)]
     shard_size: Option<u64>,
@@ -73,22 +77,43 @@ fn parse_pair(s: &str) -> Result<(usize, usize), String> {
     Ok((num(a)?, num(b)?))
 }
 
+/// A parameter count: digits, optionally with a decimal part and a K, M or B suffix.
+fn parse_count(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (number, scale) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 1e3),
+        Some('M') => (&t[..t.len() - 1], 1e6),
+        Some('B') => (&t[..t.len() - 1], 1e9),
+        _ => (t, 1.0),
+    };
+    match number.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok((x * scale).round() as u64),
+        _ => Err(format!(
+            "`{s}` is not a parameter count; write e.g. 25M, 1.5B, 800K or 4000000"
+        )),
+    }
+}
+
 pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Output>> {
     let registry = Registry::open(&registry_root(global)?)?;
     let output = args.output.clone().unwrap_or_else(|| {
         let name = args.gene.split([':', '@']).next().unwrap_or("descendant");
-        PathBuf::from(format!("{name}-l{}", args.layers))
+        match (args.layers, args.max_params) {
+            (Some(n), _) => PathBuf::from(format!("{name}-l{n}")),
+            (None, budget) => PathBuf::from(format!("{name}-p{}", budget.unwrap_or(0))),
+        }
     });
     let request = SpawnRequest {
         gene: args.gene.clone(),
         grow: GrowRequest {
-            layers: args.layers,
+            layers: args.layers.unwrap_or(0),
             seed: args.seed,
             options: GrowOptions {
                 stages: args.stages.clone(),
                 front: args.front.clone(),
                 end: args.end.clone(),
                 stitch: args.stitch,
+                max_params: args.max_params,
             },
         },
         output,

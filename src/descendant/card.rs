@@ -126,8 +126,8 @@ pub fn model_card(
     for st in &bp.stitches {
         let _ = writeln!(
             s,
-            "\nA linear stitch (`lgreg_stitch.{}.*`, from gene unit `{}`) follows layer {}. lgreg applies it; \
-             `transformers` does not know it and ignores those tensors.",
+            "\nA linear stitch (`lgreg_stitch.{}.*`, from gene unit `{}`) follows layer {}. **Only lgreg runs this \
+             model as built**: `transformers` does not know the stitch and ignores those tensors.",
             st.after, st.unit, st.after
         );
     }

@@ -137,7 +137,7 @@ pub fn spawn(
     request: &SpawnRequest,
     reporter: &dyn Reporter,
 ) -> Result<Spawned> {
-    if request.grow.layers == 0 {
+    if request.grow.layers == 0 && request.grow.options.max_params.is_none() {
         return Err(Error::Algorithm {
             algorithm: "spawn".into(),
             reason: "`--layers 0` was asked for, but a descendant needs at least one layer".into(),
@@ -154,6 +154,16 @@ pub fn spawn(
         }
     }
     let mut blueprint = algorithm.grow(&gene, &request.grow)?;
+    // A budget (`--max-params`) leaves the depth to the algorithm: the rest of the spawn, its
+    // record and its name see the depth it chose.
+    let resolved = SpawnRequest {
+        grow: GrowRequest {
+            layers: blueprint.layers.len(),
+            ..request.grow.clone()
+        },
+        ..request.clone()
+    };
+    let request = &resolved;
     if let Some(baseline) = request.baseline {
         blueprint = Blueprint::of(vec![LayerSource::Random; request.grow.layers]);
         blueprint
@@ -354,16 +364,35 @@ fn record(
     };
     let bytes = crate::gene::gene_json_bytes(&card, &[unit.to_string()])?;
     fs_err::write(dir.path().join(crate::gene::GENE_JSON), bytes)?;
-    let (name, version) = record_tag(registry, gene, request)?;
+    let (name, version) = record_tag(registry, gene, request, bp)?;
     let published = registry.publish(dir.path(), &name, &version, &Silent)?;
     Ok((published.reference, published.digest))
 }
 
-/// `<gene>-l<N>-s<seed>[-<dtype>]` at the gene's version.
+/// What tells apart the descendants of one depth that a gene can give: a pool's instance
+/// (`-a`) or stitch configuration (`-ab-0-1`); empty for the other algorithms.
+fn variant(bp: &Blueprint) -> String {
+    if let Some(Value::String(instance)) = bp.notes.get("pool_instance") {
+        return format!("-{instance}");
+    }
+    match bp.notes.get("pool_configuration") {
+        Some(c) => format!(
+            "-{}{}-{}-{}",
+            c["front"].as_str().unwrap_or_default(),
+            c["end"].as_str().unwrap_or_default(),
+            c["i"],
+            c["j"]
+        ),
+        None => String::new(),
+    }
+}
+
+/// `<gene>-l<N>[-<variant>]-s<seed>[-<dtype>]` at the gene's version.
 fn record_tag(
     registry: &Registry,
     gene: &GeneView,
     request: &SpawnRequest,
+    bp: &Blueprint,
 ) -> Result<(String, String)> {
     let reference = Reference::parse(&gene.reference)?;
     let version = match &reference {
@@ -377,9 +406,10 @@ fn record_tag(
             .unwrap_or_else(|| "0.1.0".into()),
     };
     let mut name = format!(
-        "{}-l{}-s{}",
+        "{}-l{}{}-s{}",
         reference.name(),
         request.grow.layers,
+        variant(bp),
         request.grow.seed
     );
     if let Some(d) = request.dtype {

@@ -249,6 +249,55 @@ fn pool_minilm_spawns_two_depths_and_a_padded_batch_matches_its_parts() {
     );
     let mask_f = mask.to_dtype(DType::F32).unwrap();
     assert!(mask_f.sum_all().unwrap().to_scalar::<f32>().unwrap() < mask_f.elem_count() as f32);
+    check_budget_choice(home, &gene, &diag);
+}
+
+/// `--max-params` spawns the largest allowed descendant within the budget: every count the
+/// card lists is the spawned model's own, and the choice is the largest that fits.
+fn check_budget_choice(home: &Path, gene: &str, diag: &serde_json::Value) {
+    let configs = diag["configurations"].as_array().unwrap();
+    let pure = diag["instance_params"].as_u64().unwrap();
+    let mut sizes: Vec<u64> = configs
+        .iter()
+        .map(|c| c["params"].as_u64().unwrap())
+        .chain([pure])
+        .collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    // Every size, given exactly as the budget, spawns a model of exactly that size.
+    for (k, &size) in sizes.iter().enumerate() {
+        let out = home.join(format!("budget-{k}"));
+        let res = spawn(home, gene, &out, &["--max-params", &size.to_string()]);
+        assert_eq!(res["parameters"], size, "{res}");
+        // One parameter less picks the next smaller size.
+        if k > 0 {
+            let below = spawn(
+                home,
+                gene,
+                &home.join(format!("below-{k}")),
+                &["--max-params", &(size - 1).to_string(), "--force"],
+            );
+            assert_eq!(below["parameters"], sizes[k - 1], "{below}");
+        }
+    }
+    // The largest fits any larger budget; --layers narrows the choice to its depth.
+    let res = spawn(home, gene, &home.join("big"), &["--max-params", "1B"]);
+    assert_eq!(res["parameters"], *sizes.last().unwrap());
+    let three = spawn(
+        home,
+        gene,
+        &home.join("three"),
+        &["--max-params", "1B", "--layers", "3"],
+    );
+    assert_eq!(three["layers"], 3, "{three}");
+    let err = spawn_error(home, gene, &["--max-params", "1K"]);
+    assert!(
+        err.contains("no allowed descendant has at most 1000 parameters"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{} parameters", sizes[0])), "{err}");
+    let err = spawn_error(home, gene, &["--max-params", "lots"]);
+    assert!(err.contains("not a parameter count"), "{err}");
 }
 
 #[test]

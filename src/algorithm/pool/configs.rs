@@ -35,6 +35,10 @@ pub struct StitchConfig {
     /// hidden states, once fitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub residual: Option<f64>,
+    /// Parameters of the descendant it gives (globals, blocks and stitch); absent in genes
+    /// made before counts were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub params: Option<u64>,
 }
 
 /// The ancestor layers of each instance of an `ancestor_depth`-layer ancestor.
@@ -87,6 +91,7 @@ pub fn configurations(d: usize) -> Vec<StitchConfig> {
                 depth: (i + 1) + (d - j),
                 stitch: stitch_unit(front, end, w),
                 residual: None,
+                params: None,
             });
         }
     }
@@ -140,6 +145,93 @@ fn listing(configs: &[&StitchConfig]) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// One allowed descendant with its size, for a choice by budget.
+struct Sized {
+    choice: Choice,
+    depth: usize,
+    params: u64,
+}
+
+fn described(s: &Sized) -> String {
+    match &s.choice {
+        Choice::Pure(name) => format!(
+            "instance {name} alone ({} layers, {} parameters)",
+            s.depth, s.params
+        ),
+        Choice::Stitched(c) => format!(
+            "{}→{} stitch {},{} ({} layers, {} parameters)",
+            c.front, c.end, c.i, c.j, s.depth, s.params
+        ),
+    }
+}
+
+/// The largest allowed descendant (by parameters; the earliest among equals, pure instances
+/// first) with at most `budget` parameters, among those `request` allows: its `--front`,
+/// `--end` and `--layers` (0: any depth) narrow the candidates. `instance_params` is the size
+/// of a pure instance of `d` blocks.
+pub fn choose_by_budget(
+    configs: &[StitchConfig],
+    d: usize,
+    instance_params: Option<u64>,
+    budget: u64,
+    request: &GrowRequest,
+) -> Result<Choice> {
+    let opts = &request.options;
+    let stale = || {
+        pool_error(
+            "this pool gene records no parameter counts (it predates them)".into(),
+            "extract it again with this lgreg, or choose with `--layers` and `--stitch`".into(),
+        )
+    };
+    let mut all: Vec<Sized> = Vec::new();
+    for name in INSTANCES {
+        let params = instance_params.ok_or_else(stale)?;
+        all.push(Sized {
+            choice: Choice::Pure(name.to_string()),
+            depth: d,
+            params,
+        });
+    }
+    for c in configs {
+        all.push(Sized {
+            choice: Choice::Stitched(c.clone()),
+            depth: c.depth,
+            params: c.params.ok_or_else(stale)?,
+        });
+    }
+    let wanted = |s: &Sized| {
+        let (front, end) = match &s.choice {
+            Choice::Pure(n) => (n.as_str(), n.as_str()),
+            Choice::Stitched(c) => (c.front.as_str(), c.end.as_str()),
+        };
+        opts.front.as_deref().is_none_or(|f| f == front)
+            && opts.end.as_deref().is_none_or(|e| e == end)
+            && (request.layers == 0 || request.layers == s.depth)
+    };
+    let candidates: Vec<&Sized> = all.iter().filter(|s| wanted(s)).collect();
+    let best =
+        candidates
+            .iter()
+            .filter(|s| s.params <= budget)
+            .fold(None::<&&Sized>, |b, s| match b {
+                Some(b) if b.params >= s.params => Some(b),
+                _ => Some(s),
+            });
+    match best {
+        Some(s) => Ok(s.choice.clone()),
+        None => {
+            let smallest = candidates.iter().min_by_key(|s| s.params).map_or_else(
+                || "none matches the other options".to_string(),
+                |s| format!("the smallest allowed is {}", described(s)),
+            );
+            Err(pool_error(
+                format!("no allowed descendant has at most {budget} parameters; {smallest}"),
+                "raise `--max-params`, or loosen `--front`, `--end` and `--layers`".into(),
+            ))
+        }
+    }
 }
 
 /// The configuration `request` asks for among `configs` of a pool with `d`-block instances.

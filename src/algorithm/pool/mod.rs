@@ -207,6 +207,14 @@ fn states_of<'s>(states: &'s BTreeMap<String, Vec<Tensor>>, name: &str) -> Resul
         .ok_or_else(|| pool_error(format!("no instance `{name}`"), "this is a bug in lgreg"))
 }
 
+/// What [`fit_all`] found, by stitch unit.
+struct Fitted {
+    /// The relative residual of each stitch layer over its configurations.
+    residuals: BTreeMap<String, f64>,
+    /// The parameters of each stitch layer (weight and bias).
+    sizes: BTreeMap<String, u64>,
+}
+
 /// Fit and write every stitch layer; the relative residual of each, by unit, and of each
 /// configuration (filled into `all`).
 fn fit_all(
@@ -215,7 +223,7 @@ fn fit_all(
     states: &BTreeMap<String, Vec<Tensor>>,
     all: &mut [StitchConfig],
     ridge: f64,
-) -> Result<BTreeMap<String, f64>> {
+) -> Result<Fitted> {
     let mut units: Vec<String> = all.iter().map(|c| c.stitch.clone()).collect();
     units.dedup();
     job.reporter.report(Event::Start {
@@ -224,6 +232,7 @@ fn fit_all(
     });
     let names = StitchTensors::new();
     let mut residuals = BTreeMap::new();
+    let mut sizes = BTreeMap::new();
     // The inverse Gram matrix of every block of the current front instance (units come
     // grouped by direction).
     let mut inverses: (String, Vec<Tensor>) = (String::new(), Vec::new());
@@ -242,6 +251,7 @@ fn fit_all(
         }
         let fit = fit_stitch(front, end, &inverses.1, &pairs)?;
         let m = fit.map;
+        sizes.insert(unit.clone(), (m.outputs * m.inputs + m.outputs) as u64);
         out.put_tensors(
             &unit,
             &[
@@ -265,7 +275,7 @@ fn fit_all(
         out.roles
             .insert(name, role.as_str().unwrap_or("stitch").to_string());
     }
-    Ok(residuals)
+    Ok(Fitted { residuals, sizes })
 }
 
 impl Algorithm for Pool {
@@ -282,7 +292,7 @@ impl Algorithm for Pool {
     }
 
     fn grow_options(&self) -> &'static [&'static str] {
-        &["front", "end", "stitch"]
+        &["front", "end", "stitch", "max-params"]
     }
 
     fn extract(&self, job: &ExtractJob<'_>, out: &mut GeneBuilder) -> Result<()> {
@@ -307,7 +317,13 @@ impl Algorithm for Pool {
         }
         let mut all = configurations(d);
         let (states, rows) = calibrate(job, &params, &instances)?;
-        let residuals = fit_all(out, job, &states, &mut all, params.ridge)?;
+        let Fitted { residuals, sizes } = fit_all(out, job, &states, &mut all, params.ridge)?;
+        let (globals, block) = (ancestor.global_elements()?, ancestor.layer_elements()?);
+        for c in &mut all {
+            let stitch = sizes.get(&c.stitch).copied().unwrap_or(0);
+            c.params = Some(globals + c.depth as u64 * block + stitch);
+        }
+        out.diagnostic("instance_params", globals + d as u64 * block)?;
         let instance_map: BTreeMap<&str, &Vec<usize>> =
             instances.iter().map(|(n, l)| (n.as_str(), l)).collect();
         out.diagnostic("instances", &instance_map)?;
@@ -335,7 +351,14 @@ impl Algorithm for Pool {
             unit: block_unit(name, k),
         };
         let mut notes = serde_json::Map::new();
-        let bp = match configs::choose(&all, d, request)? {
+        let choice = match request.options.max_params {
+            Some(budget) => {
+                let sized: Option<u64> = gene.diagnostic("instance_params").ok();
+                configs::choose_by_budget(&all, d, sized, budget, request)?
+            }
+            None => configs::choose(&all, d, request)?,
+        };
+        let bp = match choice {
             Choice::Pure(name) => {
                 notes.insert("pool_instance".into(), name.clone().into());
                 notes.insert(
