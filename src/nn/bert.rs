@@ -1,7 +1,7 @@
 //! The bert family: post-norm encoder; the output is the last hidden states, which
 //! [`super::mean_pool`] turns into sentence embeddings.
 
-use candle_core::{DType, Tensor};
+use candle_core::{D, DType, Tensor};
 
 use super::config::ModelConfig;
 use super::model::Ctx;
@@ -14,9 +14,10 @@ use crate::error::Result;
 pub(crate) fn embed(ctx: &Ctx<'_>, c: &ModelConfig, ids: &Tensor) -> Result<Tensor> {
     let (b, t) = ids.dims2()?;
     let g = |role| ctx.need(&super::param::global(role, Param::Weight));
-    let words = g(Role::TokenEmbedding)?
+    let table = g(Role::TokenEmbedding)?;
+    let words = table
         .index_select(&ids.flatten_all()?, 0)?
-        .reshape((b, t, c.hidden))?;
+        .reshape((b, t, table.dim(1)?))?;
     let positions = g(Role::PositionEmbedding)?.narrow(0, 0, t)?;
     let mut e = words.broadcast_add(&positions)?;
     if let Some(types) = ctx.get(&super::param::global(
@@ -39,7 +40,7 @@ pub(crate) fn blocks(
     mask: Option<&Tensor>,
     mut hidden: Option<&mut Vec<Tensor>>,
 ) -> Result<Tensor> {
-    let spec = SelfAttention {
+    let mut spec = SelfAttention {
         heads: c.heads,
         kv_heads: c.heads,
         causal: false,
@@ -47,6 +48,7 @@ pub(crate) fn blocks(
         rope: None,
     };
     for l in start..ctx.depth() {
+        (spec.heads, spec.kv_heads) = c.heads_at(h.dim(D::Minus1)?);
         let (wq, bq) = ctx.wb(l, Role::AttnQ)?;
         let (wk, bk) = ctx.wb(l, Role::AttnK)?;
         let (wv, bv) = ctx.wb(l, Role::AttnV)?;

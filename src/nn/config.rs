@@ -127,4 +127,17 @@ impl ModelConfig {
     pub fn head_dim(&self) -> usize {
         self.hidden / self.heads.max(1)
     }
+
+    /// The attention heads and key/value heads of a block whose residual stream is `width`
+    /// wide: the head width and the query-per-key grouping stay the model's, so a block at
+    /// the model's width has its heads, and a block of a narrower instance before a stitch
+    /// (Learngene Pool) has proportionally fewer.
+    pub fn heads_at(&self, width: usize) -> (usize, usize) {
+        if width == self.hidden {
+            return (self.heads, self.kv_heads);
+        }
+        let heads = (width / self.head_dim().max(1)).max(1);
+        let group = (self.heads / self.kv_heads.max(1)).max(1);
+        (heads, (heads / group).max(1))
+    }
 }

@@ -1,6 +1,6 @@
 //! The llama family: RMSNorm, RoPE, grouped-query attention, SwiGLU, tied or untied head.
 
-use candle_core::Tensor;
+use candle_core::{D, Tensor};
 
 use super::config::ModelConfig;
 use super::model::Ctx;
@@ -8,13 +8,15 @@ use super::ops::{SelfAttention, rms_norm, rope_tables, swiglu};
 use crate::anatomy::{Param, Role};
 use crate::error::Result;
 
-/// The token embeddings `[batch, seq, hidden]` of ids `[batch, seq]`.
-pub(crate) fn embed(ctx: &Ctx<'_>, c: &ModelConfig, ids: &Tensor) -> Result<Tensor> {
+/// The token embeddings `[batch, seq, width]` of ids `[batch, seq]`, at the embedding table's
+/// width (the front instance's, before a Learngene Pool stitch to a wider end).
+pub(crate) fn embed(ctx: &Ctx<'_>, _c: &ModelConfig, ids: &Tensor) -> Result<Tensor> {
     let (b, t) = ids.dims2()?;
     let embed = ctx.need(&super::param::global(Role::TokenEmbedding, Param::Weight))?;
+    let width = embed.dim(1)?;
     Ok(embed
         .index_select(&ids.flatten_all()?, 0)?
-        .reshape((b, t, c.hidden))?)
+        .reshape((b, t, width))?)
 }
 
 /// Logits `[batch, seq, vocab]` from the hidden states `h` that enter block `start`.
@@ -28,7 +30,7 @@ pub(crate) fn blocks(
     let t = h.dim(1)?;
     let hd = c.head_dim();
     let (cos, sin) = rope_tables(t, hd, c.rope_theta, h.device())?;
-    let spec = SelfAttention {
+    let mut spec = SelfAttention {
         heads: c.heads,
         kv_heads: c.kv_heads,
         causal: true,
@@ -36,6 +38,7 @@ pub(crate) fn blocks(
         rope: Some((&cos, &sin)),
     };
     for l in start..ctx.depth() {
+        (spec.heads, spec.kv_heads) = c.heads_at(h.dim(D::Minus1)?);
         let (w, _) = ctx.wb(l, Role::AttnNorm)?;
         let x = rms_norm(&h, &w, c.norm_eps, ctx.mode)?;
         let (wq, bq) = ctx.wb(l, Role::AttnQ)?;

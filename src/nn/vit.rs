@@ -1,7 +1,7 @@
 //! The vit family in timm's DeiT layout: patch embedding, optional class token, position
 //! embedding, pre-norm blocks, and a head on the class token or the mean of the patch tokens.
 
-use candle_core::Tensor;
+use candle_core::{D, Tensor};
 
 use super::config::{ModelConfig, Pooling};
 use super::model::Ctx;
@@ -25,11 +25,12 @@ pub(crate) fn patchify(x: &Tensor, p: usize) -> Result<Tensor> {
 pub(crate) fn embed(ctx: &Ctx<'_>, c: &ModelConfig, x: &Tensor) -> Result<Tensor> {
     let b = x.dim(0)?;
     let (pw, pb) = ctx.global_wb(Role::PatchEmbedding)?;
-    let kernel = pw.reshape((c.hidden, ()))?;
+    let width = pw.dim(0)?;
+    let kernel = pw.reshape((width, ()))?;
     let mut h = ctx.linear(&patchify(x, c.patch_size)?, &kernel, pb.as_ref())?;
     if c.class_token {
         let cls = ctx.need(&super::param::global(Role::ClassToken, Param::Weight))?;
-        h = Tensor::cat(&[&cls.broadcast_as((b, 1, c.hidden))?, &h], 1)?;
+        h = Tensor::cat(&[&cls.broadcast_as((b, 1, width))?, &h], 1)?;
     }
     let pos = ctx.need(&super::param::global(
         Role::PositionEmbedding,
@@ -47,7 +48,7 @@ pub(crate) fn blocks(
     mut hidden: Option<&mut Vec<Tensor>>,
 ) -> Result<Tensor> {
     let prefix = usize::from(c.class_token);
-    let spec = SelfAttention {
+    let mut spec = SelfAttention {
         heads: c.heads,
         kv_heads: c.heads,
         causal: false,
@@ -55,6 +56,7 @@ pub(crate) fn blocks(
         rope: None,
     };
     for l in start..ctx.depth() {
+        (spec.heads, spec.kv_heads) = c.heads_at(h.dim(D::Minus1)?);
         let (wn, bn) = ctx.wb(l, Role::AttnNorm)?;
         let x = layer_norm(&h, &wn, bn.as_ref(), c.norm_eps, ctx.mode)?;
         let att = attend(ctx, l, &x, &spec)?;

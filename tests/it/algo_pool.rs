@@ -381,3 +381,95 @@ fn forward_from_any_block_continues_the_full_pass_in_every_family() {
         );
     }
 }
+
+/// A model whose first `i + 1` blocks (and embeddings) come from `front`, then a stitch after
+/// block `i`, then blocks `j..` of `end` (and its final norm and head): what a Learngene Pool
+/// configuration runs, here with instances of different widths.
+fn stitched(
+    front: &Model,
+    end: &Model,
+    (i, j): (usize, usize),
+    stitch: (&Tensor, &Tensor),
+) -> Model {
+    use lgreg::anatomy::{Param, Role, Slot};
+    use lgreg::nn::init::layout;
+    use lgreg::nn::param::{Plain, Store};
+    let depth = (i + 1) + (end.config.layers - j);
+    let config = lgreg::nn::ModelConfig {
+        layers: depth,
+        ..end.config.clone()
+    };
+    let from_end = [Role::FinalNorm, Role::Head];
+    let mut store = Store::new();
+    for (slot, name, _) in layout(&config) {
+        let (source, at) = match slot.layer {
+            Some(l) if l <= i => (front, Some(l)),
+            Some(l) => (end, Some(l - (i + 1) + j)),
+            None if from_end.contains(&slot.role) => (end, None),
+            None => (front, None),
+        };
+        let want = Slot {
+            layer: at,
+            ..slot.clone()
+        };
+        if let Some(t) = source.params.get(&want).unwrap() {
+            store.insert(slot, &name, &t).unwrap();
+        }
+    }
+    let at = |param| Slot {
+        layer: Some(i),
+        role: Role::Stitch,
+        param,
+    };
+    store
+        .insert(at(Param::Weight), "lgreg_stitch.w", stitch.0)
+        .unwrap();
+    store
+        .insert(at(Param::Bias), "lgreg_stitch.b", stitch.1)
+        .unwrap();
+    Model::new(config, Box::new(Plain { store }), Device::Cpu)
+}
+
+#[test]
+fn a_stitched_configuration_of_two_widths_equals_front_stitch_and_end_run_separately() {
+    let dev = Device::Cpu;
+    for (mut narrow, mut wide) in [
+        (text_config(Family::Llama), text_config(Family::Llama)),
+        (text_config(Family::Bert), text_config(Family::Bert)),
+        (vit_config(true), vit_config(true)),
+    ] {
+        // The same head width (4) and grouping; the front instance has half the heads.
+        (
+            narrow.hidden,
+            narrow.heads,
+            narrow.intermediate,
+            narrow.layers,
+        ) = (8, 2, 12, 3);
+        narrow.kv_heads = narrow.heads / (wide.heads / wide.kv_heads);
+        wide.layers = 3;
+        let front = lgreg::nn::init::random(&narrow, 1, &dev).unwrap();
+        let end = lgreg::nn::init::random(&wide, 2, &dev).unwrap();
+        let w = Tensor::randn(0f32, 0.3, (wide.hidden, narrow.hidden), &dev).unwrap();
+        let b = Tensor::randn(0f32, 0.1, wide.hidden, &dev).unwrap();
+        let input = engine_input(&narrow);
+        let mask = match &input {
+            Input::Tokens { mask, .. } => mask.clone(),
+            Input::Images(_) => None,
+        };
+        for (i, j) in [(0, 1), (1, 1), (1, 2), (2, 2)] {
+            let model = stitched(&front, &end, (i, j), (&w, &b));
+            let whole = model.forward(&input, Mode::Infer, false).unwrap();
+            let states = front.forward(&input, Mode::Infer, true).unwrap().hidden[i + 1].clone();
+            let mapped = states
+                .broadcast_matmul(&w.t().unwrap())
+                .unwrap()
+                .broadcast_add(&b)
+                .unwrap();
+            let parts = end
+                .forward_from(&mapped, j, mask.as_ref(), Mode::Infer, Hooks::default())
+                .unwrap();
+            let diff = max_rel(&whole.output, &parts.output);
+            assert!(diff < 1e-5, "{:?} ({i}, {j}): {diff}", narrow.family);
+        }
+    }
+}
