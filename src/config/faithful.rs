@@ -23,12 +23,13 @@ use crate::checkpoint::{Checkpoint, SideFile, open};
 use crate::error::{Error, Result};
 use crate::fsutil::{StagedDir, write_atomic};
 use crate::nn::init::config_json;
-use crate::nn::{Model, ModelConfig, device};
+use crate::nn::{Model, ModelConfig, WithExtras, device};
 use crate::progress::Reporter;
 use crate::registry::Registry;
 use crate::train::distill::{
     DistillLoss, DistillOptions, DistillPaths, DistillReport, KlReduction, Teacher, distill,
 };
+use crate::train::features::{FeatureMatch, Positions};
 use crate::train::metrics::METRICS_FILE;
 
 /// The resumable state's directory in the run directory.
@@ -99,6 +100,27 @@ fn distill_options(cfg: &Config, family: Family) -> Result<DistillOptions> {
         loss,
         top_k,
     })
+}
+
+/// `DISTILL.FEATURES`, checked against the family and the cache.
+fn feature_positions(cfg: &Config, family: Family, top_k: usize) -> Result<Option<Positions>> {
+    let Some(text) = cfg.str("DISTILL.FEATURES") else {
+        return Ok(None);
+    };
+    let positions = Positions::parse(text).map_err(|why| cfg.error("DISTILL.FEATURES", why))?;
+    if family == Family::Bert {
+        return Err(cfg.error(
+            "DISTILL.FEATURES",
+            format!("'{text}': bert is distilled on its last hidden states already; remove it"),
+        ));
+    }
+    if top_k > 0 {
+        return Err(cfg.error(
+            "DISTILL.FEATURES",
+            format!("'{text}': feature matching runs the teacher on every step, so the teacher-logit cache (DISTILL.TOP_K) cannot stand in for it; set DISTILL.TOP_K to 0"),
+        ));
+    }
+    Ok(Some(positions))
 }
 
 /// Where teacher-logit caches live: `DISTILL.CACHE_DIR`, else `cache/teacher-logits` beside
@@ -353,8 +375,21 @@ pub fn train_aux(
         seed: opts.seed,
         ratio: &ratio,
     })?;
-    let student = Model::new(aux_cfg.clone(), aux.params(), dev).with_precision(opts.precision);
-    let teacher = Teacher::new(teacher_model, options);
+    let mut teacher = Teacher::new(teacher_model, options);
+    let params = match feature_positions(cfg, family, options.top_k)? {
+        None => aux.params(),
+        Some(positions) => {
+            let features =
+                FeatureMatch::new(&aux_cfg, &teacher.model.config, positions, opts.seed, &dev)?;
+            let extras = features.vars();
+            teacher.features = Some(features);
+            Box::new(WithExtras {
+                inner: aux.params(),
+                extras,
+            })
+        }
+    };
+    let student = Model::new(aux_cfg.clone(), params, dev).with_precision(opts.precision);
     let cache_root = cache_root(cfg, registry);
     write_run_config(cfg, &dir)?;
     let state = dir.join(STATE_DIR);
@@ -377,7 +412,13 @@ pub fn train_aux(
         });
     }
     let aux_dir = write_aux(&student, &teacher_ckpt, &dir.join(AUX_DIR))?;
-    let diagnostics = card_diagnostics(&report, &options, init, &aux_cfg, &run.ancestor)?;
+    let mut diagnostics = card_diagnostics(&report, &options, init, &aux_cfg, &run.ancestor)?;
+    if let Some(f) = &teacher.features {
+        diagnostics.insert(
+            "feature_match".into(),
+            json!({ "positions": f.positions, "pairs": f.pairs }),
+        );
+    }
     let gene = publish_trained(
         &run.request,
         &aux_dir,

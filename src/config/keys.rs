@@ -708,6 +708,13 @@ pub const KEYS: &[Key] = &[
         "MODE: faithful, text (llama): keep the teacher's top k log-probabilities of every token on disk and distil on them (the rest of the mass spread evenly), so that later students distilled from the same teacher on the same data skip the teacher; 0 (default) runs the teacher on every step and uses all its logits.",
     ),
     key(
+        "DISTILL.FEATURES",
+        Str,
+        Applied,
+        Lgreg,
+        "MODE: faithful, vit and llama: add Learngene Pool's feature terms to the distillation: the MSE of the student's block outputs and attention branches against the teacher's at matched blocks, mapped to the student's width by learned linear maps trained with it; `end` (the last blocks) or `front-end` (the last block of each third). Absent: logits only.",
+    ),
+    key(
         "DISTILL.CACHE_DIR",
         Str,
         Applied,

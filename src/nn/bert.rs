@@ -58,13 +58,9 @@ pub(crate) fn blocks(
         let att = ctx.attention(&q, &k, &v, &spec)?;
         let (wo, bo) = ctx.wb(l, Role::AttnO)?;
         let (wn, bn) = ctx.wb(l, Role::AttnNorm)?;
-        h = layer_norm(
-            &(h + ctx.linear(&att, &wo, bo.as_ref())?)?,
-            &wn,
-            bn.as_ref(),
-            c.norm_eps,
-            ctx.mode,
-        )?;
+        let att = ctx.linear(&att, &wo, bo.as_ref())?;
+        ctx.keep_attention(&att);
+        h = layer_norm(&(h + att)?, &wn, bn.as_ref(), c.norm_eps, ctx.mode)?;
         let (wu, bu) = ctx.wb(l, Role::MlpUp)?;
         let (wd, bd) = ctx.wb(l, Role::MlpDown)?;
         let (wn, bn) = ctx.wb(l, Role::MlpNorm)?;

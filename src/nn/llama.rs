@@ -49,7 +49,9 @@ pub(crate) fn blocks(
         let v = ctx.linear(&x, &wv, bv.as_ref())?;
         let att = ctx.attention(&q, &k, &v, &spec)?;
         let (wo, bo) = ctx.wb(l, Role::AttnO)?;
-        h = (h + ctx.linear(&att, &wo, bo.as_ref())?)?;
+        let att = ctx.linear(&att, &wo, bo.as_ref())?;
+        ctx.keep_attention(&att);
+        h = (h + att)?;
         let (w, _) = ctx.wb(l, Role::MlpNorm)?;
         let x = rms_norm(&h, &w, c.norm_eps, ctx.mode)?;
         let (wg, _) = ctx.wb(l, Role::MlpGate)?;

@@ -30,7 +30,7 @@ use candle_core::DType;
 pub use config::{ModelConfig, Pooling};
 pub use kernels::reference_only;
 pub use model::{DropPath, Dropout, Forward, Hooks, Input, Model, device, mean_pool};
-pub use param::{LinearExpanded, Parametrisation, Plain, StageShared, Stitched, Store};
+pub use param::{LinearExpanded, Parametrisation, Plain, StageShared, Stitched, Store, WithExtras};
 
 /// Which implementation of the non-linear ops a forward pass uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -44,6 +44,9 @@ pub struct Forward {
     /// With [`Hooks::weight_grads`]: for each per-layer tensor the pass used, a zero probe
     /// added to it, whose gradient is the gradient of that tensor as the layer saw it.
     pub layer_weights: Vec<(Slot, Tensor)>,
+    /// With [`Hooks::attention`]: entry `l` is block `l`'s attention branch, after its output
+    /// projection and before the residual add (what Learngene Pool's students match).
+    pub attention: Vec<Tensor>,
 }
 
 /// Stochastic depth for one training forward pass (timm's `DropPath`, ViT only): the residual
@@ -84,6 +87,8 @@ pub struct Hooks {
     pub drop_path: Option<DropPath>,
     /// Dropout (training passes of vit models only).
     pub dropout: Option<Dropout>,
+    /// Keep every block's attention branch ([`Forward::attention`]).
+    pub attention: bool,
 }
 
 impl Hooks {
@@ -94,6 +99,7 @@ impl Hooks {
         blocks_only: true,
         drop_path: None,
         dropout: None,
+        attention: false,
     };
 }
 
@@ -125,6 +131,7 @@ pub(crate) struct Ctx<'a> {
     drop_path: Option<DropPath>,
     dropout: Option<Dropout>,
     used: RefCell<Vec<(Slot, Tensor)>>,
+    attention: Option<RefCell<Vec<Tensor>>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -142,6 +149,14 @@ impl<'a> Ctx<'a> {
                 .dropout
                 .filter(|d| mode == Mode::Train && d.rate > 0.0),
             used: RefCell::new(Vec::new()),
+            attention: hooks.attention.then(|| RefCell::new(Vec::new())),
+        }
+    }
+
+    /// Keep a block's attention branch when the pass asked for them.
+    pub fn keep_attention(&self, branch: &Tensor) {
+        if let Some(kept) = &self.attention {
+            kept.borrow_mut().push(branch.clone());
         }
     }
 
@@ -504,6 +519,7 @@ impl Model {
             output,
             hidden: states,
             layer_weights: ctx.used.into_inner(),
+            attention: ctx.attention.map(RefCell::into_inner).unwrap_or_default(),
         })
     }
 

@@ -6,7 +6,8 @@
 //! - [`LinearExpanded`] (TLEG): layer `l` of `L` is `B + (l/L)·A`, computed in the graph so
 //!   gradients reach `A` and `B`;
 //! - [`StageShared`] (SWS): layer `i` uses the variables of its stage `s_i`;
-//! - [`Stitched`] (Pool): any of the above plus linear stitch layers between blocks.
+//! - [`Stitched`] (Pool): any of the above plus linear stitch layers between blocks;
+//! - [`WithExtras`]: any of the above plus trained variables the model does not read.
 
 use std::collections::BTreeMap;
 
@@ -313,6 +314,33 @@ impl Parametrisation for Stitched {
             v.push((format!("stitch.{layer}.weight"), w.clone()));
             v.push((format!("stitch.{layer}.bias"), b.clone()));
         }
+        v
+    }
+}
+
+/// Any parametrisation with extra trained variables that the model never reads (Learngene
+/// Pool's feature maps): they are optimised, saved and resumed with the model's own, and left
+/// out of the checkpoint it is written as.
+pub struct WithExtras {
+    /// The model's tensors.
+    pub inner: Box<dyn Parametrisation>,
+    /// The extra variables, by name.
+    pub extras: Vec<(String, Var)>,
+}
+
+impl Parametrisation for WithExtras {
+    fn get(&self, slot: &Slot) -> Result<Option<Tensor>> {
+        self.inner.get(slot)
+    }
+    fn depth(&self) -> usize {
+        self.inner.depth()
+    }
+    fn stitch(&self, layer: usize) -> Option<(Tensor, Option<Tensor>)> {
+        self.inner.stitch(layer)
+    }
+    fn vars(&self) -> Vec<(String, Var)> {
+        let mut v = self.inner.vars();
+        v.extend(self.extras.iter().cloned());
         v
     }
 }

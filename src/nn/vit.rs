@@ -62,7 +62,9 @@ pub(crate) fn blocks(
         let att = attend(ctx, l, &x, &spec)?;
         let (wo, bo) = ctx.wb(l, Role::AttnO)?;
         let site = 1 + 3 * l as u64;
-        let att = ctx.dropout(site, ctx.linear(&att, &wo, bo.as_ref())?)?;
+        let att = ctx.linear(&att, &wo, bo.as_ref())?;
+        ctx.keep_attention(&att);
+        let att = ctx.dropout(site, att)?;
         h = (h + ctx.drop_branch(l, 0, att)?)?;
         let (wn, bn) = ctx.wb(l, Role::MlpNorm)?;
         let x = layer_norm(&h, &wn, bn.as_ref(), c.norm_eps, ctx.mode)?;

@@ -644,10 +644,11 @@ fn step_loss(run: &Steps<'_>, batch: &[usize], step: usize) -> Result<(Tensor, O
                 ..Hooks::default()
             };
             let input = Input::Images(b.x.clone());
+            let hooks = run.teacher.map_or(hooks, |t| t.student_hooks(hooks));
             let out = model.forward_with(&input, Mode::Train, hooks)?;
             match run.teacher {
                 None => Ok((augment::loss(&out.output, &b, &opts.augment)?, None)),
-                Some(t) => t.logits_loss(&out.output, &input, None, || {
+                Some(t) => t.logits_loss(&out, &input, None, || {
                     augment::loss(&out.output, &b, &opts.augment)
                 }),
             }
@@ -655,12 +656,15 @@ fn step_loss(run: &Steps<'_>, batch: &[usize], step: usize) -> Result<(Tensor, O
         Data::Text(t) => {
             let (x, y) = t.batch(batch, &model.device)?;
             let input = Input::Tokens { ids: x, mask: None };
-            let out = model.forward(&input, Mode::Train, false)?;
+            let hooks = run
+                .teacher
+                .map_or(Hooks::default(), |t| t.student_hooks(Hooks::default()));
+            let out = model.forward_with(&input, Mode::Train, hooks)?;
             match run.teacher {
                 None => Ok((lm_loss(&out.output, &y)?, None)),
-                Some(teacher) => teacher.logits_loss(&out.output, &input, Some(batch), || {
-                    lm_loss(&out.output, &y)
-                }),
+                Some(teacher) => {
+                    teacher.logits_loss(&out, &input, Some(batch), || lm_loss(&out.output, &y))
+                }
             }
         }
         Data::Pairs { pairs, tok } => match run.teacher {

@@ -14,13 +14,14 @@ use super::adapt::{
     run_steps, split_data, validate,
 };
 use super::eval::Metrics;
+use super::features::FeatureMatch;
 use super::logit_cache::{CacheKey, CacheStats, LogitCache};
 use super::loss::kl_distill;
 use super::text::Tokenizer;
 use crate::anatomy::Family;
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
-use crate::nn::{Input, Mode, Model, ModelConfig};
+use crate::nn::{Forward, Hooks, Input, Mode, Model, ModelConfig};
 use crate::progress::{Event, Reporter};
 
 /// How the KL term is normalised.
@@ -86,6 +87,9 @@ pub struct Teacher {
     /// Text only: the teacher's top-k log-probabilities kept on disk, opened by [`distill`]
     /// when `options.top_k` is set.
     pub cache: OnceCell<LogitCache>,
+    /// Learngene Pool's feature terms, added to the distillation term when set; their maps
+    /// must be among the student's variables ([`crate::nn::WithExtras`]) to train.
+    pub features: Option<FeatureMatch>,
 }
 
 impl Teacher {
@@ -95,6 +99,18 @@ impl Teacher {
             model,
             options,
             cache: OnceCell::new(),
+            features: None,
+        }
+    }
+
+    /// The hooks a student pass needs for this teacher's loss: its hidden states and attention
+    /// branches when features are matched.
+    pub fn student_hooks(&self, hooks: Hooks) -> Hooks {
+        let features = self.features.is_some();
+        Hooks {
+            hidden: hooks.hidden || features,
+            attention: hooks.attention || features,
+            ..hooks
         }
     }
 }
@@ -150,19 +166,43 @@ impl Teacher {
         })
     }
 
-    /// The loss of `student` logits on `input` (the text `blocks`, for the cache) against the
-    /// teacher's, mixed with the label loss (computed only when `alpha < 1`), and the top-1
+    /// The distillation term of a student pass on `input` (the text `blocks`, for the
+    /// cache): the KL on logits, plus the feature terms when they are matched; and the
+    /// teacher's logits as rows.
+    fn distillation_term(
+        &self,
+        student: &Forward,
+        input: &Input,
+        blocks: Option<&[usize]>,
+    ) -> Result<(Tensor, Tensor)> {
+        let student_rows = rows(&student.output)?;
+        let Some(features) = &self.features else {
+            let teacher = self.target(input, blocks)?;
+            return Ok((self.kd(&student_rows, &teacher)?, teacher));
+        };
+        let hooks = Hooks {
+            hidden: true,
+            attention: true,
+            ..Hooks::default()
+        };
+        let pass = self.model.forward_with(input, Mode::Infer, hooks)?;
+        let teacher = rows(&pass.output.detach())?;
+        let kd = self.kd(&student_rows, &teacher)?;
+        Ok(((kd + features.loss(student, &pass)?)?, teacher))
+    }
+
+    /// The loss of a `student` pass on `input` (the text `blocks`, for the cache) against the
+    /// teacher, mixed with the label loss (computed only when `alpha < 1`), and the top-1
     /// agreement.
     pub(crate) fn logits_loss(
         &self,
-        student: &Tensor,
+        student: &Forward,
         input: &Input,
         blocks: Option<&[usize]>,
         label_loss: impl FnOnce() -> Result<Tensor>,
     ) -> Result<(Tensor, Option<f32>)> {
-        let teacher = self.target(input, blocks)?;
-        let student_rows = rows(student)?;
-        let kd = self.kd(&student_rows, &teacher)?;
+        let (kd, teacher) = self.distillation_term(student, input, blocks)?;
+        let student_rows = rows(&student.output)?;
         let agree = agreement(&student_rows.detach(), &teacher)?;
         let alpha = self.options.alpha;
         let loss = if alpha >= 1.0 {

@@ -1,6 +1,6 @@
 //! Training and evaluation: datasets, AdamW with a cosine schedule, SGD with momentum ([`sgd`]), gradient clipping,
 //! resumable training state, losses (cross-entropy, KL distillation), distillation from a
-//! teacher ([`distill`]), DeiT's batch augmentations
+//! teacher ([`distill`], with Learngene Pool's feature matching in [`features`]), DeiT's batch augmentations
 //! ([`augment`]), text corpora from files,
 //! directories, globs and JSON Lines ([`corpus`]), and the two verbs built on
 //! them, [`adapt`] and [`evaluate`].
@@ -13,6 +13,7 @@ pub mod data;
 pub mod distill;
 pub mod ema;
 pub mod eval;
+pub mod features;
 pub mod logit_cache;
 pub mod loss;
 pub mod metrics;

@@ -867,3 +867,103 @@ fn a_trained_rule_without_its_pseudo_descendant_is_refused() {
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("pseudo=DIR"), "{}", run.stderr);
 }
+
+#[test]
+fn feature_matching_sends_gradients_to_the_student_and_its_maps() {
+    use lgreg::nn::{Hooks, Input, Mode};
+    use lgreg::train::features::{FeatureMatch, Positions};
+    let dev = candle_core::Device::Cpu;
+    let teacher = lgreg::nn::init::random(&vit_spec(6).config(), 1, &dev).unwrap();
+    let student_cfg = VitSpec {
+        hidden: 16,
+        heads: 1,
+        layers: 3,
+        ..vit_spec(3)
+    }
+    .config();
+    let student = lgreg::nn::init::random(&student_cfg, 2, &dev).unwrap();
+    let features =
+        FeatureMatch::new(&student_cfg, &teacher.config, Positions::FrontEnd, 0, &dev).unwrap();
+    assert_eq!(features.pairs, vec![(0, 1), (1, 3), (2, 5)]);
+    let x = candle_core::Tensor::randn(0f32, 1.0, (2, 3, 16, 16), &dev).unwrap();
+    let input = Input::Images(x);
+    let hooks = Hooks {
+        hidden: true,
+        attention: true,
+        ..Hooks::default()
+    };
+    let s = student.forward_with(&input, Mode::Train, hooks).unwrap();
+    let t = teacher.forward_with(&input, Mode::Infer, hooks).unwrap();
+    assert_eq!((s.attention.len(), t.attention.len()), (3, 6));
+    let loss = features.loss(&s, &t).unwrap();
+    assert!(loss.to_scalar::<f32>().unwrap() > 0.0);
+    let grads = loss.backward().unwrap();
+    let nonzero = |v: &candle_core::Var| {
+        grads.get(v.as_tensor()).is_some_and(|g| {
+            g.abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                > 0.0
+        })
+    };
+    for (name, var) in features.vars() {
+        assert!(nonzero(&var), "no gradient reaches {name}");
+    }
+    for (name, var) in student.vars() {
+        // Blocks and embeddings feed the matched blocks; the final norm and head do not.
+        if name.starts_with("blocks.") {
+            assert!(nonzero(&var), "no gradient reaches {name}");
+        }
+    }
+    // The teacher stays frozen.
+    for (name, var) in teacher.vars() {
+        assert!(!nonzero(&var), "the teacher's {name} got a gradient");
+    }
+}
+
+#[test]
+fn feature_matching_joins_the_distillation_loss_and_is_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let t = teacher(&home.join("teacher"), 4);
+    let data = images(&home.join("images"), 6);
+    let plain = ok(
+        home,
+        &train_args("tleg", &t, &data, &home.join("plain"), &[]),
+    );
+    let mut args = train_args("tleg", &t, &data, &home.join("features"), &[]);
+    args.extend(["DISTILL.FEATURES=front-end", "GENE.NAME=tiny-tleg-features"].map(String::from));
+    let matched = ok(home, &args);
+    let record = &matched["gene"]["diagnostics"]["feature_match"];
+    assert_eq!(record["positions"], "front-end", "{matched}");
+    // TLEG's 12 virtual layers against the teacher's 4.
+    assert_eq!(
+        record["pairs"],
+        serde_json::json!([[3, 0], [7, 1], [11, 3]])
+    );
+    // Same seed, data and start: the feature terms add to the first step's loss.
+    let first = |run: &Path| steps(run)[0]["loss"].as_f64().unwrap();
+    assert!(
+        first(&home.join("features")) > first(&home.join("plain")),
+        "{} vs {}",
+        first(&home.join("features")),
+        first(&home.join("plain"))
+    );
+    assert_eq!(plain["gene"]["diagnostics"].get("feature_match"), None);
+    // bert has no feature terms to add.
+    let run = run_str(
+        home,
+        &[
+            "train",
+            "--config",
+            &shipped("ancestor_tleg_bert.yaml"),
+            "--set",
+            "DISTILL.FEATURES=end",
+        ],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("DISTILL.FEATURES"), "{}", run.stderr);
+}
