@@ -293,8 +293,9 @@ impl Figure for Heatmap {
         let rows = self.rows.len();
         let cols = self.rows.iter().map(Vec::len).max().unwrap_or(0);
         let (lo, hi) = self.value_range();
+        let caption = format!("{}: dark {lo:.3} to yellow {hi:.3}", self.title);
         let mut chart = ChartBuilder::on(root)
-            .caption(&self.title, (FAMILY, 20))
+            .caption(&caption, (FAMILY, 18))
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(56)

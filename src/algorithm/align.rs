@@ -432,6 +432,7 @@ mod tests {
             class_token: false,
             pooling: Pooling::Mean,
             norm_after_pool: false,
+            front: None,
         }
     }
 

@@ -126,7 +126,7 @@ pub fn draw_cka(
     font: Option<&Path>,
 ) -> Result<Written> {
     let map = Heatmap {
-        title: "linear CKA: ancestor against pseudo-descendant".into(),
+        title: "linear CKA".into(),
         x_label: "pseudo-descendant layer".into(),
         y_label: "ancestor layer".into(),
         rows: cka_rows(diagnostics),

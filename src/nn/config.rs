@@ -53,6 +53,56 @@ pub struct ModelConfig {
     pub pooling: Pooling,
     /// Whether the final norm comes after pooling (timm `fc_norm`) rather than before (vit).
     pub norm_after_pool: bool,
+    /// A Learngene Pool descendant stitched from a narrower front instance: its sizes.
+    pub front: Option<Front>,
+}
+
+/// The narrower front of a stitched Learngene Pool descendant: the embeddings and the first
+/// `blocks` blocks have this width (their heads follow [`ModelConfig::heads_at`]), and the
+/// stitch after block `blocks - 1` maps it to the model's width. `config.json` carries it as
+/// `lgreg_front` (`num_layers`, `hidden_size`, `intermediate_size`); `transformers` does not
+/// read it, so only lgreg runs such a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Front {
+    /// Blocks at the front width.
+    pub blocks: usize,
+    /// The front width.
+    pub hidden: usize,
+    /// The front MLP width.
+    pub intermediate: usize,
+}
+
+impl Front {
+    /// The `lgreg_front` entry of `config`, if it has one.
+    fn read(config: Option<&Value>) -> Result<Option<Front>> {
+        let Some(entry) = config.and_then(|c| c.get("lgreg_front")) else {
+            return Ok(None);
+        };
+        let field = |key: &str| {
+            entry
+                .get(key)
+                .and_then(Value::as_u64)
+                .filter(|v| *v > 0)
+                .ok_or_else(|| Error::ModelMismatch {
+                    name: format!("lgreg_front.{key}"),
+                    reason: "config.json's stitched front needs it as a positive integer".into(),
+                })
+        };
+        Ok(Some(Front {
+            blocks: field("num_layers")? as usize,
+            hidden: field("hidden_size")? as usize,
+            intermediate: field("intermediate_size")? as usize,
+        }))
+    }
+
+    /// Its `config.json` entry.
+    pub fn to_json(self) -> Value {
+        serde_json::json!({
+            "num_layers": self.blocks,
+            "hidden_size": self.hidden,
+            "intermediate_size": self.intermediate,
+        })
+    }
 }
 
 fn num(config: Option<&Value>, keys: &[&str]) -> Option<f64> {
@@ -78,8 +128,20 @@ impl ModelConfig {
     pub fn resolve(anatomy: &Anatomy, config: Option<&Value>) -> Result<ModelConfig> {
         let h = &anatomy.hyper;
         let as_usize = |keys: &[&str]| num(config, keys).map(|v| v as usize);
-        let hidden = need("hidden_size", h.hidden_size.or(as_usize(&["embed_dim"])))?;
-        let heads = need("num_attention_heads", h.heads.or(as_usize(&["num_heads"])))?;
+        // A stitched descendant's first tensors are its front's: its own sizes are config.json's.
+        let front = Front::read(config)?;
+        let declared = |keys: &[&str], seen: Option<usize>| match front {
+            Some(_) => as_usize(keys).or(seen),
+            None => seen.or(as_usize(keys)),
+        };
+        let hidden = need(
+            "hidden_size",
+            declared(&["hidden_size", "embed_dim"], h.hidden_size),
+        )?;
+        let heads = need(
+            "num_attention_heads",
+            declared(&["num_attention_heads", "num_heads"], h.heads),
+        )?;
         let family = anatomy.family;
         let has = |role| anatomy.slots.values().any(|s| s.role == role);
         let names = |frag: &str| anatomy.slots.keys().any(|n| n.contains(frag));
@@ -105,9 +167,11 @@ impl ModelConfig {
             hidden,
             heads,
             kv_heads: h.kv_heads.unwrap_or(heads),
-            intermediate: h
-                .intermediate_size
-                .unwrap_or((hidden as f64 * mlp_ratio) as usize),
+            intermediate: match front {
+                Some(_) => as_usize(&["intermediate_size"]),
+                None => h.intermediate_size,
+            }
+            .unwrap_or((hidden as f64 * mlp_ratio) as usize),
             norm_eps: num(config, &["rms_norm_eps", "layer_norm_eps", "norm_eps"])
                 .unwrap_or(default_eps),
             vocab: h.vocab_size.unwrap_or(0),
@@ -120,12 +184,32 @@ impl ModelConfig {
             class_token,
             pooling,
             norm_after_pool: names("fc_norm"),
+            front,
         })
     }
 
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
         self.hidden / self.heads.max(1)
+    }
+
+    /// The sizes that hold for block `layer` (`None`: the embeddings): the front's in the
+    /// front of a stitched descendant, the model's elsewhere.
+    pub fn sized_at(&self, layer: Option<usize>) -> ModelConfig {
+        let Some(front) = self.front else {
+            return self.clone();
+        };
+        if layer.is_some_and(|l| l >= front.blocks) {
+            return self.clone();
+        }
+        let (heads, kv_heads) = self.heads_at(front.hidden);
+        ModelConfig {
+            hidden: front.hidden,
+            intermediate: front.intermediate,
+            heads,
+            kv_heads,
+            ..self.clone()
+        }
     }
 
     /// The attention heads and key/value heads of a block whose residual stream is `width`

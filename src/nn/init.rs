@@ -267,8 +267,17 @@ pub fn random_plain(c: &ModelConfig, seed: u64, device: &Device) -> Result<Plain
     Ok(Plain { store })
 }
 
-/// A `config.json` that describes `c` (HF keys for llama and bert, timm keys for vit).
+/// A `config.json` that describes `c` (HF keys for llama and bert, timm keys for vit), with
+/// `lgreg_front` for a stitched descendant's narrower front.
 pub fn config_json(c: &ModelConfig) -> Value {
+    let mut json = family_config_json(c);
+    if let (Some(front), Value::Object(map)) = (c.front, &mut json) {
+        map.insert("lgreg_front".into(), front.to_json());
+    }
+    json
+}
+
+fn family_config_json(c: &ModelConfig) -> Value {
     match c.family {
         Family::Llama => json!({
             "architectures": ["LlamaForCausalLM"],
@@ -360,6 +369,7 @@ impl VitSpec {
                 Pooling::Mean
             },
             norm_after_pool: !self.class_token,
+            front: None,
         }
     }
 }

@@ -551,8 +551,18 @@ impl Model {
     }
 }
 
-/// The shape a slot must have under `c`, where it is fixed by the config.
+/// The shape a slot must have under `c`, where it is fixed by the config: the front's sizes
+/// for the embeddings and front blocks of a stitched descendant (its final norm and head are
+/// the end's).
 fn expected_shape(c: &ModelConfig, slot: &Slot) -> Option<Vec<usize>> {
+    let end_roles = [Role::FinalNorm, Role::Head];
+    if c.front.is_some() && !(slot.layer.is_none() && end_roles.contains(&slot.role)) {
+        let sized = ModelConfig {
+            front: None,
+            ..c.sized_at(slot.layer)
+        };
+        return expected_shape(&sized, slot);
+    }
     let d = c.hidden;
     let hd = c.head_dim();
     let i = c.intermediate;

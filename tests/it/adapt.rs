@@ -366,6 +366,7 @@ fn bad_inputs_get_clear_errors() {
         class_token: false,
         pooling: lgreg::nn::Pooling::Mean,
         norm_after_pool: false,
+        front: None,
     };
     let m = Model::new(
         c.clone(),

@@ -397,6 +397,11 @@ fn stitched(
     let depth = (i + 1) + (end.config.layers - j);
     let config = lgreg::nn::ModelConfig {
         layers: depth,
+        front: Some(lgreg::nn::Front {
+            blocks: i + 1,
+            hidden: front.config.hidden,
+            intermediate: front.config.intermediate,
+        }),
         ..end.config.clone()
     };
     let from_end = [Role::FinalNorm, Role::Head];
@@ -422,10 +427,14 @@ fn stitched(
         param,
     };
     store
-        .insert(at(Param::Weight), "lgreg_stitch.w", stitch.0)
+        .insert(
+            at(Param::Weight),
+            &format!("lgreg_stitch.{i}.weight"),
+            stitch.0,
+        )
         .unwrap();
     store
-        .insert(at(Param::Bias), "lgreg_stitch.b", stitch.1)
+        .insert(at(Param::Bias), &format!("lgreg_stitch.{i}.bias"), stitch.1)
         .unwrap();
     Model::new(config, Box::new(Plain { store }), Device::Cpu)
 }
@@ -470,6 +479,22 @@ fn a_stitched_configuration_of_two_widths_equals_front_stitch_and_end_run_separa
                 .unwrap();
             let diff = max_rel(&whole.output, &parts.output);
             assert!(diff < 1e-5, "{:?} ({i}, {j}): {diff}", narrow.family);
+            // Written out with its config.json, it loads back with its two widths and runs
+            // the same.
+            let dir = tempfile::tempdir().unwrap();
+            let config = lgreg::nn::init::config_json(&model.config);
+            assert_eq!(config["lgreg_front"]["hidden_size"], narrow.hidden);
+            std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+            model.write_weights(dir.path()).unwrap();
+            let loaded = Model::load(&open(dir.path()).unwrap(), &dev).unwrap();
+            assert_eq!(loaded.config.front, model.config.front);
+            let again = loaded.forward(&input, Mode::Infer, false).unwrap();
+            assert_eq!(
+                max_rel(&again.output, &whole.output),
+                0.0,
+                "{:?}",
+                narrow.family
+            );
         }
     }
 }

@@ -40,6 +40,7 @@ pub fn text_config(family: Family) -> ModelConfig {
         class_token: false,
         pooling: Pooling::Mean,
         norm_after_pool: false,
+        front: None,
     }
 }
 

@@ -204,6 +204,7 @@ fn descendant_config(ckpt: &Checkpoint, m: &Mapping) -> Result<ModelConfig> {
         class_token,
         pooling: Pooling::Mean,
         norm_after_pool: true,
+        front: None,
     })
 }
 

@@ -28,6 +28,7 @@ pub fn tiny_llama(layers: usize) -> ModelConfig {
         class_token: false,
         pooling: lgreg::nn::Pooling::Mean,
         norm_after_pool: false,
+        front: None,
     }
 }
 
