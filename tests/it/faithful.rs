@@ -967,3 +967,48 @@ fn feature_matching_joins_the_distillation_loss_and_is_recorded() {
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("DISTILL.FEATURES"), "{}", run.stderr);
 }
+
+#[test]
+fn an_auto_run_killed_while_its_pseudo_descendant_trains_resumes_to_the_same_gene() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let t = teacher(&home.join("teacher"), 6);
+    let data = images(&home.join("images"), 16);
+    let with_saves = |out: &Path, name: &str| {
+        let mut args = auto_args(&t, &data, out, name);
+        args.push("TRAIN.SAVE_EVERY=1".into());
+        args
+    };
+    let whole = ok(home, &with_saves(&home.join("whole"), "auto-whole"));
+    let kill_after = 1 + crate::support::clock_pick(30);
+    let cut = home.join("cut");
+    let args = with_saves(&cut, "auto-cut");
+    let log = cut.join(".pseudo.adapt-state/metrics.jsonl");
+    crate::support::kill_once_logged(home, &args, &log, kill_after);
+    assert!(
+        !cut.join("pseudo").exists(),
+        "killed after step {kill_after}, yet finished"
+    );
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let refused = run_str(home, &refs);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(refused.stderr.contains("--resume"), "{}", refused.stderr);
+    let mut resume = args.clone();
+    resume.push("--resume".into());
+    let resumed = ok(home, &resume);
+    let diag = |v: &Value, key: &str| v["gene"]["diagnostics"][key].clone();
+    assert_eq!(
+        diag(&resumed, "cka"),
+        diag(&whole, "cka"),
+        "killed after step {kill_after}"
+    );
+    assert_eq!(
+        diag(&resumed, "selected_layers"),
+        diag(&whole, "selected_layers")
+    );
+    let weights = |d: &Path| std::fs::read(d.join("pseudo/model.safetensors")).unwrap();
+    assert!(
+        weights(&home.join("whole")) == weights(&cut),
+        "killed after step {kill_after}: the pseudo-descendants differ"
+    );
+}
