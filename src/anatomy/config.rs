@@ -30,11 +30,46 @@ pub struct Hyper {
     pub image_size: Option<usize>,
 }
 
+/// The first of `keys` that `config` gives, at its top level or under timm's `model_args`.
 fn get_usize(config: Option<&Value>, keys: &[&str]) -> Option<usize> {
     let cfg = config?;
     keys.iter()
-        .find_map(|k| cfg.get(*k).and_then(Value::as_u64))
+        .find_map(|k| {
+            cfg.get(*k)
+                .or_else(|| cfg.get("model_args").and_then(|a| a.get(*k)))
+                .and_then(Value::as_u64)
+        })
         .map(|v| v as usize)
+}
+
+/// A timm checkpoint's `architecture` read as a size name (`vit_tiny_patch16_224.augreg_in21k`
+/// without its pretrained tag), when it names a DeiT/ViT size.
+fn architecture(config: Option<&Value>) -> Option<crate::config::size::SizeName> {
+    let name = config?.get("architecture")?.as_str()?;
+    let base = name.split('.').next().unwrap_or(name);
+    crate::config::size::parse(base).filter(|s| s.family == Some("vit"))
+}
+
+/// The image side timm's `pretrained_cfg.input_size` (`[channels, height, width]`) gives.
+fn pretrained_side(config: Option<&Value>) -> Option<usize> {
+    let input = config?
+        .get("pretrained_cfg")?
+        .get("input_size")?
+        .as_array()?;
+    input.get(1).and_then(Value::as_u64).map(|v| v as usize)
+}
+
+/// The image side a vit's position embedding `[1, tokens, width]` implies with patch side
+/// `patch`, after the class and distillation tokens the checkpoint has.
+fn side_from_positions(tensors: &[TensorInfo], patch: Option<usize>) -> Option<usize> {
+    let tokens = shape_of(tensors, &["pos_embed", "position_embeddings"])?
+        .get(1)
+        .copied()?;
+    let has = |suffix: &str| tensors.iter().any(|t| t.name.ends_with(suffix));
+    let prefix = usize::from(has("cls_token")) + usize::from(has("dist_token"));
+    let grid = tokens.checked_sub(prefix)?;
+    let side = (grid as f64).sqrt().round() as usize;
+    (side * side == grid && side > 0).then(|| side * patch.unwrap_or(0))
 }
 
 fn shape_of<'a>(tensors: &'a [TensorInfo], suffixes: &[&str]) -> Option<&'a [usize]> {
@@ -59,10 +94,20 @@ impl Hyper {
         };
         let embed_shape = shape_of(tensors, &[embed, "patch_embeddings.projection.weight"]);
         let up_shape = shape_of(tensors, &[mlp_up, "intermediate.dense.weight"]);
-        let heads = get_usize(config, &["num_attention_heads", "num_heads"]);
         let hidden_from_shape = match family {
             Family::Vit => embed_shape.and_then(|s| s.first().copied()),
             _ => embed_shape.and_then(|s| s.get(1).copied()),
+        };
+        // A timm architecture name gives the heads of its size, when its width is the
+        // tensors' (a name of another width is not this checkpoint's size).
+        let named_heads = architecture(config)
+            .filter(|n| n.width.is_some() && n.width == hidden_from_shape)
+            .and_then(|n| n.heads);
+        let heads = get_usize(config, &["num_attention_heads", "num_heads"]).or(named_heads);
+        let patch_size = match family {
+            Family::Vit => get_usize(config, &["patch_size"])
+                .or_else(|| embed_shape.and_then(|s| s.get(2).copied())),
+            _ => None,
         };
         Hyper {
             layers,
@@ -78,12 +123,15 @@ impl Hyper {
                     .or_else(|| embed_shape.and_then(|s| s.first().copied())),
             },
             num_classes: get_usize(config, &["num_classes", "num_labels"]),
-            patch_size: match family {
-                Family::Vit => get_usize(config, &["patch_size"])
-                    .or_else(|| embed_shape.and_then(|s| s.get(2).copied())),
-                _ => None,
+            patch_size,
+            image_size: match family {
+                // Declared (top level or timm's model_args), else timm's pretrained_cfg,
+                // else what the position embedding implies.
+                Family::Vit => get_usize(config, &["image_size", "img_size"])
+                    .or_else(|| pretrained_side(config))
+                    .or_else(|| side_from_positions(tensors, patch_size).filter(|&s| s > 0)),
+                _ => get_usize(config, &["image_size", "img_size"]),
             },
-            image_size: get_usize(config, &["image_size", "img_size"]),
         }
     }
 }
@@ -176,6 +224,48 @@ fn set_all(map: &mut serde_json::Map<String, Value>, pairs: &[(&str, Option<usiz
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn timm_tensors(width: usize, tokens: usize) -> Vec<TensorInfo> {
+        let info = |name: &str, shape: Vec<usize>| TensorInfo {
+            name: name.into(),
+            dtype: crate::checkpoint::DType::F32,
+            shape,
+        };
+        vec![
+            info("patch_embed.proj.weight", vec![width, 3, 16, 16]),
+            info("cls_token", vec![1, 1, width]),
+            info("pos_embed", vec![1, tokens, width]),
+            info("blocks.0.mlp.fc1.weight", vec![4 * width, width]),
+        ]
+    }
+
+    #[test]
+    fn a_timm_hub_config_gives_heads_from_its_name_and_the_image_from_pretrained_cfg() {
+        // What timm checkpoints on the Hub carry: the architecture and pretrained_cfg only.
+        let config = serde_json::json!({
+            "architecture": "vit_tiny_patch16_224.augreg_in21k",
+            "num_classes": 10,
+            "pretrained_cfg": {"input_size": [3, 112, 112], "num_classes": 10},
+        });
+        let h = Hyper::resolve(Family::Vit, Some(&config), &timm_tensors(192, 50), 2);
+        assert_eq!((h.hidden_size, h.heads), (Some(192), Some(3)));
+        assert_eq!((h.patch_size, h.image_size), (Some(16), Some(112)));
+        // model_args (timm's own config files) wins over the name.
+        let config = serde_json::json!({
+            "architecture": "vit_tiny_patch16_224",
+            "model_args": {"img_size": 112, "num_heads": 4},
+        });
+        let h = Hyper::resolve(Family::Vit, Some(&config), &timm_tensors(192, 50), 2);
+        assert_eq!((h.heads, h.image_size), (Some(4), Some(112)));
+        // Nothing declared: the position embedding's 7×7 grid after the class token.
+        let bare = serde_json::json!({"architecture": "vit_custom"});
+        let h = Hyper::resolve(Family::Vit, Some(&bare), &timm_tensors(192, 50), 2);
+        assert_eq!((h.heads, h.image_size), (None, Some(112)));
+        // A name of another width says nothing of this checkpoint's heads.
+        let other = serde_json::json!({"architecture": "vit_small_patch16_224"});
+        let h = Hyper::resolve(Family::Vit, Some(&other), &timm_tensors(192, 50), 2);
+        assert_eq!(h.heads, None);
+    }
 
     #[test]
     fn depth_rewrite_keeps_other_keys_in_order() {
