@@ -136,6 +136,29 @@ impl Hyper {
     }
 }
 
+impl Hyper {
+    /// Refuse a vit whose declared image size (config.json or timm's `pretrained_cfg`) does not
+    /// fit the grid of its position embedding.
+    pub fn check_image_size(&self, tensors: &[TensorInfo]) -> crate::error::Result<()> {
+        let (Some(declared), Some(implied)) = (
+            self.image_size,
+            side_from_positions(tensors, self.patch_size).filter(|&s| s > 0),
+        ) else {
+            return Ok(());
+        };
+        if declared == implied {
+            return Ok(());
+        }
+        Err(crate::error::Error::ModelMismatch {
+            name: "the position embedding".into(),
+            reason: format!(
+                "config.json gives image size {declared}, but the position embedding holds a grid for {implied}-pixel images with {}-pixel patches; set `img_size` (or timm's `pretrained_cfg.input_size`) to {implied}",
+                self.patch_size.unwrap_or(0)
+            ),
+        })
+    }
+}
+
 /// New sizes for a config; `None` keeps the old value.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Resize {
@@ -265,6 +288,19 @@ mod tests {
         let other = serde_json::json!({"architecture": "vit_small_patch16_224"});
         let h = Hyper::resolve(Family::Vit, Some(&other), &timm_tensors(192, 50), 2);
         assert_eq!(h.heads, None);
+        // A declared size the position embedding contradicts is refused, naming both.
+        let wrong = serde_json::json!({"pretrained_cfg": {"input_size": [3, 224, 224]}});
+        let h = Hyper::resolve(Family::Vit, Some(&wrong), &timm_tensors(192, 50), 2);
+        let err = h
+            .check_image_size(&timm_tensors(192, 50))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("224") && err.contains("112"), "{err}");
+        assert!(
+            Hyper::resolve(Family::Vit, Some(&config), &timm_tensors(192, 50), 2)
+                .check_image_size(&timm_tensors(192, 50))
+                .is_ok()
+        );
     }
 
     #[test]

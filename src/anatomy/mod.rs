@@ -220,6 +220,7 @@ pub fn analyze(config: Option<&serde_json::Value>, tensors: &[TensorInfo]) -> Re
         .max()
         .map_or(0, |m| m + 1);
     let hyper = Hyper::resolve(rules.family(), config, tensors, layers);
+    hyper.check_image_size(tensors)?;
     Ok(Anatomy {
         family: rules.family(),
         naming,
