@@ -156,6 +156,42 @@ fn known_families() -> String {
         .join(", ")
 }
 
+/// The tensors of `names` that `rules` in `naming` cannot place.
+fn unread<'n>(rules: &dyn FamilyRules, naming: Naming, names: &[&'n str]) -> Vec<&'n str> {
+    names
+        .iter()
+        .filter(|n| stitch_slot(n).is_none() && rules.classify(n, naming).is_none())
+        .copied()
+        .collect()
+}
+
+/// The supported family and naming that place the most of `names`, described for an error:
+/// how many tensors it reads and which it does not.
+fn nearest_family(names: &[&str]) -> String {
+    let best = FAMILIES
+        .iter()
+        .flat_map(|f| [Naming::Hf, Naming::Timm].map(|n| (*f, n)))
+        .map(|(f, n)| (f, n, unread(f, n, names)))
+        .min_by_key(|(_, _, missing)| missing.len());
+    match best {
+        Some((f, naming, missing)) if missing.len() < names.len() => {
+            let examples: Vec<String> = missing.iter().take(3).map(|m| format!("`{m}`")).collect();
+            format!(
+                "; the nearest supported family is `{}` ({naming:?} names), which reads {} of the {} tensors{}",
+                f.name(),
+                names.len() - missing.len(),
+                names.len(),
+                if examples.is_empty() {
+                    String::new()
+                } else {
+                    format!("; it has no place for {}", examples.join(", "))
+                }
+            )
+        }
+        _ => "; no supported family reads any of its tensors".into(),
+    }
+}
+
 /// A checkpoint's anatomy.
 #[derive(Debug, Clone, Serialize)]
 pub struct Anatomy {
@@ -204,12 +240,14 @@ pub fn analyze(config: Option<&serde_json::Value>, tensors: &[TensorInfo]) -> Re
         }
     }
     if !unknown.is_empty() {
+        let examples: Vec<String> = unknown.iter().take(3).map(|u| format!("`{u}`")).collect();
         return Err(Error::UnknownFamily {
             seen: format!(
-                "{} tensor(s) do not fit the `{}` family, e.g. `{}`",
+                "{} of its {} tensors do not fit the `{}` family, e.g. {}",
                 unknown.len(),
+                names.len(),
                 rules.name(),
-                unknown[0]
+                examples.join(", ")
             ),
             known: known_families(),
         });
@@ -241,9 +279,10 @@ fn detect(
         if cfg.get("model_type").is_some() || cfg.get("architectures").is_some() {
             return Err(Error::UnknownFamily {
                 seen: format!(
-                    "config.json says model_type {} and architectures {}",
+                    "config.json says model_type {} and architectures {}{}",
                     cfg.get("model_type").unwrap_or(&serde_json::Value::Null),
-                    cfg.get("architectures").unwrap_or(&serde_json::Value::Null)
+                    cfg.get("architectures").unwrap_or(&serde_json::Value::Null),
+                    nearest_family(names)
                 ),
                 known: known_families(),
             });
@@ -256,8 +295,9 @@ fn detect(
     }
     Err(Error::UnknownFamily {
         seen: format!(
-            "no config.json family and no recognisable tensor names (first: `{}`)",
-            names.first().copied().unwrap_or("<none>")
+            "no config.json family and no recognisable tensor names (first: `{}`){}",
+            names.first().copied().unwrap_or("<none>"),
+            nearest_family(names)
         ),
         known: known_families(),
     })

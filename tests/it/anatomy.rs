@@ -193,3 +193,58 @@ fn depth_rewrite_round_trips_through_the_anatomy() {
     assert_eq!(out["num_hidden_layers"], 2);
     assert_eq!(out["hidden_size"], 384);
 }
+
+/// The tensors of a DINOv2 checkpoint (`Dinov2Model`), scaled down: LayerScale and a mask token,
+/// which no supported family has.
+fn dinov2() -> MemorySource {
+    let mut rng = Rng(7);
+    let mut s = MemorySource::new();
+    for (name, shape) in [
+        ("embeddings.cls_token", vec![1, 1, D]),
+        ("embeddings.mask_token", vec![1, D]),
+        ("embeddings.position_embeddings", vec![1, TOKENS, D]),
+        (
+            "embeddings.patch_embeddings.projection.weight",
+            vec![D, 3, PATCH, PATCH],
+        ),
+        ("embeddings.patch_embeddings.projection.bias", vec![D]),
+        ("layernorm.weight", vec![D]),
+        ("layernorm.bias", vec![D]),
+    ] {
+        add(&mut s, &mut rng, name, &shape);
+    }
+    for (stem, shape) in [
+        ("norm1.weight", vec![D]),
+        ("attention.attention.query.weight", vec![D, D]),
+        ("attention.output.dense.weight", vec![D, D]),
+        ("layer_scale1.lambda1", vec![D]),
+        ("mlp.fc1.weight", vec![4 * D, D]),
+        ("layer_scale2.lambda1", vec![D]),
+    ] {
+        add(&mut s, &mut rng, &format!("encoder.layer.0.{stem}"), &shape);
+    }
+    s
+}
+
+#[test]
+fn an_unsupported_family_is_named_with_the_nearest_supported_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("dinov2");
+    let config = serde_json::json!({"model_type": "dinov2", "architectures": ["Dinov2Model"]});
+    write_dir(&dir, &dinov2(), &config);
+    let run = run_str(tmp.path(), &["inspect", dir.to_str().unwrap()]);
+    assert_eq!(run.code, 1, "{run:?}");
+    // What was recognised, what the nearest family reads and lacks.
+    assert!(run.stderr.contains("\"dinov2\""), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("the nearest supported family is `vit`"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("it has no place for"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("mask_token") || run.stderr.contains("lambda1"),
+        "{}",
+        run.stderr
+    );
+}
