@@ -17,15 +17,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/fetch-fixtures.sh
-cargo build --release --locked --bin lgreg --example random_vit
-lgreg="${LGREG_BIN:-$PWD/target/release/lgreg}"
-work="${WORK:-$PWD/target/tleg-vit}"
-mkdir -p "$work"
-export LGREG_HOME="${LGREG_HOME:-$work/lgreg-home}"
-q=(--no-progress --json)
-source scripts/lib/digits_finetune.sh
-has_gene() { "$lgreg" show "$1" --json >/dev/null 2>&1; }
+source scripts/lib/vit_setup.sh
+source scripts/lib/descendants.sh
 k="${K:-6}" layers="${LAYERS:-9}" samples="${SAMPLES:-64}" pseudo="${PSEUDO_LAYERS:-4}"
 out="$work/auto"
 mkdir -p "$out"
@@ -57,21 +50,16 @@ print(f\"| ${pair%%:*} | ${pair#*:} | {d.get('selected_layers')} | {d.get('windo
 } > "$out/layers.md"
 cat "$out/layers.md" >&2
 
-spawn() { # GENE OUT SEED [FLAGS]
-  local gene="$1" dir="$2" seed="$3"; shift 3
-  [ -f "$dir/config.json" ] || "$lgreg" spawn "$gene" --layers "$layers" --seed "$seed" -o "$dir" \
-    --force --no-smoke "$@" "${q[@]}" >/dev/null
-}
 
 arms=(random random-layers first-half untrained trained)
 for seed in ${SEEDS:-0}; do
   d="$out/s$seed/L$layers"
   mkdir -p "$d"
-  spawn vit-fashion-auto:0.1.0 "$d/init-random" "$seed" --random-baseline
-  spawn vit-fashion-auto:0.1.0 "$d/init-random-layers" "$seed" --random-layers
-  spawn "vit-fashion-first$k:0.1.0" "$d/init-first-half" "$seed"
-  spawn vit-fashion-auto-untrained:0.1.0 "$d/init-untrained" "$seed"
-  spawn vit-fashion-auto:0.1.0 "$d/init-trained" "$seed"
+  spawn vit-fashion-auto:0.1.0 "$layers" "$d/init-random" "$seed" --random-baseline
+  spawn vit-fashion-auto:0.1.0 "$layers" "$d/init-random-layers" "$seed" --random-layers
+  spawn "vit-fashion-first$k:0.1.0" "$layers" "$d/init-first-half" "$seed"
+  spawn vit-fashion-auto-untrained:0.1.0 "$layers" "$d/init-untrained" "$seed"
+  spawn vit-fashion-auto:0.1.0 "$layers" "$d/init-trained" "$seed"
   for arm in "${arms[@]}"; do
     finetune "$d/init-$arm" "$d/$arm" "$seed"
     echo "done: seed $seed, $arm" >&2

@@ -14,14 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/fetch-fixtures.sh
-cargo build --release --locked --bin lgreg --example random_vit
-lgreg="$PWD/target/release/lgreg"
-work="${WORK:-$PWD/target/tleg-vit}"
-mkdir -p "$work"
-export LGREG_HOME="${LGREG_HOME:-$work/lgreg-home}"
-q=(--no-progress --json)
-has_gene() { "$lgreg" show "$1" --json >/dev/null 2>&1; }
+source scripts/lib/vit_setup.sh
 
 # 1. The ancestor.
 source scripts/lib/vit_fashion_ancestor.sh

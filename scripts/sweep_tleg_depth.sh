@@ -22,13 +22,8 @@ export LGREG_HOME="${LGREG_HOME:-$work/lgreg-home}"
 sweep="$work/sweep"
 mkdir -p "$sweep"
 q=(--no-progress --json)
-source scripts/lib/digits_finetune.sh
+source scripts/lib/descendants.sh
 
-spawn() { # GENE LAYERS OUT SEED [FLAGS]
-  local gene="$1" layers="$2" out="$3" seed="$4"; shift 4
-  [ -f "$out/config.json" ] || "$lgreg" spawn "$gene" --layers "$layers" --seed "$seed" -o "$out" \
-    --force --no-smoke "$@" "${q[@]}" >/dev/null
-}
 
 for seed in ${SEEDS:-0}; do
   for depth in ${DEPTHS:-3 6 9 12}; do
