@@ -248,3 +248,65 @@ fn an_unsupported_family_is_named_with_the_nearest_supported_one() {
         run.stderr
     );
 }
+
+/// A timm ViT-Tiny of `layers` blocks as the Hub publishes it: timm tensor names and the
+/// published `config.json` of `timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k`, which carries
+/// only `architecture` and `pretrained_cfg` (no width, heads or image size).
+#[test]
+fn a_timm_hub_checkpoint_reads_its_size_from_the_name_and_pretrained_cfg() {
+    let (d, layers, classes) = (192, 2, 1000);
+    let mut rng = Rng(11);
+    let mut s = MemorySource::new();
+    for (name, shape) in [
+        ("cls_token", vec![1, 1, d]),
+        ("pos_embed", vec![1, 197, d]),
+        ("patch_embed.proj.weight", vec![d, 3, 16, 16]),
+        ("patch_embed.proj.bias", vec![d]),
+        ("norm.weight", vec![d]),
+        ("norm.bias", vec![d]),
+        ("head.weight", vec![classes, d]),
+        ("head.bias", vec![classes]),
+    ] {
+        add(&mut s, &mut rng, name, &shape);
+    }
+    for l in 0..layers {
+        for (stem, shape) in [
+            ("norm1.weight", vec![d]),
+            ("norm1.bias", vec![d]),
+            ("attn.qkv.weight", vec![3 * d, d]),
+            ("attn.qkv.bias", vec![3 * d]),
+            ("attn.proj.weight", vec![d, d]),
+            ("attn.proj.bias", vec![d]),
+            ("norm2.weight", vec![d]),
+            ("norm2.bias", vec![d]),
+            ("mlp.fc1.weight", vec![4 * d, d]),
+            ("mlp.fc1.bias", vec![4 * d]),
+            ("mlp.fc2.weight", vec![d, 4 * d]),
+            ("mlp.fc2.bias", vec![d]),
+        ] {
+            add(&mut s, &mut rng, &format!("blocks.{l}.{stem}"), &shape);
+        }
+    }
+    let published: serde_json::Value = serde_json::from_str(include_str!(
+        "../data/timm--vit_tiny_patch16_224.augreg_in21k_ft_in1k.config.json"
+    ))
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vit-tiny");
+    write_dir(&dir, &s, &published);
+    let ckpt = checkpoint::open(&dir).unwrap();
+    let model = lgreg::nn::Model::load(&ckpt, &candle_core::Device::Cpu).unwrap();
+    let c = &model.config;
+    assert_eq!((c.hidden, c.heads, c.layers), (192, 3, 2));
+    assert_eq!((c.image_size, c.patch_size, c.classes), (224, 16, 1000));
+    let x = candle_core::Tensor::zeros(
+        (1, 3, 224, 224),
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let out = model
+        .forward(&lgreg::nn::Input::Images(x), lgreg::nn::Mode::Infer, false)
+        .unwrap();
+    assert_eq!(out.output.dims(), &[1, 1000]);
+}
