@@ -433,6 +433,7 @@ mod tests {
             pooling: Pooling::Mean,
             norm_after_pool: false,
             front: None,
+            position_offset: 0,
         }
     }
 

@@ -1,14 +1,15 @@
-//! The bert family: Hugging Face BERT naming, with or without the `bert.` prefix.
+//! The bert family: Hugging Face BERT and RoBERTa naming, with or without the `bert.` /
+//! `roberta.` prefix.
 
 use super::table::Table;
 use super::{Family, FamilyRules, Naming, Role, Slot, config_says};
 
-/// BERT-style post-norm encoders (BERT, MiniLM).
+/// BERT-style post-norm encoders (BERT, MiniLM, RoBERTa).
 #[derive(Debug)]
 pub(crate) struct Bert;
 
 const HF: Table = Table {
-    prefixes: &["bert."],
+    prefixes: &["bert.", "roberta."],
     layer_prefix: "encoder.layer",
     layer: &[
         ("attention.self.query", Role::AttnQ),
@@ -33,6 +34,10 @@ const HF: Table = Table {
         ("cls.predictions.transform.dense", Role::Head),
         ("cls.predictions.transform.LayerNorm", Role::Head),
         ("cls.seq_relationship", Role::Head),
+        ("lm_head.bias", Role::Head),
+        ("lm_head.dense", Role::Head),
+        ("lm_head.layer_norm", Role::Head),
+        ("lm_head.decoder", Role::Head),
     ],
 };
 
@@ -46,7 +51,7 @@ impl FamilyRules for Bert {
     }
 
     fn matches_config(&self, config: &serde_json::Value) -> bool {
-        config_says(config, &["bert"], &["Bert"])
+        config_says(config, &["bert", "roberta"], &["Bert", "Roberta"])
     }
 
     fn detect_names(&self, names: &[&str]) -> Option<Naming> {

@@ -18,7 +18,7 @@ pub(crate) fn embed(ctx: &Ctx<'_>, c: &ModelConfig, ids: &Tensor) -> Result<Tens
     let words = table
         .index_select(&ids.flatten_all()?, 0)?
         .reshape((b, t, table.dim(1)?))?;
-    let positions = g(Role::PositionEmbedding)?.narrow(0, 0, t)?;
+    let positions = g(Role::PositionEmbedding)?.narrow(0, c.position_offset, t)?;
     let mut e = words.broadcast_add(&positions)?;
     if let Some(types) = ctx.get(&super::param::global(
         Role::TokenTypeEmbedding,

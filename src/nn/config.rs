@@ -55,6 +55,9 @@ pub struct ModelConfig {
     pub norm_after_pool: bool,
     /// A Learngene Pool descendant stitched from a narrower front instance: its sizes.
     pub front: Option<Front>,
+    /// The first row of the position table (bert): 0 for BERT, `pad_token_id + 1` for
+    /// RoBERTa, whose positions count from after the padding index.
+    pub position_offset: usize,
 }
 
 /// The narrower front of a stitched Learngene Pool descendant: the embeddings and the first
@@ -123,6 +126,19 @@ fn need(what: &str, value: Option<usize>) -> Result<usize> {
         })
 }
 
+/// RoBERTa's first position row, `pad_token_id + 1` (2 in every published RoBERTa); 0 otherwise.
+fn position_offset(family: Family, config: Option<&Value>) -> usize {
+    let roberta = family == Family::Bert
+        && config
+            .and_then(|c| c.get("model_type"))
+            .and_then(Value::as_str)
+            == Some("roberta");
+    if !roberta {
+        return 0;
+    }
+    num(config, &["pad_token_id"]).map_or(2, |p| p as usize + 1)
+}
+
 impl ModelConfig {
     /// Resolve the config of a checkpoint with `anatomy` and `config.json` contents `config`.
     pub fn resolve(anatomy: &Anatomy, config: Option<&Value>) -> Result<ModelConfig> {
@@ -185,6 +201,7 @@ impl ModelConfig {
             pooling,
             norm_after_pool: names("fc_norm"),
             front,
+            position_offset: position_offset(family, config),
         })
     }
 

@@ -125,12 +125,13 @@ pub fn layout(c: &ModelConfig) -> Vec<(Slot, String, Vec<usize>)> {
                 (
                     global(Role::PositionEmbedding, w),
                     "embeddings.position_embeddings.weight",
-                    vec![BERT_POSITIONS, d],
+                    vec![BERT_POSITIONS + c.position_offset, d],
                 ),
                 (
                     global(Role::TokenTypeEmbedding, w),
                     "embeddings.token_type_embeddings.weight",
-                    vec![2, d],
+                    // RoBERTa has one token type.
+                    vec![if c.position_offset > 0 { 1 } else { 2 }, d],
                 ),
                 (
                     global(Role::EmbeddingNorm, w),
@@ -293,6 +294,20 @@ fn family_config_json(c: &ModelConfig) -> Value {
             "tie_word_embeddings": c.tied_head,
             "max_position_embeddings": 2048,
         }),
+        Family::Bert if c.position_offset > 0 => json!({
+            "architectures": ["RobertaModel"],
+            "model_type": "roberta",
+            "hidden_size": c.hidden,
+            "intermediate_size": c.intermediate,
+            "num_hidden_layers": c.layers,
+            "num_attention_heads": c.heads,
+            "vocab_size": c.vocab,
+            "layer_norm_eps": c.norm_eps,
+            "pad_token_id": c.position_offset - 1,
+            "max_position_embeddings": BERT_POSITIONS + c.position_offset,
+            "type_vocab_size": 1,
+            "hidden_act": "gelu",
+        }),
         Family::Bert => json!({
             "architectures": ["BertModel"],
             "model_type": "bert",
@@ -370,6 +385,7 @@ impl VitSpec {
             },
             norm_after_pool: !self.class_token,
             front: None,
+            position_offset: 0,
         }
     }
 }

@@ -367,6 +367,7 @@ fn bad_inputs_get_clear_errors() {
         pooling: lgreg::nn::Pooling::Mean,
         norm_after_pool: false,
         front: None,
+        position_offset: 0,
     };
     let m = Model::new(
         c.clone(),

@@ -41,6 +41,7 @@ pub fn text_config(family: Family) -> ModelConfig {
         pooling: Pooling::Mean,
         norm_after_pool: false,
         front: None,
+        position_offset: 0,
     }
 }
 
@@ -682,4 +683,67 @@ fn dropout_masks_elements_only_in_training_and_repeats_for_a_seed() {
     assert!(max_rel(&a, &plain) > 1e-3);
     assert_eq!(max_rel(&run(Mode::Train, 0.5, 1), &a), 0.0);
     assert!(max_rel(&run(Mode::Train, 0.5, 2), &a) > 1e-3);
+}
+
+/// RoBERTa reads the position table from row `pad_token_id + 1`, under its own names and
+/// config: the same tensors under BERT's names, with the first two position rows dropped, give
+/// the same hidden states.
+#[test]
+fn roberta_counts_positions_from_after_the_padding_index() {
+    use lgreg::checkpoint::memory::MemorySource;
+    use lgreg::checkpoint::write::{WriteOptions, plan_all, write_model};
+    let dev = Device::Cpu;
+    let mut c = text_config(Family::Bert);
+    c.position_offset = 2;
+    let model = lgreg::nn::init::random(&c, 4, &dev).unwrap();
+    let write =
+        |dir: &std::path::Path, prefix: &str, drop_rows: usize, config: serde_json::Value| {
+            let mut mem = MemorySource::new();
+            for (name, var) in model.vars() {
+                let mut t = var.as_tensor().clone();
+                if name.contains("position_embeddings") {
+                    t = t
+                        .narrow(0, drop_rows, t.dim(0).unwrap() - drop_rows)
+                        .unwrap();
+                }
+                let values: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+                mem.insert_f32(&format!("{prefix}{name}"), t.dims(), &values)
+                    .unwrap();
+            }
+            std::fs::create_dir_all(dir).unwrap();
+            let opts = WriteOptions::default();
+            write_model(
+                dir,
+                &mem,
+                plan_all(&mem, &opts),
+                &opts,
+                &lgreg::progress::Silent,
+            )
+            .unwrap();
+            std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        };
+    let tmp = tempfile::tempdir().unwrap();
+    let (roberta, bert) = (tmp.path().join("roberta"), tmp.path().join("bert"));
+    // RoBERTa's published config (FacebookAI/roberta-base), at this test's sizes.
+    let published = serde_json::json!({
+        "architectures": ["RobertaForMaskedLM"], "model_type": "roberta", "pad_token_id": 1,
+        "bos_token_id": 0, "eos_token_id": 2, "type_vocab_size": 1, "layer_norm_eps": 1e-05,
+        "hidden_act": "gelu", "hidden_size": c.hidden, "intermediate_size": c.intermediate,
+        "num_attention_heads": c.heads, "num_hidden_layers": c.layers, "vocab_size": c.vocab,
+        "max_position_embeddings": 66,
+    });
+    write(&roberta, "roberta.", 0, published);
+    let mut as_bert = lgreg::nn::init::config_json(&c);
+    as_bert["model_type"] = "bert".into();
+    as_bert["architectures"] = serde_json::json!(["BertModel"]);
+    write(&bert, "", 2, as_bert);
+    let load = |dir: &std::path::Path| {
+        lgreg::nn::Model::load(&lgreg::checkpoint::open(dir).unwrap(), &dev).unwrap()
+    };
+    let (r, b) = (load(&roberta), load(&bert));
+    assert_eq!((r.config.position_offset, b.config.position_offset), (2, 0));
+    let x = input(&c);
+    let hr = r.forward(&x, Mode::Infer, false).unwrap().output;
+    let hb = b.forward(&x, Mode::Infer, false).unwrap().output;
+    assert_eq!(max_rel(&hr, &hb), 0.0);
 }

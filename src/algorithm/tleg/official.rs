@@ -205,6 +205,7 @@ fn descendant_config(ckpt: &Checkpoint, m: &Mapping) -> Result<ModelConfig> {
         pooling: Pooling::Mean,
         norm_after_pool: true,
         front: None,
+        position_offset: 0,
     })
 }
 

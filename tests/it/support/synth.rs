@@ -29,6 +29,7 @@ pub fn tiny_llama(layers: usize) -> ModelConfig {
         pooling: lgreg::nn::Pooling::Mean,
         norm_after_pool: false,
         front: None,
+        position_offset: 0,
     }
 }
 
