@@ -434,6 +434,7 @@ mod tests {
             norm_after_pool: false,
             front: None,
             position_offset: 0,
+            rope_scaling: None,
         }
     }
 

@@ -41,8 +41,8 @@ impl FamilyRules for Llama {
     fn matches_config(&self, config: &serde_json::Value) -> bool {
         config_says(
             config,
-            &["llama", "mistral"],
-            &["Llama", "Mistral", "SmolLM"],
+            &["llama", "mistral", "qwen2"],
+            &["Llama", "Mistral", "SmolLM", "Qwen2"],
         )
     }
 

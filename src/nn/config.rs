@@ -58,6 +58,98 @@ pub struct ModelConfig {
     /// The first row of the position table (bert): 0 for BERT, `pad_token_id + 1` for
     /// RoBERTa, whose positions count from after the padding index.
     pub position_offset: usize,
+    /// RoPE frequency scaling from `config.json`'s `rope_scaling` (llama).
+    pub rope_scaling: Option<RopeScaling>,
+}
+
+/// How a llama's RoPE frequencies are scaled for a longer context (`rope_scaling`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum RopeScaling {
+    /// `linear`: every frequency divided by `factor` (positions interpolated).
+    Linear {
+        /// The divisor.
+        factor: f64,
+    },
+    /// `llama3` (Llama 3.1 and later): low frequencies divided by `factor`, high ones kept, the
+    /// band between blended, with wavelength bounds from the original context length.
+    Llama3 {
+        /// The divisor of the low frequencies.
+        factor: f64,
+        /// Wavelengths above `original / low_freq_factor` are scaled.
+        low_freq_factor: f64,
+        /// Wavelengths below `original / high_freq_factor` are kept.
+        high_freq_factor: f64,
+        /// The context length the model was pre-trained on.
+        original: f64,
+    },
+}
+
+impl RopeScaling {
+    /// `config.json`'s `rope_scaling`, if any; a kind lgreg does not apply is refused by name.
+    fn read(config: Option<&Value>) -> Result<Option<RopeScaling>> {
+        let Some(entry) = config
+            .and_then(|c| c.get("rope_scaling"))
+            .filter(|v| !v.is_null())
+        else {
+            return Ok(None);
+        };
+        let kind = entry
+            .get("rope_type")
+            .or_else(|| entry.get("type"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let field = |key: &str| {
+            entry
+                .get(key)
+                .and_then(Value::as_f64)
+                .ok_or_else(|| Error::ModelMismatch {
+                    name: format!("rope_scaling.{key}"),
+                    reason: format!("config.json's `{kind}` RoPE scaling needs it as a number"),
+                })
+        };
+        match kind {
+            "default" => Ok(None),
+            "linear" => Ok(Some(RopeScaling::Linear {
+                factor: field("factor")?,
+            })),
+            "llama3" => Ok(Some(RopeScaling::Llama3 {
+                factor: field("factor")?,
+                low_freq_factor: field("low_freq_factor")?,
+                high_freq_factor: field("high_freq_factor")?,
+                original: field("original_max_position_embeddings")?,
+            })),
+            other => Err(Error::ModelMismatch {
+                name: "rope_scaling".into(),
+                reason: format!(
+                    "RoPE scaling `{other}` is not applied by lgreg (it applies `linear` and `llama3`); its outputs would be wrong"
+                ),
+            }),
+        }
+    }
+
+    /// The scaled inverse frequency of one RoPE pair whose unscaled value is `inv`.
+    pub fn apply(self, inv: f64) -> f64 {
+        match self {
+            RopeScaling::Linear { factor } => inv / factor,
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original,
+            } => {
+                let wavelength = 2.0 * std::f64::consts::PI / inv;
+                if wavelength < original / high_freq_factor {
+                    inv
+                } else if wavelength > original / low_freq_factor {
+                    inv / factor
+                } else {
+                    let smooth = (original / wavelength - low_freq_factor)
+                        / (high_freq_factor - low_freq_factor);
+                    (1.0 - smooth) * inv / factor + smooth * inv
+                }
+            }
+        }
+    }
 }
 
 /// The narrower front of a stitched Learngene Pool descendant: the embeddings and the first
@@ -202,6 +294,7 @@ impl ModelConfig {
             norm_after_pool: names("fc_norm"),
             front,
             position_offset: position_offset(family, config),
+            rope_scaling: RopeScaling::read(config)?,
         })
     }
 
@@ -240,5 +333,56 @@ impl ModelConfig {
         let heads = (width / self.head_dim().max(1)).max(1);
         let group = (self.heads / self.kv_heads.max(1)).max(1);
         (heads, (heads / group).max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Llama 3.2 1B's published `rope_scaling` (meta-llama/Llama-3.2-1B config.json).
+    fn llama3() -> Value {
+        serde_json::json!({"rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0,
+            "low_freq_factor": 1.0, "original_max_position_embeddings": 8192,
+            "rope_type": "llama3"}, "rope_theta": 500000.0})
+    }
+
+    #[test]
+    fn llama3_rope_scaling_keeps_high_frequencies_and_divides_low_ones() {
+        let s = RopeScaling::read(Some(&llama3())).unwrap().unwrap();
+        let (theta, head_dim) = (500_000.0_f64, 64.0);
+        let mut kept = 0;
+        let mut divided = 0;
+        let mut blended = 0;
+        for i in 0..32 {
+            let inv = 1.0 / theta.powf(2.0 * f64::from(i) / head_dim);
+            let wavelength = 2.0 * std::f64::consts::PI / inv;
+            let got = s.apply(inv);
+            // Bounds from the original context: 8192 / 4 = 2048 and 8192 / 1 = 8192.
+            if wavelength < 2048.0 {
+                assert_eq!(got, inv);
+                kept += 1;
+            } else if wavelength > 8192.0 {
+                assert!((got - inv / 32.0).abs() <= 1e-15 * inv);
+                divided += 1;
+            } else {
+                assert!(got < inv && got > inv / 32.0, "{i}: {got} of {inv}");
+                blended += 1;
+            }
+        }
+        assert!(
+            kept > 0 && divided > 0 && blended > 0,
+            "{kept} {divided} {blended}"
+        );
+        let linear = serde_json::json!({"rope_scaling": {"type": "linear", "factor": 2.0}});
+        let l = RopeScaling::read(Some(&linear)).unwrap().unwrap();
+        assert_eq!(l.apply(0.5), 0.25);
+        let yarn = serde_json::json!({"rope_scaling": {"rope_type": "yarn", "factor": 4.0}});
+        let err = RopeScaling::read(Some(&yarn)).unwrap_err().to_string();
+        assert!(err.contains("yarn") && err.contains("llama3"), "{err}");
+        assert_eq!(
+            RopeScaling::read(Some(&serde_json::json!({"rope_scaling": null}))).unwrap(),
+            None
+        );
     }
 }

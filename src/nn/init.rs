@@ -386,6 +386,7 @@ impl VitSpec {
             norm_after_pool: !self.class_token,
             front: None,
             position_offset: 0,
+            rope_scaling: None,
         }
     }
 }

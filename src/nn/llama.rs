@@ -29,7 +29,7 @@ pub(crate) fn blocks(
 ) -> Result<Tensor> {
     let t = h.dim(1)?;
     let hd = c.head_dim();
-    let (cos, sin) = rope_tables(t, hd, c.rope_theta, h.device())?;
+    let (cos, sin) = rope_tables(t, hd, c.rope_theta, c.rope_scaling, h.device())?;
     let mut spec = SelfAttention {
         heads: c.heads,
         kv_heads: c.kv_heads,

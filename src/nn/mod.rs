@@ -27,7 +27,7 @@ mod vit;
 
 use candle_core::DType;
 
-pub use config::{Front, ModelConfig, Pooling};
+pub use config::{Front, ModelConfig, Pooling, RopeScaling};
 pub use kernels::reference_only;
 pub use model::{DropPath, Dropout, Forward, Hooks, Input, Model, device, mean_pool};
 pub use param::{LinearExpanded, Parametrisation, Plain, StageShared, Stitched, Store, WithExtras};

@@ -163,11 +163,18 @@ pub(crate) fn rope_tables(
     seq: usize,
     head_dim: usize,
     theta: f64,
+    scaling: Option<super::config::RopeScaling>,
     device: &Device,
 ) -> Result<(Tensor, Tensor)> {
     let half = head_dim / 2;
     let inv: Vec<f32> = (0..half)
-        .map(|i| 1.0 / (theta as f32).powf(2.0 * i as f32 / head_dim as f32))
+        .map(|i| {
+            let inv = 1.0 / (theta as f32).powf(2.0 * i as f32 / head_dim as f32);
+            match scaling {
+                Some(s) => s.apply(f64::from(inv)) as f32,
+                None => inv,
+            }
+        })
         .collect();
     let inv = Tensor::from_vec(inv, (1, half), device)?;
     let pos = Tensor::arange(0u32, seq as u32, device)?

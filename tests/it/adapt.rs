@@ -368,6 +368,7 @@ fn bad_inputs_get_clear_errors() {
         norm_after_pool: false,
         front: None,
         position_offset: 0,
+        rope_scaling: None,
     };
     let m = Model::new(
         c.clone(),

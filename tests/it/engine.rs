@@ -42,6 +42,7 @@ pub fn text_config(family: Family) -> ModelConfig {
         norm_after_pool: false,
         front: None,
         position_offset: 0,
+        rope_scaling: None,
     }
 }
 
@@ -746,4 +747,69 @@ fn roberta_counts_positions_from_after_the_padding_index() {
     let hr = r.forward(&x, Mode::Infer, false).unwrap().output;
     let hb = b.forward(&x, Mode::Infer, false).unwrap().output;
     assert_eq!(max_rel(&hr, &hb), 0.0);
+}
+
+/// Qwen2 is a llama with q/k/v biases (and a tied head): a `qwen2` checkpoint loads as the llama
+/// family and its biases change the output.
+#[test]
+fn qwen2_loads_as_llama_and_uses_its_qkv_biases() {
+    use lgreg::checkpoint::memory::MemorySource;
+    use lgreg::checkpoint::write::{WriteOptions, plan_all, write_model};
+    let dev = Device::Cpu;
+    let mut c = text_config(Family::Llama);
+    c.tied_head = true;
+    let model = lgreg::nn::init::random(&c, 5, &dev).unwrap();
+    let write = |dir: &std::path::Path, biases: bool| {
+        let mut mem = MemorySource::new();
+        for (name, var) in model.vars() {
+            let values: Vec<f32> = var.as_tensor().flatten_all().unwrap().to_vec1().unwrap();
+            mem.insert_f32(&name, var.dims(), &values).unwrap();
+        }
+        if biases {
+            let hd = c.hidden / c.heads;
+            for l in 0..c.layers {
+                for (proj, width) in [
+                    ("q", c.heads * hd),
+                    ("k", c.kv_heads * hd),
+                    ("v", c.kv_heads * hd),
+                ] {
+                    let values: Vec<f32> = (0..width).map(|i| 0.05 * (i as f32 - 3.0)).collect();
+                    let name = format!("model.layers.{l}.self_attn.{proj}_proj.bias");
+                    mem.insert_f32(&name, &[width], &values).unwrap();
+                }
+            }
+        }
+        std::fs::create_dir_all(dir).unwrap();
+        let opts = WriteOptions::default();
+        write_model(
+            dir,
+            &mem,
+            plan_all(&mem, &opts),
+            &opts,
+            &lgreg::progress::Silent,
+        )
+        .unwrap();
+        let config = serde_json::json!({
+            "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
+            "hidden_size": c.hidden, "intermediate_size": c.intermediate,
+            "num_attention_heads": c.heads, "num_key_value_heads": c.kv_heads,
+            "num_hidden_layers": c.layers, "vocab_size": c.vocab, "rms_norm_eps": 1e-6,
+            "rope_theta": 1000000.0, "tie_word_embeddings": true,
+        });
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (with, without) = (tmp.path().join("with"), tmp.path().join("without"));
+    write(&with, true);
+    write(&without, false);
+    let load = |dir: &std::path::Path| {
+        lgreg::nn::Model::load(&lgreg::checkpoint::open(dir).unwrap(), &dev).unwrap()
+    };
+    let (a, b) = (load(&with), load(&without));
+    assert_eq!(a.config.family, Family::Llama);
+    assert!(a.config.tied_head);
+    let x = input(&c);
+    let ya = a.forward(&x, Mode::Infer, false).unwrap().output;
+    let yb = b.forward(&x, Mode::Infer, false).unwrap().output;
+    assert!(max_rel(&ya, &yb) > 1e-3, "the biases changed nothing");
 }

@@ -206,6 +206,7 @@ fn descendant_config(ckpt: &Checkpoint, m: &Mapping) -> Result<ModelConfig> {
         norm_after_pool: true,
         front: None,
         position_offset: 0,
+        rope_scaling: None,
     })
 }
 

@@ -195,7 +195,7 @@ fn gelu_and_swiglu_match_reference() {
 #[test]
 fn rope_matches_reference() {
     let (b, t, heads, d) = (2, 5, 3, 6);
-    let (cos, sin) = ops::rope_tables(t, d, 10_000.0, &Device::Cpu).unwrap();
+    let (cos, sin) = ops::rope_tables(t, d, 10_000.0, None, &Device::Cpu).unwrap();
     let x = normal(&[b, t, heads * d], 11);
     let fused = |x: &[Tensor]| Ok(super::rope(&x[0], heads, &cos, &sin)?);
     let reference = |x: &[Tensor]| {
@@ -224,7 +224,7 @@ const ATTENTION_CASES: [AttentionCase; 6] = [
 #[test]
 fn attention_matches_reference() {
     for (i, &(b, t, heads, kv, d, causal, padded, rotary)) in ATTENTION_CASES.iter().enumerate() {
-        let (cos, sin) = ops::rope_tables(t, d, 10_000.0, &Device::Cpu).unwrap();
+        let (cos, sin) = ops::rope_tables(t, d, 10_000.0, None, &Device::Cpu).unwrap();
         // Batch row `r` pads its last `r` positions (row 0 none).
         let padded_at = |j: usize| j % t + j / t >= t;
         let keep: Vec<f32> = (0..b * t)

@@ -30,6 +30,7 @@ pub fn tiny_llama(layers: usize) -> ModelConfig {
         norm_after_pool: false,
         front: None,
         position_offset: 0,
+        rope_scaling: None,
     }
 }
 
