@@ -294,33 +294,27 @@ fn family_config_json(c: &ModelConfig) -> Value {
             "tie_word_embeddings": c.tied_head,
             "max_position_embeddings": 2048,
         }),
-        Family::Bert if c.position_offset > 0 => json!({
-            "architectures": ["RobertaModel"],
-            "model_type": "roberta",
-            "hidden_size": c.hidden,
-            "intermediate_size": c.intermediate,
-            "num_hidden_layers": c.layers,
-            "num_attention_heads": c.heads,
-            "vocab_size": c.vocab,
-            "layer_norm_eps": c.norm_eps,
-            "pad_token_id": c.position_offset - 1,
-            "max_position_embeddings": BERT_POSITIONS + c.position_offset,
-            "type_vocab_size": 1,
-            "hidden_act": "gelu",
-        }),
-        Family::Bert => json!({
-            "architectures": ["BertModel"],
-            "model_type": "bert",
-            "hidden_size": c.hidden,
-            "intermediate_size": c.intermediate,
-            "num_hidden_layers": c.layers,
-            "num_attention_heads": c.heads,
-            "vocab_size": c.vocab,
-            "layer_norm_eps": c.norm_eps,
-            "max_position_embeddings": BERT_POSITIONS,
-            "type_vocab_size": 2,
-            "hidden_act": "gelu",
-        }),
+        Family::Bert => {
+            // RoBERTa: positions from pad_token_id + 1, one token type.
+            let roberta = c.position_offset > 0;
+            let mut config = json!({
+                "architectures": [if roberta { "RobertaModel" } else { "BertModel" }],
+                "model_type": if roberta { "roberta" } else { "bert" },
+                "hidden_size": c.hidden,
+                "intermediate_size": c.intermediate,
+                "num_hidden_layers": c.layers,
+                "num_attention_heads": c.heads,
+                "vocab_size": c.vocab,
+                "layer_norm_eps": c.norm_eps,
+                "max_position_embeddings": BERT_POSITIONS + c.position_offset,
+                "type_vocab_size": if roberta { 1 } else { 2 },
+                "hidden_act": "gelu",
+            });
+            if roberta {
+                config["pad_token_id"] = Value::from(c.position_offset - 1);
+            }
+            config
+        }
         Family::Vit => json!({
             "architecture": format!("vit_custom_patch{}_{}", c.patch_size, c.image_size),
             "img_size": c.image_size,

@@ -692,7 +692,6 @@ fn dropout_masks_elements_only_in_training_and_repeats_for_a_seed() {
 #[test]
 fn roberta_counts_positions_from_after_the_padding_index() {
     use lgreg::checkpoint::memory::MemorySource;
-    use lgreg::checkpoint::write::{WriteOptions, plan_all, write_model};
     let dev = Device::Cpu;
     let mut c = text_config(Family::Bert);
     c.position_offset = 2;
@@ -711,17 +710,7 @@ fn roberta_counts_positions_from_after_the_padding_index() {
                 mem.insert_f32(&format!("{prefix}{name}"), t.dims(), &values)
                     .unwrap();
             }
-            std::fs::create_dir_all(dir).unwrap();
-            let opts = WriteOptions::default();
-            write_model(
-                dir,
-                &mem,
-                plan_all(&mem, &opts),
-                &opts,
-                &lgreg::progress::Silent,
-            )
-            .unwrap();
-            std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+            crate::support::synth::write_tensors_dir(dir, &mem, &config);
         };
     let tmp = tempfile::tempdir().unwrap();
     let (roberta, bert) = (tmp.path().join("roberta"), tmp.path().join("bert"));
@@ -754,7 +743,6 @@ fn roberta_counts_positions_from_after_the_padding_index() {
 #[test]
 fn qwen2_loads_as_llama_and_uses_its_qkv_biases() {
     use lgreg::checkpoint::memory::MemorySource;
-    use lgreg::checkpoint::write::{WriteOptions, plan_all, write_model};
     let dev = Device::Cpu;
     let mut c = text_config(Family::Llama);
     c.tied_head = true;
@@ -779,16 +767,6 @@ fn qwen2_loads_as_llama_and_uses_its_qkv_biases() {
                 }
             }
         }
-        std::fs::create_dir_all(dir).unwrap();
-        let opts = WriteOptions::default();
-        write_model(
-            dir,
-            &mem,
-            plan_all(&mem, &opts),
-            &opts,
-            &lgreg::progress::Silent,
-        )
-        .unwrap();
         let config = serde_json::json!({
             "architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2",
             "hidden_size": c.hidden, "intermediate_size": c.intermediate,
@@ -796,7 +774,7 @@ fn qwen2_loads_as_llama_and_uses_its_qkv_biases() {
             "num_hidden_layers": c.layers, "vocab_size": c.vocab, "rms_norm_eps": 1e-6,
             "rope_theta": 1000000.0, "tie_word_embeddings": true,
         });
-        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        crate::support::synth::write_tensors_dir(dir, &mem, &config);
     };
     let tmp = tempfile::tempdir().unwrap();
     let (with, without) = (tmp.path().join("with"), tmp.path().join("without"));

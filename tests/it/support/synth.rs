@@ -48,17 +48,7 @@ pub fn write_model_dir(
         let values: Vec<f32> = (0..n).map(|i| value(&name, slot.layer, i)).collect();
         mem.insert_f32(&name, &shape, &values).unwrap();
     }
-    let opts = WriteOptions::default();
-    write_model(
-        dir,
-        &mem,
-        plan_all(&mem, &opts),
-        &opts,
-        &lgreg::progress::Silent,
-    )
-    .unwrap();
-    let config = serde_json::to_vec_pretty(&config_json(c)).unwrap();
-    std::fs::write(dir.join("config.json"), config).unwrap();
+    write_tensors_dir(dir, &mem, &config_json(c));
 }
 
 /// A deterministic pseudo-random value in [-0.5, 0.5) for (name, layer, index).
@@ -73,4 +63,19 @@ pub fn hashed(name: &str, layer: Option<usize>, i: usize) -> f32 {
         h = h.wrapping_mul(1099511628211);
     }
     (h >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+}
+
+/// Write the tensors of `mem` and `config` as a model directory at `dir`.
+pub fn write_tensors_dir(dir: &Path, mem: &MemorySource, config: &serde_json::Value) {
+    std::fs::create_dir_all(dir).unwrap();
+    let opts = WriteOptions::default();
+    write_model(
+        dir,
+        mem,
+        plan_all(mem, &opts),
+        &opts,
+        &lgreg::progress::Silent,
+    )
+    .unwrap();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
 }
