@@ -66,8 +66,7 @@ fn write_init(
     target: &Path,
 ) -> Result<PathBuf> {
     let cpu = candle_core::Device::Cpu;
-    let shape = Model::load(ancestor, &cpu)?.config;
-    let config = pseudo_config(run, &shape)?;
+    let config = pseudo_config(run, &ModelConfig::of(ancestor)?)?;
     let params = random_plain(&config, seed, &cpu)?;
     let model = Model::new(config, Box::new(params), cpu);
     write_aux(&model, ancestor, target)
@@ -145,6 +144,16 @@ pub fn train_auto(
     resume: bool,
     reporter: &dyn Reporter,
 ) -> Result<Trained> {
+    let asked = cfg
+        .get("GENE.PARAMS")
+        .and_then(|p| p.get("rule"))
+        .and_then(Value::as_str);
+    if let Some(rule) = asked.filter(|r| *r != "trained") {
+        return Err(cfg.error(
+            "GENE.PARAMS",
+            format!("rule '{rule}' under MODE: faithful, which trains a pseudo-descendant (rule: trained); run the `{rule}` ablation with MODE: approximate"),
+        ));
+    }
     let dir = run.output_dir.clone();
     let pseudo_dir = dir.join(PSEUDO_DIR);
     check_run_dir(cfg, &dir, resume, &state_dir(&pseudo_dir), &pseudo_dir)?;

@@ -384,5 +384,9 @@ mod tests {
             RopeScaling::read(Some(&serde_json::json!({"rope_scaling": null}))).unwrap(),
             None
         );
+        // A llama3 entry without one of its numbers names it.
+        let short = serde_json::json!({"rope_scaling": {"rope_type": "llama3", "factor": 8.0}});
+        let err = RopeScaling::read(Some(&short)).unwrap_err().to_string();
+        assert!(err.contains("rope_scaling.low_freq_factor"), "{err}");
     }
 }

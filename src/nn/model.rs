@@ -365,7 +365,7 @@ impl Model {
         device: &Device,
     ) -> Result<Model> {
         let anatomy = analyze(ckpt.config.as_ref(), ckpt.source.tensors())?;
-        let mut config = ModelConfig::resolve(&anatomy, ckpt.config.as_ref())?;
+        let mut config = config_of(ckpt, &anatomy)?;
         if let Some(keep) = layers {
             config.layers = keep.len();
         }
@@ -397,10 +397,6 @@ impl Model {
                 });
             }
             store.insert(slot, name, &t)?;
-        }
-        if config.family == Family::Vit && config.classes == 0 {
-            let head = super::param::global(Role::Head, Param::Weight);
-            config.classes = store.var(&head).map_or(0, |v| v.dims()[0]);
         }
         let model = Model::new(config, Box::new(Plain { store }), device.clone());
         model.check_shapes()?;
@@ -548,6 +544,31 @@ impl Model {
         let plan = plan_all(&mem, &opts);
         write_model(dir, &mem, plan, &opts, &Silent)?;
         Ok(())
+    }
+}
+
+/// The config of `ckpt` with anatomy `anatomy`: `config.json` and the tensor shapes, and for a
+/// vit whose config names no classes, its head's rows.
+fn config_of(ckpt: &Checkpoint, anatomy: &crate::anatomy::Anatomy) -> Result<ModelConfig> {
+    let mut config = ModelConfig::resolve(anatomy, ckpt.config.as_ref())?;
+    if config.family == Family::Vit && config.classes == 0 {
+        let head = super::param::global(Role::Head, Param::Weight);
+        let rows = anatomy
+            .slots
+            .iter()
+            .find(|(_, slot)| **slot == head)
+            .and_then(|(name, _)| ckpt.source.require(name).ok())
+            .and_then(|info| info.shape.first().copied());
+        config.classes = rows.unwrap_or(0);
+    }
+    Ok(config)
+}
+
+impl ModelConfig {
+    /// The config of a checkpoint, from `config.json` and the tensors' shapes, without reading
+    /// any weights.
+    pub fn of(ckpt: &Checkpoint) -> Result<ModelConfig> {
+        config_of(ckpt, &analyze(ckpt.config.as_ref(), ckpt.source.tensors())?)
     }
 }
 

@@ -133,15 +133,6 @@ impl FeatureMatch {
         out
     }
 
-    /// The hidden-state maps' weights `[student width, teacher width]`, pair by pair (their
-    /// mean, transposed, is the paper's `ours` stitch initialisation).
-    pub fn hidden_weights(&self) -> Vec<Tensor> {
-        self.hidden
-            .iter()
-            .map(|m| m.weight.as_tensor().clone())
-            .collect()
-    }
-
     /// The feature loss of a student pass against a teacher pass; both must have kept their
     /// hidden states and attention branches.
     pub fn loss(&self, student: &Forward, teacher: &Forward) -> Result<Tensor> {

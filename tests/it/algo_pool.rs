@@ -495,6 +495,15 @@ fn a_stitched_configuration_of_two_widths_equals_front_stitch_and_end_run_separa
                 "{:?}",
                 narrow.family
             );
+            // A stitched front without its width is refused, naming the key.
+            let mut broken = config.clone();
+            broken["lgreg_front"]
+                .as_object_mut()
+                .unwrap()
+                .remove("hidden_size");
+            std::fs::write(dir.path().join("config.json"), broken.to_string()).unwrap();
+            let err = Model::load(&open(dir.path()).unwrap(), &dev).unwrap_err();
+            assert!(err.to_string().contains("lgreg_front.hidden_size"), "{err}");
         }
     }
 }

@@ -438,6 +438,30 @@ fn distillation_recovers_a_teacher_that_is_linear_in_depth() {
     }
 }
 
+/// Kill -9 `lgreg ARGS` once `log` has `kill_after` lines; check that it left no finished
+/// `product` and that a rerun without `--resume` refuses the unfinished run; then resume it.
+fn kill_and_resume(
+    home: &Path,
+    args: &[String],
+    log: &Path,
+    kill_after: usize,
+    product: &Path,
+) -> Value {
+    crate::support::kill_once_logged(home, args, log, kill_after);
+    assert!(
+        !product.exists(),
+        "killed after {kill_after} lines of {}, yet finished",
+        log.display()
+    );
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let refused = run_str(home, &refs);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(refused.stderr.contains("--resume"), "{}", refused.stderr);
+    let mut resume = args.to_vec();
+    resume.push("--resume".into());
+    ok(home, &resume)
+}
+
 #[test]
 fn an_aux_net_run_killed_mid_way_resumes_to_the_unbroken_result() {
     let tmp = tempfile::tempdir().unwrap();
@@ -453,19 +477,8 @@ fn an_aux_net_run_killed_mid_way_resumes_to_the_unbroken_result() {
     let kill_after = 1 + crate::support::clock_pick(5);
     let cut_dir = home.join("runs/cut");
     let args = train_args("tleg", &t, &data, &cut_dir, &["GENE.NAME=cut"]);
-    crate::support::kill_once_logged(home, &args, &cut_dir.join("metrics.jsonl"), kill_after);
-    assert!(
-        !cut_dir.join("aux").exists(),
-        "killed after step {kill_after}, yet finished"
-    );
-    // Without --resume the unfinished run is not overwritten.
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let refused = run_str(home, &refs);
-    assert_eq!(refused.code, 1, "{}", refused.stderr);
-    assert!(refused.stderr.contains("--resume"), "{}", refused.stderr);
-    let mut resume = args.clone();
-    resume.push("--resume".into());
-    let resumed = ok(home, &resume);
+    let log = cut_dir.join("metrics.jsonl");
+    let resumed = kill_and_resume(home, &args, &log, kill_after, &cut_dir.join("aux"));
     assert_eq!(resumed["distilled"]["steps"], 6, "{resumed}");
     assert_eq!(steps(&cut_dir).len(), 6, "killed after step {kill_after}");
     let weights = |d: &Path| std::fs::read(d.join("aux/model.safetensors")).unwrap();
@@ -862,6 +875,17 @@ fn a_trained_rule_without_its_pseudo_descendant_is_refused() {
     );
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains("pseudo=DIR"), "{}", run.stderr);
+    // A faithful run asked for another rule is refused before it trains anything.
+    let mut args = auto_args(&t, &data, &home.join("run"), "auto-first");
+    args.push("GENE.PARAMS={rule: first-half}".into());
+    let refused = run_str(home, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("GENE.PARAMS") && refused.stderr.contains("MODE: approximate"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!home.join("run/pseudo-init").exists());
 }
 
 #[test]
@@ -949,6 +973,17 @@ fn feature_matching_joins_the_distillation_loss_and_is_recorded() {
         first(&home.join("plain"))
     );
     assert_eq!(plain["gene"]["diagnostics"].get("feature_match"), None);
+    // An unknown set of matched blocks is refused by name, before any training.
+    let mut bad = train_args("tleg", &t, &data, &home.join("bad"), &[]);
+    bad.extend(["DISTILL.FEATURES=middle", "GENE.NAME=tiny-tleg-bad"].map(String::from));
+    let run = run_str(home, &bad.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("DISTILL.FEATURES") && run.stderr.contains("front-end"),
+        "{}",
+        run.stderr
+    );
+    assert!(!home.join("bad/aux").exists());
     // bert has no feature terms to add.
     refused_naming(
         home,
@@ -974,18 +1009,7 @@ fn an_auto_run_killed_while_its_pseudo_descendant_trains_resumes_to_the_same_gen
     let cut = home.join("cut");
     let args = with_saves(&cut, "auto-cut");
     let log = cut.join(".pseudo.adapt-state/metrics.jsonl");
-    crate::support::kill_once_logged(home, &args, &log, kill_after);
-    assert!(
-        !cut.join("pseudo").exists(),
-        "killed after step {kill_after}, yet finished"
-    );
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let refused = run_str(home, &refs);
-    assert_eq!(refused.code, 1, "{}", refused.stderr);
-    assert!(refused.stderr.contains("--resume"), "{}", refused.stderr);
-    let mut resume = args.clone();
-    resume.push("--resume".into());
-    let resumed = ok(home, &resume);
+    let resumed = kill_and_resume(home, &args, &log, kill_after, &cut.join("pseudo"));
     let diag = |v: &Value, key: &str| v["gene"]["diagnostics"][key].clone();
     assert_eq!(
         diag(&resumed, "cka"),
