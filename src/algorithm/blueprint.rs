@@ -89,6 +89,28 @@ pub struct StitchSource {
     pub bias: String,
 }
 
+/// Where the descendant's global tensors (embeddings, final norm, head) come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum GlobalsFrom {
+    /// The gene's globals unit.
+    #[default]
+    Gene,
+    /// Every global from one unit (a pure instance of a trained pool).
+    Unit {
+        /// The unit.
+        unit: String,
+    },
+    /// The embeddings from the front's unit, the final norm and head from the end's (a
+    /// stitched configuration of a trained pool).
+    Split {
+        /// The front instance's globals.
+        front: String,
+        /// The end instance's globals.
+        end: String,
+    },
+}
+
 /// A descendant, described tensor-source by tensor-source.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Blueprint {
@@ -96,6 +118,11 @@ pub struct Blueprint {
     pub layers: Vec<LayerSource>,
     /// Stitch layers.
     pub stitches: Vec<StitchSource>,
+    /// Where the global tensors come from.
+    pub globals: GlobalsFrom,
+    /// `config.json` entries that replace the gene's (the sizes of a trained pool's
+    /// instance, and `lgreg_front` for a narrower stitched front).
+    pub config: serde_json::Map<String, serde_json::Value>,
     /// Facts about this layout for the model card (e.g. the sws stage of each layer).
     pub notes: serde_json::Map<String, serde_json::Value>,
 }
@@ -106,6 +133,8 @@ impl Blueprint {
         Blueprint {
             layers,
             stitches: Vec::new(),
+            globals: GlobalsFrom::Gene,
+            config: serde_json::Map::new(),
             notes: serde_json::Map::new(),
         }
     }

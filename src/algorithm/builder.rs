@@ -109,6 +109,12 @@ impl GeneBuilder {
 
     /// Copy the ancestor's global tensors into [`GLOBALS_UNIT`], under their own names.
     pub fn add_globals(&mut self, ancestor: &AncestorModel<'_>) -> Result<()> {
+        self.copy_globals(GLOBALS_UNIT, ancestor)
+    }
+
+    /// Copy a model's global tensors into `unit`, under their own names (a trained pool keeps
+    /// one such unit per instance).
+    pub fn copy_globals(&mut self, unit: &str, ancestor: &AncestorModel<'_>) -> Result<()> {
         let source = ancestor.ckpt.source.as_ref();
         let mut plan = Vec::new();
         for name in ancestor.globals() {
@@ -119,7 +125,7 @@ impl GeneBuilder {
                     .insert(name.to_string(), role_name((slot.role, slot.param)));
             }
         }
-        self.add_unit(GLOBALS_UNIT, source, plan)
+        self.add_unit(unit, source, plan)
     }
 
     /// Copy the ancestor's side files (tokenizer, generation config) into [`FILES_UNIT`].

@@ -168,6 +168,32 @@ pub(crate) fn teacher_plain(teacher: &Model, config: &ModelConfig) -> Result<Pla
     Ok(Plain { store })
 }
 
+/// A plain `config`-shaped model selected from the teacher: its globals and `config.layers`
+/// evenly spaced layers (the first and the last among them), each narrowed to `config`'s
+/// leading channels and whole heads as [`teacher_plain`] narrows them.
+pub(crate) fn selected_plain(teacher: &Model, config: &ModelConfig) -> Result<Plain> {
+    let narrowed = teacher_plain(teacher, config)?;
+    let (have, want) = (teacher.params.depth(), config.layers);
+    let source = |k: usize| {
+        if want <= 1 {
+            0
+        } else {
+            (k * (have.max(1) - 1) + (want - 1) / 2) / (want - 1)
+        }
+    };
+    let mut store = Store::new();
+    for (slot, name, _) in layout(config) {
+        let from = Slot {
+            layer: slot.layer.map(source),
+            ..slot.clone()
+        };
+        if let Some(t) = narrowed.store.tensor(&from) {
+            store.insert(slot, &name, &t)?;
+        }
+    }
+    Ok(Plain { store })
+}
+
 /// The leading `shape` entries of `t` along every dimension; with `packed`, dimension 0 holds
 /// three equal parts (q, k, v), each narrowed alike.
 fn leading(t: &Tensor, shape: &[usize], packed: bool) -> Result<Tensor> {

@@ -25,7 +25,7 @@ pub mod sws;
 pub mod tleg;
 
 pub use ancestor::AncestorModel;
-pub use blueprint::{Blueprint, GrowOptions, GrowRequest, LayerSource};
+pub use blueprint::{Blueprint, GlobalsFrom, GrowOptions, GrowRequest, LayerSource};
 pub use builder::GeneBuilder;
 pub use extract::{
     ExtractJob, ExtractRequest, Extracted, Imported, Lineage, check_tag_free, extract,

@@ -99,6 +99,15 @@ pub enum Role {
     Stitch,
 }
 
+impl Role {
+    /// Whether a global tensor of this role runs after the blocks (the final norm and the
+    /// head): a stitched Learngene Pool descendant takes these from its end instance and the
+    /// rest of its globals from its front.
+    pub fn after_blocks(self) -> bool {
+        matches!(self, Role::FinalNorm | Role::Head)
+    }
+}
+
 /// Whether a tensor is a weight or a bias.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use lgreg::config::auto::{draw_cka, train_auto};
 use lgreg::config::faithful::train_aux;
 use lgreg::config::plan::ancestor_run;
+use lgreg::config::pool::train_pool;
 use lgreg::config::run::{Trained, train};
 use lgreg::config::vgg::VggTrained;
 use lgreg::config::{Config, RunMode};
@@ -99,6 +100,10 @@ pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Ou
             Err(e) => note(global, &format!("no CKA heat map: {e}")),
         }
         trained
+    } else if faithful && cfg.trains_pool() {
+        let trained = train_pool(&cfg, plan, ancestor, &registry, args.resume, &bars)?;
+        plot_finished_run(Path::new(&trained.run_dir), global);
+        trained
     } else if faithful {
         let trained = train_aux(&cfg, plan, ancestor, &registry, args.resume, &bars)?;
         plot_finished_run(Path::new(&trained.run_dir), global);
@@ -129,8 +134,12 @@ impl Output for TrainOut {
                     h.kl.map_or(String::new(), |k| format!(", KL {k:.4}"))
                 )
             });
+            let what = match t.gene.algorithm.as_str() {
+                "pool" => "pool fine-tuned (the widest instance compared)",
+                _ => "aux net distilled",
+            };
             format!(
-                "\n  aux net distilled: {} steps, {} examples, final loss {:.4}{held}",
+                "\n  {what}: {} steps, {} examples, final loss {:.4}{held}",
                 d.total_steps, d.examples_seen, d.final_loss
             )
         });

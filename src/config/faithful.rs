@@ -43,7 +43,7 @@ const SWS_LAYERS: u64 = 16;
 const SWS_RATIO: [usize; 5] = [3, 3, 4, 3, 3];
 
 /// The loss of `DISTILL.*`, checked.
-fn distill_options(cfg: &Config, family: Family) -> Result<DistillOptions> {
+pub(super) fn distill_options(cfg: &Config, family: Family) -> Result<DistillOptions> {
     let defaults = DistillOptions::default();
     let alpha = cfg.float("DISTILL.ALPHA").unwrap_or(defaults.alpha);
     if !(0.0..=1.0).contains(&alpha) {
@@ -103,7 +103,11 @@ fn distill_options(cfg: &Config, family: Family) -> Result<DistillOptions> {
 }
 
 /// `DISTILL.FEATURES`, checked against the family and the cache.
-fn feature_positions(cfg: &Config, family: Family, top_k: usize) -> Result<Option<Positions>> {
+pub(super) fn feature_positions(
+    cfg: &Config,
+    family: Family,
+    top_k: usize,
+) -> Result<Option<Positions>> {
     let Some(text) = cfg.str("DISTILL.FEATURES") else {
         return Ok(None);
     };
@@ -229,7 +233,7 @@ pub(super) fn check_run_dir(
 }
 
 /// `DATASET.INPUT_SIZE` must be the teacher's image size: images are not resized.
-fn check_input_size(cfg: &Config, teacher: &ModelConfig) -> Result<()> {
+pub(super) fn check_input_size(cfg: &Config, teacher: &ModelConfig) -> Result<()> {
     match cfg.int("DATASET.INPUT_SIZE") {
         Some(side) if teacher.family == Family::Vit && side as usize != teacher.image_size => {
             Err(cfg.error(
@@ -259,7 +263,7 @@ const SIZE_KEYS: &[&str] = &[
 
 /// The teacher's `config.json` with the aux net's sizes written over it (and the keys it
 /// lacks added); everything else (token ids, RoPE, dtypes) stays the teacher's.
-fn aux_config_json(teacher: &Checkpoint, aux: &ModelConfig) -> Value {
+pub(super) fn aux_config_json(teacher: &Checkpoint, aux: &ModelConfig) -> Value {
     let mut merged = match &teacher.config {
         Some(Value::Object(m)) => m.clone(),
         _ => Map::new(),

@@ -771,6 +771,48 @@ pub const KEYS: &[Key] = &[
         "MODE: faithful: the aux net's MLP width (default: the teacher's MLP ratio kept).",
     ),
     key(
+        "POOL.WIDTHS",
+        List,
+        Applied,
+        Lgreg,
+        "MODE: faithful, pool: the instances' widths, narrowest first, in whole heads of the teacher's head width (default: a third of the teacher's width and the teacher's; the paper's tiny and base). Up to three are named tiny, small, base; more, w<width>.",
+    ),
+    key(
+        "POOL.DEPTH",
+        Int,
+        Applied,
+        Lgreg,
+        "MODE: faithful, pool: blocks per instance (default 6; the paper uses 6 and 9).",
+    ),
+    key(
+        "POOL.INIT",
+        Str,
+        Applied,
+        Lgreg,
+        "MODE: faithful, pool: how the students start: `random` (default, the paper) or `select`, the teacher's evenly spaced layers and globals narrowed to each width's leading channels and whole heads.",
+    ),
+    key(
+        "POOL.STITCH_INIT",
+        Str,
+        Applied,
+        Lgreg,
+        "MODE: faithful, pool: how the stitches start before the pool fine-tune: `ours` (default, the paper's: the transpose of the front student's averaged learned teacher maps; the end must have the teacher's width) or `snnet` (SN-Net's least squares on the recipe's calibration samples).",
+    ),
+    key(
+        "POOL.STEPS",
+        Int,
+        Applied,
+        Lgreg,
+        "MODE: faithful, pool: steps of the pool fine-tune (each trains one configuration drawn uniformly; 0.5 CE + 0.5 KD); default: POOL.EPOCHS, else the students' budget.",
+    ),
+    key(
+        "POOL.EPOCHS",
+        Int,
+        Applied,
+        Lgreg,
+        "MODE: faithful, pool: epochs of the pool fine-tune when POOL.STEPS is unset (the paper: 50, half the students' 100).",
+    ),
+    key(
         "DISTRIBUTED.WORLD_SIZE",
         Int,
         AppliedIf(

@@ -12,6 +12,7 @@ pub mod compare;
 pub mod faithful;
 pub mod keys;
 pub mod plan;
+pub mod pool;
 pub mod run;
 pub mod size;
 pub mod vgg;
@@ -352,6 +353,13 @@ impl Config {
             .is_some_and(|(a, _)| a == "tleg" || a == "sws")
     }
 
+    /// Whether the method is pool, whose faithful run distils students of several widths.
+    pub fn trains_pool(&self) -> bool {
+        self.str("METHOD_FAMILY")
+            .and_then(|m| m.split_once('_'))
+            .is_some_and(|(a, _)| a == "pool")
+    }
+
     /// Whether the method is auto, whose faithful run trains a pseudo-descendant.
     pub fn trains_pseudo(&self) -> bool {
         self.str("METHOD_FAMILY")
@@ -376,10 +384,12 @@ impl Config {
             )),
             (None, false) if aux && aux_type => Ok(RunMode::Faithful),
             (None | Some("approximate"), false) => Ok(RunMode::Approximate),
-            (Some("faithful"), false) if aux || self.trains_pseudo() => Ok(RunMode::Faithful),
+            (Some("faithful"), false) if aux || self.trains_pseudo() || self.trains_pool() => {
+                Ok(RunMode::Faithful)
+            }
             (Some("faithful"), false) => Err(self.error(
                 "MODE",
-                "'faithful' is not applied yet for this method (tleg, sws, auto and heur_vgg have it; pool trains later); use `MODE: approximate`",
+                "'faithful' is not applied for heur (its paper's training is heur_vgg's); use `MODE: approximate`",
             )),
             (Some(other), _) => Err(self.error(
                 "MODE",
@@ -392,16 +402,20 @@ impl Config {
     /// switched with `--set MODE=approximate` still runs), and refuse `MODEL.PRETRAINED: true`
     /// where no teacher stands for the pretrained weights.
     fn check_mode_keys(&mut self) -> Result<()> {
-        let faithful_aux = self.mode()? == RunMode::Faithful && self.trains_aux_net();
-        if !faithful_aux {
-            let unused: Vec<String> = self
-                .values
-                .keys()
-                .filter(|p| p.starts_with("AUX.") || p.starts_with("DISTILL."))
-                .map(|p| format!("{p}: no effect (it applies to the aux-net training of tleg and sws, MODE: faithful)"))
-                .collect();
-            self.notes.extend(unused);
-        }
+        let faithful = self.mode()? == RunMode::Faithful;
+        let faithful_aux = faithful && self.trains_aux_net();
+        let faithful_pool = faithful && self.trains_pool();
+        let unused: Vec<String> = self
+            .values
+            .keys()
+            .filter(|p| {
+                (p.starts_with("AUX.") && !faithful_aux)
+                    || (p.starts_with("DISTILL.") && !faithful_aux && !faithful_pool)
+                    || (p.starts_with("POOL.") && !faithful_pool)
+            })
+            .map(|p| format!("{p}: no effect (AUX.* applies to the aux-net training of tleg and sws, DISTILL.* to it and to the students of pool, POOL.* to pool, under MODE: faithful)"))
+            .collect();
+        self.notes.extend(unused);
         if !faithful_aux && self.bool("MODEL.PRETRAINED") == Some(true) {
             return Err(self.error(
                 "MODEL.PRETRAINED",

@@ -248,6 +248,9 @@ fn descendant_config(gene: &GeneView, bp: &Blueprint) -> Result<Value> {
         });
     }
     let mut config = with_depth(&gene.config, gene.naming, bp.layers.len());
+    if let Some(map) = config.as_object_mut() {
+        map.extend(bp.config.clone());
+    }
     if !bp.stitches.is_empty()
         && let Some(map) = config.as_object_mut()
     {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::algorithm::ancestor::Key;
 use crate::algorithm::builder::{FILES_UNIT, GLOBALS_UNIT};
-use crate::algorithm::{Blueprint, GeneView, LayerSource};
+use crate::algorithm::{Blueprint, GeneView, GlobalsFrom, LayerSource};
 use crate::anatomy::{Param, Role, Slot, slot_name};
 use crate::checkpoint::safetensors::SafetensorsFile;
 use crate::checkpoint::{DType, Stored, TensorInfo, TensorSource};
@@ -53,6 +53,38 @@ fn tensor_seed(seed: u64, name: &str) -> u64 {
     h ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
+/// The global tensors of a descendant as `(unit, tensor name)`: the gene's globals unit, one
+/// instance's, or a trained pool's split (embeddings from the front's unit, the tensors that
+/// run after the blocks from the end's).
+fn global_tensors(gene: &GeneView, from: &GlobalsFrom) -> Result<Vec<(String, String)>> {
+    let names_in =
+        |unit: &str, keep: &dyn Fn(Option<Role>) -> bool| -> Result<Vec<(String, String)>> {
+            Ok(gene
+                .unit(unit)?
+                .tensors()
+                .iter()
+                .filter(|info| {
+                    keep(
+                        gene.rules()
+                            .classify(&info.name, gene.naming)
+                            .map(|s| s.role),
+                    )
+                })
+                .map(|info| (unit.to_string(), info.name.clone()))
+                .collect())
+        };
+    let after = |role: Option<Role>| role.is_some_and(Role::after_blocks);
+    match from {
+        GlobalsFrom::Gene => names_in(GLOBALS_UNIT, &|_| true),
+        GlobalsFrom::Unit { unit } => names_in(unit, &|_| true),
+        GlobalsFrom::Split { front, end } => {
+            let mut out = names_in(front, &|r| !after(r))?;
+            out.extend(names_in(end, &after)?);
+            Ok(out)
+        }
+    }
+}
+
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
@@ -87,29 +119,34 @@ impl<'g> DescendantSource<'g> {
             origins: BTreeMap::new(),
             blocks,
         };
-        let globals = gene.unit(GLOBALS_UNIT)?;
-        for info in globals.tensors() {
-            let slot = gene.rules().classify(&info.name, gene.naming);
+        for (unit, name) in global_tensors(gene, &bp.globals)? {
+            let info = gene.unit(&unit)?.require(&name)?.clone();
+            let slot = gene.rules().classify(&name, gene.naming);
             let origin = match slot {
                 Some(slot) if !inherit_globals && info.dtype.is_float() => Origin::Random {
                     role: slot.role,
                     param: slot.param,
-                    seed: tensor_seed(seed, &info.name),
+                    seed: tensor_seed(seed, &name),
                 },
                 _ => Origin::Copy {
-                    unit: GLOBALS_UNIT.into(),
-                    tensor: info.name.clone(),
+                    unit,
+                    tensor: name.clone(),
                 },
             };
             let dtype = match origin {
                 Origin::Random { .. } => DType::F32,
                 _ => info.dtype,
             };
-            src.add(&info.name, dtype, &info.shape, origin);
+            src.add(&name, dtype, &info.shape, origin);
         }
         let template = src.template(bp)?;
         for (layer, source) in bp.layers.iter().enumerate() {
-            for (key, (tensor, shape)) in &template {
+            // A copied block keeps its own unit's shapes (a trained pool mixes widths).
+            let own = match source {
+                LayerSource::Copy { unit } => Some(src.shapes_of(unit)?),
+                _ => None,
+            };
+            for (key, (tensor, shape)) in own.as_ref().unwrap_or(&template) {
                 let slot = Slot {
                     layer: Some(layer),
                     role: key.0,
@@ -196,9 +233,14 @@ impl<'g> DescendantSource<'g> {
                 ),
                 fix: "re-extract the gene with `lgreg extract`".into(),
             })?;
-        let file = self.gene.unit(&unit)?;
+        self.shapes_of(&unit)
+    }
+
+    /// The layer tensors (key → unit tensor name, shape) of the block unit `unit`.
+    fn shapes_of(&self, unit: &str) -> Result<BTreeMap<Key, (String, Vec<usize>)>> {
+        let file = self.gene.unit(unit)?;
         let mut out = BTreeMap::new();
-        for (key, name) in self.gene.block(&unit)? {
+        for (key, name) in self.gene.block(unit)? {
             let info = file.require(&name)?;
             out.insert(key, (name.clone(), info.shape.clone()));
         }

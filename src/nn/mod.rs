@@ -30,7 +30,10 @@ use candle_core::DType;
 pub use config::{Front, ModelConfig, Pooling, RopeScaling};
 pub use kernels::reference_only;
 pub use model::{DropPath, Dropout, Forward, Hooks, Input, Model, device, mean_pool};
-pub use param::{LinearExpanded, Parametrisation, Plain, StageShared, Stitched, Store, WithExtras};
+pub use param::{
+    Joint, LinearExpanded, Parametrisation, Plain, Shared, Spliced, StageShared, Stitched, Store,
+    WithExtras,
+};
 
 /// Which implementation of the non-linear ops a forward pass uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

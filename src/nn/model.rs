@@ -576,8 +576,7 @@ impl ModelConfig {
 /// for the embeddings and front blocks of a stitched descendant (its final norm and head are
 /// the end's).
 fn expected_shape(c: &ModelConfig, slot: &Slot) -> Option<Vec<usize>> {
-    let end_roles = [Role::FinalNorm, Role::Head];
-    if c.front.is_some() && !(slot.layer.is_none() && end_roles.contains(&slot.role)) {
+    if c.front.is_some() && !(slot.layer.is_none() && slot.role.after_blocks()) {
         let sized = ModelConfig {
             front: None,
             ..c.sized_at(slot.layer)

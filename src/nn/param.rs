@@ -7,9 +7,13 @@
 //!   gradients reach `A` and `B`;
 //! - [`StageShared`] (SWS): layer `i` uses the variables of its stage `s_i`;
 //! - [`Stitched`] (Pool): any of the above plus linear stitch layers between blocks;
-//! - [`WithExtras`]: any of the above plus trained variables the model does not read.
+//! - [`WithExtras`]: any of the above plus trained variables the model does not read;
+//! - [`Spliced`] (a trained Learngene Pool): the front blocks of one model, a stitch and the
+//!   end blocks of another, sharing their variables, and [`Joint`], every variable of a pool
+//!   at once, for the optimiser.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use candle_core::{Tensor, Var};
 
@@ -343,6 +347,110 @@ impl Parametrisation for WithExtras {
         v.extend(self.extras.iter().cloned());
         v
     }
+}
+
+/// Another model's variables, shared: a pure instance of a trained pool is the instance itself.
+pub struct Shared(pub Arc<dyn Parametrisation>);
+
+impl Parametrisation for Shared {
+    fn get(&self, slot: &Slot) -> Result<Option<Tensor>> {
+        self.0.get(slot)
+    }
+    fn depth(&self) -> usize {
+        self.0.depth()
+    }
+    fn stitch(&self, layer: usize) -> Option<(Tensor, Option<Tensor>)> {
+        self.0.stitch(layer)
+    }
+    fn vars(&self) -> Vec<(String, Var)> {
+        self.0.vars()
+    }
+}
+
+/// A Learngene Pool configuration over shared variables: the embeddings and blocks
+/// `0..front_blocks` of `front`, the stitch after block `front_blocks - 1`, then blocks
+/// `end_from..` of `end` with its final norm and head. Gradients reach the instances' own
+/// variables, so one optimiser over [`Joint`] trains every configuration.
+pub struct Spliced {
+    /// The front instance.
+    pub front: Arc<dyn Parametrisation>,
+    /// The end instance.
+    pub end: Arc<dyn Parametrisation>,
+    /// Blocks taken from the front.
+    pub front_blocks: usize,
+    /// The first end block taken.
+    pub end_from: usize,
+    /// The stitch `(weight [end width, front width], bias)`.
+    pub stitch: (Var, Var),
+}
+
+impl Parametrisation for Spliced {
+    fn get(&self, slot: &Slot) -> Result<Option<Tensor>> {
+        match slot.layer {
+            Some(l) if l < self.front_blocks => self.front.get(slot),
+            Some(l) => self.end.get(&Slot {
+                layer: Some(l - self.front_blocks + self.end_from),
+                ..slot.clone()
+            }),
+            None if slot.role.after_blocks() => self.end.get(slot),
+            None => self.front.get(slot),
+        }
+    }
+    fn depth(&self) -> usize {
+        self.front_blocks + self.end.depth().saturating_sub(self.end_from)
+    }
+    fn stitch(&self, layer: usize) -> Option<(Tensor, Option<Tensor>)> {
+        (layer + 1 == self.front_blocks).then(|| {
+            (
+                self.stitch.0.as_tensor().clone(),
+                Some(self.stitch.1.as_tensor().clone()),
+            )
+        })
+    }
+    fn vars(&self) -> Vec<(String, Var)> {
+        let mut v = prefixed("front", self.front.as_ref());
+        v.extend(prefixed("end", self.end.as_ref()));
+        v.push(("stitch.weight".into(), self.stitch.0.clone()));
+        v.push(("stitch.bias".into(), self.stitch.1.clone()));
+        v
+    }
+}
+
+/// Every variable of several models and stitches at once, each named once (a trained pool's
+/// instances `instance.<name>.*` and stitches `stitch.<unit>.*`): what the optimiser, the
+/// resumable state and the EMA see. It is never run.
+pub struct Joint {
+    /// The models, by name.
+    pub parts: Vec<(String, Arc<dyn Parametrisation>)>,
+    /// The stitches, by name: `(weight, bias)`.
+    pub stitches: Vec<(String, (Var, Var))>,
+}
+
+impl Parametrisation for Joint {
+    fn get(&self, _slot: &Slot) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+    fn depth(&self) -> usize {
+        0
+    }
+    fn vars(&self) -> Vec<(String, Var)> {
+        let mut v: Vec<(String, Var)> = Vec::new();
+        for (name, part) in &self.parts {
+            v.extend(prefixed(&format!("instance.{name}"), part.as_ref()));
+        }
+        for (name, (w, b)) in &self.stitches {
+            v.push((format!("stitch.{name}.weight"), w.clone()));
+            v.push((format!("stitch.{name}.bias"), b.clone()));
+        }
+        v
+    }
+}
+
+fn prefixed(prefix: &str, part: &dyn Parametrisation) -> Vec<(String, Var)> {
+    part.vars()
+        .into_iter()
+        .map(|(n, v)| (format!("{prefix}.{n}"), v))
+        .collect()
 }
 
 /// The slot of a layer tensor.

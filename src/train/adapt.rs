@@ -394,6 +394,7 @@ pub fn adapt(
         state_path: &state_path,
         metrics_path: &metrics_path,
         task: "adapt",
+        views: &[],
     };
     let done = run_steps(&run, reporter)?;
     if done.stop < done.total {
@@ -473,6 +474,28 @@ pub(crate) struct Steps<'a> {
     pub metrics_path: &'a Path,
     /// The progress bar's name.
     pub task: &'a str,
+    /// Models over `model`'s variables of which each step trains one, drawn uniformly with
+    /// the step's seed (a Learngene Pool fine-tune samples one configuration per step);
+    /// empty: every step trains `model`. The held-out evaluation during the run reads the
+    /// last.
+    pub views: &'a [Model],
+}
+
+impl Steps<'_> {
+    /// The model step `step` trains.
+    fn model_at(&self, step: usize) -> &Model {
+        if self.views.is_empty() {
+            return self.model;
+        }
+        let seed = Rng::stream_seed(self.opts.seed, &[(step as u64, 0x9A3E_5EED_C0F1_6000)]);
+        let pick = Rng::new(seed).next_u64() % self.views.len() as u64;
+        &self.views[pick as usize]
+    }
+
+    /// The model the held-out evaluation reads.
+    fn evaluated(&self) -> &Model {
+        self.views.last().unwrap_or(self.model)
+    }
 }
 
 /// Where [`run_steps`] left a run.
@@ -626,7 +649,7 @@ pub(crate) fn run_steps(run: &Steps<'_>, reporter: &dyn Reporter) -> Result<Done
 /// The loss of one step on `batch`, and the fraction of predictions that agree with the
 /// teacher's when there is one.
 fn step_loss(run: &Steps<'_>, batch: &[usize], step: usize) -> Result<(Tensor, Option<f32>)> {
-    let (model, opts) = (run.model, run.opts);
+    let (model, opts) = (run.model_at(step), run.opts);
     match run.set {
         Data::Images(s) => {
             let (x, y) = s.batch(batch, &model.device)?;
@@ -691,8 +714,16 @@ pub(crate) fn pair_texts<'a>(pairs: &'a [(String, String)], batch: &[usize]) -> 
 /// is one.
 fn evaluate_run(run: &Steps<'_>, idx: &[usize]) -> Result<serde_json::Value> {
     match run.teacher {
-        None => Ok(serde_json::to_value(validate(run.model, run.set, idx)?)?),
-        Some(t) => Ok(serde_json::to_value(t.held_out(run.model, run.set, idx)?)?),
+        None => Ok(serde_json::to_value(validate(
+            run.evaluated(),
+            run.set,
+            idx,
+        )?)?),
+        Some(t) => Ok(serde_json::to_value(t.held_out(
+            run.evaluated(),
+            run.set,
+            idx,
+        )?)?),
     }
 }
 

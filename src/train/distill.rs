@@ -496,6 +496,22 @@ pub fn distill(
     opts: &AdaptOptions,
     reporter: &dyn Reporter,
 ) -> Result<DistillReport> {
+    distill_views(student, &[], teacher, teacher_ckpt, paths, opts, reporter)
+}
+
+/// [`distill`] where each step trains one of `views`, models over `student`'s variables,
+/// drawn uniformly with the step's seed (a Learngene Pool fine-tune: `student` holds every
+/// variable of the pool, `views` are its configurations). The held-out comparison reads the
+/// last view.
+pub fn distill_views(
+    student: &Model,
+    views: &[Model],
+    teacher: &Teacher,
+    teacher_ckpt: &Checkpoint,
+    paths: DistillPaths<'_>,
+    opts: &AdaptOptions,
+    reporter: &dyn Reporter,
+) -> Result<DistillReport> {
     check_options(opts)?;
     check_family_options(&student.config, opts)?;
     check_student(&student.config, &teacher.model.config)?;
@@ -522,6 +538,7 @@ pub fn distill(
         state_path: paths.state,
         metrics_path: paths.metrics,
         task: "distil",
+        views,
     };
     let done = run_steps(&run, reporter)?;
     let examples_seen = done.stop * opts.batch_size;
@@ -542,7 +559,7 @@ pub fn distill(
         return Ok(report);
     }
     reporter.report(Event::Finish);
-    let held_out = teacher.held_out(student, &set, &held)?;
+    let held_out = teacher.held_out(views.last().unwrap_or(student), &set, &held)?;
     let mut log = super::metrics::MetricsLog::open(paths.metrics, done.total)?;
     log.append(&serde_json::json!({
         "step": done.total,
@@ -553,6 +570,20 @@ pub fn distill(
     report.loss_curve = loss_curve(paths.metrics)?;
     report.teacher_cache = teacher.cache.get().map(LogitCache::stats);
     Ok(report)
+}
+
+/// The metric of each of `models` (readers of the teacher's input, e.g. a pool's
+/// configurations) on the split of `data` that a distillation with `opts` holds out.
+pub fn held_out_metrics(
+    models: &[Model],
+    teacher_ckpt: &Checkpoint,
+    teacher: &ModelConfig,
+    data: &Path,
+    opts: &AdaptOptions,
+) -> Result<Vec<Metrics>> {
+    let set = read_data(teacher_ckpt, teacher, data, opts)?;
+    let (_, held) = split_data(&set, data, opts)?;
+    models.iter().map(|m| validate(m, &set, &held)).collect()
 }
 
 /// Open the teacher-logit cache of `teacher` on `set` under `root` when its options ask for

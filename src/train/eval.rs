@@ -71,6 +71,19 @@ pub enum Metrics {
     },
 }
 
+impl Metrics {
+    /// The one number a table shows: accuracy, perplexity or the mean similarity.
+    pub fn headline(&self) -> f64 {
+        match self {
+            Metrics::Perplexity { perplexity, .. } => *perplexity,
+            Metrics::Accuracy { accuracy, .. } => *accuracy,
+            Metrics::Similarity {
+                mean_similarity, ..
+            } => *mean_similarity,
+        }
+    }
+}
+
 /// The result of [`evaluate`].
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalReport {

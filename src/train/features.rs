@@ -133,6 +133,17 @@ impl FeatureMatch {
         out
     }
 
+    /// The mean of the block-output maps' weights, `[student width, teacher width]`: the
+    /// transpose is Learngene Pool's `ours` stitch initialisation.
+    pub fn mean_hidden_map(&self) -> Result<Tensor> {
+        let weights: Vec<Tensor> = self
+            .hidden
+            .iter()
+            .map(|m| m.weight.as_tensor().detach())
+            .collect();
+        Ok(Tensor::stack(&weights, 0)?.mean(0)?)
+    }
+
     /// The feature loss of a student pass against a teacher pass; both must have kept their
     /// hidden states and attention branches.
     pub fn loss(&self, student: &Forward, teacher: &Forward) -> Result<Tensor> {

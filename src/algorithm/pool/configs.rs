@@ -39,6 +39,10 @@ pub struct StitchConfig {
     /// made before counts were recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub params: Option<u64>,
+    /// Its held-out metric after the pool fine-tune (a trained pool only): accuracy for
+    /// images, perplexity for text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<f64>,
 }
 
 /// The ancestor layers of each instance of an `ancestor_depth`-layer ancestor.
@@ -79,9 +83,15 @@ pub fn paired_stitching(d: usize) -> Vec<(usize, usize, usize)> {
 
 /// Every configuration of a pool with `d`-block instances, a→b first, then b→a.
 pub fn configurations(d: usize) -> Vec<StitchConfig> {
+    configurations_between(&[("a", "b"), ("b", "a")], d)
+}
+
+/// Every configuration of the stitch `directions` (front, end) over `d`-block instances, in
+/// the order given, each direction with its own stitch layers.
+pub fn configurations_between(directions: &[(&str, &str)], d: usize) -> Vec<StitchConfig> {
     let pairs = paired_stitching(d);
     let mut out = Vec::new();
-    for (front, end) in [("a", "b"), ("b", "a")] {
+    for &(front, end) in directions {
         for &(i, j, w) in &pairs {
             out.push(StitchConfig {
                 front: front.into(),
@@ -92,6 +102,7 @@ pub fn configurations(d: usize) -> Vec<StitchConfig> {
                 stitch: stitch_unit(front, end, w),
                 residual: None,
                 params: None,
+                metric: None,
             });
         }
     }
@@ -115,15 +126,29 @@ fn pool_error(reason: String, fix: String) -> Error {
     }
 }
 
-fn instance(given: Option<&String>, default: &str) -> Result<String> {
+fn instance(given: Option<&String>, default: &str, names: &[String]) -> Result<String> {
     let name = given.map_or(default, String::as_str);
-    if INSTANCES.contains(&name) {
+    if names.iter().any(|n| n == name) {
         return Ok(name.to_string());
     }
+    let known = if names.iter().map(String::as_str).eq(INSTANCES) {
+        "`a` (the ancestor's even layers) and `b` (its odd layers)".to_string()
+    } else {
+        names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     Err(pool_error(
         format!("unknown instance `{name}`"),
-        "this gene has instances `a` (the ancestor's even layers) and `b` (its odd layers)".into(),
+        format!("this gene has instances {known}"),
     ))
+}
+
+/// The instance names of the approximate (two-instance) pool.
+pub fn pair_names() -> Vec<String> {
+    INSTANCES.iter().map(ToString::to_string).collect()
 }
 
 fn depths(configs: &[StitchConfig], d: usize) -> String {
@@ -169,12 +194,12 @@ fn described(s: &Sized) -> String {
 
 /// The largest allowed descendant (by parameters; the earliest among equals, pure instances
 /// first) with at most `budget` parameters, among those `request` allows: its `--front`,
-/// `--end` and `--layers` (0: any depth) narrow the candidates. `instance_params` is the size
-/// of a pure instance of `d` blocks.
+/// `--end` and `--layers` (0: any depth) narrow the candidates. `instances` are the pure
+/// instances of `d` blocks with their sizes.
 pub fn choose_by_budget(
     configs: &[StitchConfig],
     d: usize,
-    instance_params: Option<u64>,
+    instances: &[(String, Option<u64>)],
     budget: u64,
     request: &GrowRequest,
 ) -> Result<Choice> {
@@ -186,10 +211,10 @@ pub fn choose_by_budget(
         )
     };
     let mut all: Vec<Sized> = Vec::new();
-    for name in INSTANCES {
-        let params = instance_params.ok_or_else(stale)?;
+    for (name, params) in instances {
+        let params = params.ok_or_else(stale)?;
         all.push(Sized {
-            choice: Choice::Pure(name.to_string()),
+            choice: Choice::Pure(name.clone()),
             depth: d,
             params,
         });
@@ -234,39 +259,62 @@ pub fn choose_by_budget(
     }
 }
 
-/// The configuration `request` asks for among `configs` of a pool with `d`-block instances.
+/// The configuration `request` asks for among `configs` of a pool whose instances `names`
+/// have `d` blocks.
 ///
-/// `--front` defaults to `a`. Without `--stitch`, `--layers D` gives the pure front instance
-/// unless `--end` names the other one; otherwise the end is the other instance and the first
-/// configuration of that direction whose depth is `--layers` is taken.
-pub fn choose(configs: &[StitchConfig], d: usize, request: &GrowRequest) -> Result<Choice> {
+/// `--front` defaults to the first instance. Without `--stitch`, `--layers D` gives the pure
+/// front instance unless `--end` names another one; otherwise the first configuration from
+/// the front (to `--end`, when given) whose depth is `--layers` is taken.
+pub fn choose(
+    configs: &[StitchConfig],
+    names: &[String],
+    d: usize,
+    request: &GrowRequest,
+) -> Result<Choice> {
     let opts = &request.options;
     let n = request.layers;
-    let front = instance(opts.front.as_ref(), INSTANCES[0])?;
-    let other = if front == INSTANCES[0] {
-        INSTANCES[1]
-    } else {
-        INSTANCES[0]
-    };
+    let first = names.first().map_or("a", String::as_str);
+    let front = instance(opts.front.as_ref(), first, names)?;
     let pure_default = opts.stitch.is_none() && n == d;
-    let end = instance(opts.end.as_ref(), if pure_default { &front } else { other })?;
-    if front == end {
+    let end = opts
+        .end
+        .as_ref()
+        .map(|e| instance(Some(e), first, names))
+        .transpose()?;
+    let from_front: Vec<&StitchConfig> = configs.iter().filter(|c| c.front == front).collect();
+    let other = from_front.first().map_or_else(
+        || {
+            names
+                .iter()
+                .find(|n| **n != front)
+                .cloned()
+                .unwrap_or_default()
+        },
+        |c| c.end.clone(),
+    );
+    if end.as_ref().is_none_or(|e| *e == front) {
         if pure_default {
             return Ok(Choice::Pure(front));
         }
+        if end.is_some() {
+            return Err(pool_error(
+                format!(
+                    "`--front` and `--end` are both instance `{front}`: that is the pure instance of {d} layers, and it has no stitch"
+                ),
+                format!(
+                    "pass `--layers {d}` without `--stitch`, or stitch two instances with `--front {front} --end {other}`"
+                ),
+            ));
+        }
+    }
+    let end = end.unwrap_or(other);
+    let direction: Vec<&StitchConfig> = from_front.into_iter().filter(|c| c.end == end).collect();
+    if direction.is_empty() {
         return Err(pool_error(
-            format!(
-                "`--front` and `--end` are both instance `{front}`: that is the pure instance of {d} layers, and it has no stitch"
-            ),
-            format!(
-                "pass `--layers {d}` without `--stitch`, or stitch two instances with `--front {front} --end {other}`"
-            ),
+            format!("this pool has no stitch from instance `{front}` to `{end}`"),
+            format!("stitched directions: {}", directions(configs)),
         ));
     }
-    let direction: Vec<&StitchConfig> = configs
-        .iter()
-        .filter(|c| c.front == front && c.end == end)
-        .collect();
     let found = match opts.stitch {
         Some((i, j)) => {
             let c = direction
@@ -304,6 +352,18 @@ pub fn choose(configs: &[StitchConfig], d: usize, request: &GrowRequest) -> Resu
             })?,
     };
     Ok(Choice::Stitched(found.clone()))
+}
+
+/// The stitched directions of `configs`, as `front→end` in order.
+fn directions(configs: &[StitchConfig]) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    for c in configs {
+        let d = format!("{}→{}", c.front, c.end);
+        if !seen.contains(&d) {
+            seen.push(d);
+        }
+    }
+    seen.join(", ")
 }
 
 #[cfg(test)]
@@ -352,7 +412,7 @@ mod tests {
     #[test]
     fn choices_follow_the_options() {
         let configs = configurations(6);
-        let pick = |n, o| choose(&configs, 6, &request(n, o));
+        let pick = |n, o| choose(&configs, &pair_names(), 6, &request(n, o));
         assert_eq!(
             pick(6, GrowOptions::default()).ok(),
             Some(Choice::Pure("a".into()))

@@ -13,12 +13,15 @@
 
 pub mod configs;
 pub mod lstsq;
+pub mod trained;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::ancestor::AncestorModel;
 use super::blueprint::{Blueprint, GrowRequest, LayerSource, StitchSource};
 use super::builder::GeneBuilder;
 use super::probe::{Probe, ProbeBatch, token_rows};
@@ -26,24 +29,25 @@ use super::{Algorithm, ExtractJob, GeneView};
 use crate::anatomy::{Role, STITCH_PREFIX};
 use crate::error::{Error, Result};
 use crate::nn::{Hooks, Input, Mode, Model};
-use crate::progress::Event;
-use configs::{Choice, StitchConfig, block_unit, configurations, instance_layers};
+use crate::progress::{Event, Reporter};
+use configs::{Choice, StitchConfig, block_unit, configurations, instance_layers, pair_names};
 use lstsq::Affine;
 
 /// The pool algorithm.
 #[derive(Debug)]
 pub struct Pool;
 
+/// The recipe parameters of the stitch fits.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Params {
+pub(crate) struct Params {
     /// Calibration inputs (token blocks, sentences or images).
-    samples: usize,
+    pub samples: usize,
     /// Tokens per llama calibration block (vit reads images and has none).
     #[serde(default = "default_seq_len")]
-    seq_len: usize,
+    pub seq_len: usize,
     /// Relative ridge of the least-squares fits.
-    ridge: f64,
+    pub ridge: f64,
 }
 
 fn default_seq_len() -> usize {
@@ -52,17 +56,27 @@ fn default_seq_len() -> usize {
 
 /// The tensor names inside a stitch unit.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct StitchTensors {
-    weight: String,
-    bias: String,
+pub(crate) struct StitchTensors {
+    pub weight: String,
+    pub bias: String,
 }
 
 impl StitchTensors {
-    fn new() -> StitchTensors {
+    pub(crate) fn new() -> StitchTensors {
         StitchTensors {
             weight: format!("{STITCH_PREFIX}.0.weight"),
             bias: format!("{STITCH_PREFIX}.0.bias"),
         }
+    }
+
+    /// Record the stitch role of both tensor names in `out`.
+    pub(crate) fn record_roles(&self, out: &mut GeneBuilder) -> Result<()> {
+        let role = serde_json::to_value(Role::Stitch)?;
+        for name in [&self.weight, &self.bias] {
+            out.roles
+                .insert(name.clone(), role.as_str().unwrap_or("stitch").to_string());
+        }
+        Ok(())
     }
 }
 
@@ -88,7 +102,11 @@ fn batch_size(samples: usize) -> usize {
 
 /// The hidden states of `model` on `batches`, as token rows: entry `k` holds the states that
 /// enter block `k` (`k = 0`: the embedding output; `k = D`: the last block's output).
-fn hidden_rows(model: &Model, batches: &[ProbeBatch], job: &ExtractJob<'_>) -> Result<Vec<Tensor>> {
+pub(crate) fn hidden_rows(
+    model: &Model,
+    batches: &[ProbeBatch],
+    reporter: &dyn Reporter,
+) -> Result<Vec<Tensor>> {
     let mut parts: Vec<Vec<Tensor>> = Vec::new();
     for batch in batches {
         let fwd = model.forward_with(&batch.input, Mode::Infer, Hooks::HIDDEN_STATES)?;
@@ -100,7 +118,7 @@ fn hidden_rows(model: &Model, batches: &[ProbeBatch], job: &ExtractJob<'_>) -> R
         for (k, h) in fwd.hidden.iter().enumerate() {
             parts[k].push(token_rows(h, mask)?);
         }
-        job.reporter.report(Event::Advance {
+        reporter.report(Event::Advance {
             amount: 1,
             item: None,
         });
@@ -110,10 +128,13 @@ fn hidden_rows(model: &Model, batches: &[ProbeBatch], job: &ExtractJob<'_>) -> R
 
 /// One stitch layer fitted over the configurations that share it, with its relative residual
 /// over all of them and on each.
-struct FittedStitch {
-    map: Affine,
-    residual: f64,
-    per_pair: Vec<f64>,
+pub(crate) struct FittedStitch {
+    /// The affine map.
+    pub map: Affine,
+    /// The relative residual over its configurations.
+    pub residual: f64,
+    /// The relative residual on each, in order.
+    pub per_pair: Vec<f64>,
 }
 
 /// Fit the stitch layer shared by `pairs`, given the inverse Gram matrix of every front block:
@@ -164,15 +185,15 @@ fn relative(err: f64, norm: f64) -> f64 {
     if norm > 0.0 { (err / norm).sqrt() } else { 0.0 }
 }
 
-/// Run each instance on the calibration data: its hidden-state rows, by instance name.
-fn calibrate(
-    job: &ExtractJob<'_>,
+/// The calibration batches of the stitch fits: `params.samples` inputs of `data`, read as
+/// `ancestor` reads them, drawn with `seed`.
+pub(crate) fn calibration_batches(
+    ancestor: &AncestorModel<'_>,
+    data: &Path,
     params: &Params,
-    instances: &[(String, Vec<usize>)],
-) -> Result<(BTreeMap<String, Vec<Tensor>>, usize)> {
-    let data = job.require_data("pool")?;
-    let device = Device::Cpu;
-    let probe = Probe::load(job.ancestor, data, params.seq_len)?;
+    seed: u64,
+) -> Result<Vec<ProbeBatch>> {
+    let probe = Probe::load(ancestor, data, params.seq_len)?;
     if probe.is_empty() {
         return Err(pool_error(
             format!("`{}` gave no calibration input", data.display()),
@@ -180,23 +201,38 @@ fn calibrate(
         ));
     }
     let size = batch_size(params.samples.max(1));
-    let batches = probe.batches(params.samples.max(1) / size, size, job.seed, &device)?;
+    probe.batches(params.samples.max(1) / size, size, seed, &Device::Cpu)
+}
+
+/// Run each instance on the calibration data: its hidden-state rows, by instance name.
+fn calibrate(
+    job: &ExtractJob<'_>,
+    params: &Params,
+    instances: &[(String, Vec<usize>)],
+) -> Result<(BTreeMap<String, Vec<Tensor>>, usize)> {
+    let data = job.require_data("pool")?;
+    let batches = calibration_batches(job.ancestor, data, params, job.seed)?;
     job.reporter.report(Event::Start {
         task: "calibrate pool instances".into(),
         total: (batches.len() * instances.len()) as u64,
     });
     let mut states = BTreeMap::new();
     for (name, layers) in instances {
-        let model = Model::load_layers(job.ancestor.ckpt, Some(layers), &device)?;
-        states.insert(name.clone(), hidden_rows(&model, &batches, job)?);
+        let model = Model::load_layers(job.ancestor.ckpt, Some(layers), &Device::Cpu)?;
+        states.insert(name.clone(), hidden_rows(&model, &batches, job.reporter)?);
     }
     job.reporter.report(Event::Finish);
-    let rows = states
+    let rows = rows_of(&states)?;
+    Ok((states, rows))
+}
+
+/// The number of calibration rows (tokens) in `states`.
+pub(crate) fn rows_of(states: &BTreeMap<String, Vec<Tensor>>) -> Result<usize> {
+    states
         .values()
         .next()
         .and_then(|s| s.first())
-        .map_or(Ok(0), |t| t.dim(0))?;
-    Ok((states, rows))
+        .map_or(Ok(0), |t| Ok(t.dim(0)?))
 }
 
 /// The hidden states of one instance, by name.
@@ -215,24 +251,21 @@ struct Fitted {
     sizes: BTreeMap<String, u64>,
 }
 
-/// Fit and write every stitch layer; the relative residual of each, by unit, and of each
-/// configuration (filled into `all`).
-fn fit_all(
-    out: &mut GeneBuilder,
-    job: &ExtractJob<'_>,
+/// Fit every stitch layer of `all` on the instances' hidden `states`, in the order the units
+/// first appear; the relative residual of each configuration is filled into `all`.
+pub(crate) fn fit_units(
     states: &BTreeMap<String, Vec<Tensor>>,
     all: &mut [StitchConfig],
     ridge: f64,
-) -> Result<Fitted> {
+    reporter: &dyn Reporter,
+) -> Result<Vec<(String, FittedStitch)>> {
     let mut units: Vec<String> = all.iter().map(|c| c.stitch.clone()).collect();
     units.dedup();
-    job.reporter.report(Event::Start {
+    reporter.report(Event::Start {
         task: "fit stitch layers".into(),
         total: units.len() as u64,
     });
-    let names = StitchTensors::new();
-    let mut residuals = BTreeMap::new();
-    let mut sizes = BTreeMap::new();
+    let mut fitted = Vec::with_capacity(units.len());
     // The inverse Gram matrix of every block of the current front instance (units come
     // grouped by direction).
     let mut inverses: (String, Vec<Tensor>) = (String::new(), Vec::new());
@@ -250,6 +283,33 @@ fn fit_all(
             inverses = (pairs[0].front.clone(), inv);
         }
         let fit = fit_stitch(front, end, &inverses.1, &pairs)?;
+        let mut per_pair = fit.per_pair.iter();
+        for c in all.iter_mut().filter(|c| c.stitch == unit) {
+            c.residual = per_pair.next().copied();
+        }
+        reporter.report(Event::Advance {
+            amount: 1,
+            item: Some(unit.clone()),
+        });
+        fitted.push((unit, fit));
+    }
+    reporter.report(Event::Finish);
+    Ok(fitted)
+}
+
+/// Fit and write every stitch layer; the relative residual of each, by unit, and of each
+/// configuration (filled into `all`).
+fn fit_all(
+    out: &mut GeneBuilder,
+    job: &ExtractJob<'_>,
+    states: &BTreeMap<String, Vec<Tensor>>,
+    all: &mut [StitchConfig],
+    ridge: f64,
+) -> Result<Fitted> {
+    let names = StitchTensors::new();
+    let mut residuals = BTreeMap::new();
+    let mut sizes = BTreeMap::new();
+    for (unit, fit) in fit_units(states, all, ridge, job.reporter)? {
         let m = fit.map;
         sizes.insert(unit.clone(), (m.outputs * m.inputs + m.outputs) as u64);
         out.put_tensors(
@@ -259,22 +319,9 @@ fn fit_all(
                 (names.bias.clone(), vec![m.outputs], m.bias),
             ],
         )?;
-        let mut per_pair = fit.per_pair.into_iter();
-        for c in all.iter_mut().filter(|c| c.stitch == unit) {
-            c.residual = per_pair.next();
-        }
-        residuals.insert(unit.clone(), fit.residual);
-        job.reporter.report(Event::Advance {
-            amount: 1,
-            item: Some(unit),
-        });
+        residuals.insert(unit, fit.residual);
     }
-    job.reporter.report(Event::Finish);
-    let role = serde_json::to_value(Role::Stitch)?;
-    for name in [names.weight, names.bias] {
-        out.roles
-            .insert(name, role.as_str().unwrap_or("stitch").to_string());
-    }
+    names.record_roles(out)?;
     Ok(Fitted { residuals, sizes })
 }
 
@@ -343,6 +390,9 @@ impl Algorithm for Pool {
     }
 
     fn grow(&self, gene: &GeneView, request: &GrowRequest) -> Result<Blueprint> {
+        if gene.card.diagnostics.contains_key(trained::DISTILLED) {
+            return trained::grow(gene, request);
+        }
         let d: usize = gene.diagnostic("instance_depth")?;
         let all: Vec<StitchConfig> = gene.diagnostic("configurations")?;
         let instances: BTreeMap<String, Vec<usize>> = gene.diagnostic("instances")?;
@@ -354,9 +404,11 @@ impl Algorithm for Pool {
         let choice = match request.options.max_params {
             Some(budget) => {
                 let sized: Option<u64> = gene.diagnostic("instance_params").ok();
-                configs::choose_by_budget(&all, d, sized, budget, request)?
+                let pure: Vec<(String, Option<u64>)> =
+                    pair_names().into_iter().map(|n| (n, sized)).collect();
+                configs::choose_by_budget(&all, d, &pure, budget, request)?
             }
-            None => configs::choose(&all, d, request)?,
+            None => configs::choose(&all, &pair_names(), d, request)?,
         };
         let bp = match choice {
             Choice::Pure(name) => {
