@@ -384,6 +384,14 @@ impl Config {
             )),
             (None, false) if aux && aux_type => Ok(RunMode::Faithful),
             (None | Some("approximate"), false) => Ok(RunMode::Approximate),
+            (Some("faithful"), false)
+                if self.trains_pool() && self.str("METHOD_FAMILY") == Some("pool_bert") =>
+            {
+                Err(self.error(
+                    "MODE",
+                    "'faithful' pool distils students on the teacher's logits, and bert has none; use `MODE: approximate`",
+                ))
+            }
             (Some("faithful"), false) if aux || self.trains_pseudo() || self.trains_pool() => {
                 Ok(RunMode::Faithful)
             }

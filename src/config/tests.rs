@@ -162,8 +162,22 @@ fn keys_not_applied_are_refused_by_name_with_the_reason() {
     assert!(e.contains("TRAIN.OPT") && e.contains("SGD"), "{e}");
     let e = err("METHOD_FAMILY: heur_vgg\nMODE: approximate\n", &[]);
     assert!(e.contains("only the paper's training"), "{e}");
-    let e = err("METHOD_FAMILY: pool_vit\nMODE: faithful\n", &[]);
+    let e = err("METHOD_FAMILY: heur_vit\nMODE: faithful\n", &[]);
     assert!(e.contains("MODE") && e.contains("approximate"), "{e}");
+    let e = err("METHOD_FAMILY: pool_bert\nMODE: faithful\n", &[]);
+    assert!(e.contains("MODE") && e.contains("logits"), "{e}");
+    let pool = parse(
+        "METHOD_FAMILY: pool_vit\nMODE: approximate\nPOOL:\n  DEPTH: 9\n",
+        &[],
+    )
+    .expect("parses");
+    assert!(
+        pool.notes
+            .iter()
+            .any(|n| n.contains("POOL.DEPTH: no effect")),
+        "{:?}",
+        pool.notes
+    );
     let approximate = parse("METHOD_FAMILY: tleg_vit\nAUX:\n  LAYERS: 6\n", &[]).expect("parses");
     assert!(
         approximate

@@ -131,6 +131,12 @@ pub fn model_card(
             st.after, st.unit, st.after
         );
     }
+    if let Some(table) = crate::algorithm::pool::trained::configuration_table(gene, bp) {
+        let _ = writeln!(
+            s,
+            "\n## Pool configurations\n\nEvery descendant this pool gene allows, measured on the held-out split after the pool fine-tune (accuracy for images, perplexity for text); spawn another with `--front/--end/--stitch` or `--max-params`.\n\n{table}"
+        );
+    }
     if !card.diagnostics.is_empty() {
         let keys: Vec<&String> = card.diagnostics.keys().collect();
         let _ = writeln!(

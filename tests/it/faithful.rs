@@ -11,7 +11,7 @@ use crate::support::synth::{hashed, write_model_dir};
 use crate::support::{Run, fixture, json_result, run_str, s, shipped, smollm2_gguf};
 
 /// The tiny vit every test here distils from: 16×16 RGB, patch 4, width 32, 2 heads, 5 classes.
-fn vit_spec(layers: usize) -> VitSpec {
+pub(crate) fn vit_spec(layers: usize) -> VitSpec {
     VitSpec {
         image_size: 16,
         patch_size: 4,
@@ -25,7 +25,7 @@ fn vit_spec(layers: usize) -> VitSpec {
 }
 
 /// A seeded teacher of `layers` blocks with values from `value`.
-fn teacher(dir: &Path, layers: usize) -> PathBuf {
+pub(crate) fn teacher(dir: &Path, layers: usize) -> PathBuf {
     let c = vit_spec(layers).config();
     write_model_dir(dir, &c, |name, layer, i| {
         let v = hashed(name, layer, i);
@@ -39,7 +39,7 @@ fn teacher(dir: &Path, layers: usize) -> PathBuf {
 }
 
 /// `n` seeded 16×16 RGB images per class in folders `c0` … `c4`.
-fn images(dir: &Path, n: usize) -> PathBuf {
+pub(crate) fn images(dir: &Path, n: usize) -> PathBuf {
     let mut rng = lgreg::nn::init::Rng::new(5);
     for c in 0..5 {
         let class_dir = dir.join(format!("c{c}"));
@@ -92,7 +92,7 @@ fn train_args(
     args
 }
 
-fn ok(home: &Path, args: &[String]) -> Value {
+pub(crate) fn ok(home: &Path, args: &[String]) -> Value {
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let run = run_str(home, &refs);
     assert_eq!(run.code, 0, "{args:?}\n{}", run.stderr);
@@ -110,7 +110,7 @@ fn tensors(dir: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
 }
 
 /// The logits of the model at `dir` on the first `n` images of `data`.
-fn logits(dir: &Path, data: &Path, n: usize) -> Vec<f32> {
+pub(crate) fn logits(dir: &Path, data: &Path, n: usize) -> Vec<f32> {
     let ckpt = lgreg::checkpoint::open(dir).unwrap();
     let model = lgreg::nn::Model::load(&ckpt, &candle_core::Device::Cpu).unwrap();
     let set = lgreg::train::data::read_images(data).unwrap();
@@ -122,7 +122,7 @@ fn logits(dir: &Path, data: &Path, n: usize) -> Vec<f32> {
     out.output.flatten_all().unwrap().to_vec1().unwrap()
 }
 
-fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
+pub(crate) fn assert_close(a: &[f32], b: &[f32], tol: f32, what: &str) {
     assert_eq!(a.len(), b.len(), "{what}");
     let worst = a
         .iter()
@@ -440,7 +440,7 @@ fn distillation_recovers_a_teacher_that_is_linear_in_depth() {
 
 /// Kill -9 `lgreg ARGS` once `log` has `kill_after` lines; check that it left no finished
 /// `product` and that a rerun without `--resume` refuses the unfinished run; then resume it.
-fn kill_and_resume(
+pub(crate) fn kill_and_resume(
     home: &Path,
     args: &[String],
     log: &Path,
@@ -516,12 +516,12 @@ fn bad_faithful_configs_exit_1_naming_the_key_and_publish_nothing() {
     }
     let ls = run_str(home, &["ls", "--json"]);
     assert!(!ls.stdout.contains("tiny-"), "{}", ls.stdout);
-    // Pool has no faithful run yet.
-    refused_naming(home, "ancestor_pool_llama.yaml", "MODE=faithful", "MODE");
+    // Heur has no faithful run outside heur_vgg.
+    refused_naming(home, "ancestor_heur_llama.yaml", "MODE=faithful", "MODE");
 }
 
 /// `lgreg train` on the shipped `config` with `set` exits 1 naming `key`.
-fn refused_naming(home: &Path, config: &str, set: &str, key: &str) {
+pub(crate) fn refused_naming(home: &Path, config: &str, set: &str, key: &str) {
     let run = run_str(home, &["train", "--config", &shipped(config), "--set", set]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stderr.contains(key), "{}", run.stderr);
@@ -761,29 +761,40 @@ fn a_text_teachers_top_k_is_cached_and_the_next_student_reads_it() {
     assert!(run.stderr.contains("DISTILL.TOP_K"), "{}", run.stderr);
 }
 
-/// The arguments of a faithful auto `train` on `teacher` with `data` into `out`, publishing
-/// `name`.
-fn auto_args(teacher: &Path, data: &Path, out: &Path, name: &str) -> Vec<String> {
+/// `lgreg train --json` on the shipped `config` for `teacher`, `data`, `out` and gene `name`,
+/// with `sets` after those.
+pub(crate) fn shipped_train(
+    config: &str,
+    (teacher, data, out, name): (&Path, &Path, &Path, &str),
+    sets: &[&str],
+) -> Vec<String> {
     let mut args: Vec<String> = ["train", "--json", "--config"]
         .iter()
         .map(|a| a.to_string())
         .collect();
-    args.push(shipped("ancestor_auto_vit.yaml"));
+    args.push(shipped(config));
     args.push("--set".into());
-    for set in [
+    args.extend([
         format!("GENE.ANCESTOR_MODEL_PATH={}", s(teacher)),
         format!("DATASET.PATH={}", s(data)),
         format!("OUTPUT_DIR={}", s(out)),
         format!("GENE.NAME={name}"),
-        "GENE.PARAMS={layers: 3, pseudo_layers: 2, samples: 16}".into(),
-        "DATASET.VAL_FRACTION=0.25".into(),
-        "TRAIN.STEPS=40".into(),
-        "TRAIN.BATCH_SIZE=16".into(),
-        "TRAIN.LR=0.003".into(),
-    ] {
-        args.push(set);
-    }
+    ]);
+    args.extend(sets.iter().map(|a| a.to_string()));
     args
+}
+
+/// The arguments of a faithful auto `train` on `teacher` with `data` into `out`, publishing
+/// `name`.
+fn auto_args(teacher: &Path, data: &Path, out: &Path, name: &str) -> Vec<String> {
+    let sets = [
+        "GENE.PARAMS={layers: 3, pseudo_layers: 2, samples: 16}",
+        "DATASET.VAL_FRACTION=0.25",
+        "TRAIN.STEPS=40",
+        "TRAIN.BATCH_SIZE=16",
+        "TRAIN.LR=0.003",
+    ];
+    shipped_train("ancestor_auto_vit.yaml", (teacher, data, out, name), &sets)
 }
 
 #[test]

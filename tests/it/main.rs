@@ -12,6 +12,7 @@ mod convert;
 mod engine;
 mod extract;
 mod faithful;
+mod faithful_pool;
 mod gguf;
 mod gguf_cli;
 mod heur_vgg;

@@ -301,6 +301,57 @@ fn instance_cards(gene: &GeneView) -> Result<Vec<(String, InstanceCard)>> {
     Ok(out)
 }
 
+/// A Markdown table of every configuration of a trained pool gene with its depth, size and
+/// held-out metric after the pool fine-tune, the one `bp` builds marked; `None` for other
+/// genes.
+pub fn configuration_table(gene: &GeneView, bp: &Blueprint) -> Option<String> {
+    let cards = instance_cards(gene).ok()?;
+    let configs: Vec<StitchConfig> = gene.diagnostic("configurations").ok()?;
+    let chosen_instance = bp.notes.get("pool_instance").and_then(Value::as_str);
+    let chosen_stitch: Option<StitchConfig> = bp
+        .notes
+        .get("pool_configuration")
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    let metric = |m: Option<f64>| m.map_or("-".to_string(), |m| format!("{m:.4}"));
+    let mut rows = vec![
+        "| configuration | layers | parameters | held-out metric | |".to_string(),
+        "| --- | --- | --- | --- | --- |".to_string(),
+    ];
+    for (name, c) in &cards {
+        let mark = if chosen_instance == Some(name.as_str()) {
+            "this model"
+        } else {
+            ""
+        };
+        rows.push(format!(
+            "| `{name}` alone (width {}) | {} | {} | {} | {mark} |",
+            c.hidden,
+            c.layers,
+            c.params,
+            metric(c.metric)
+        ));
+    }
+    for c in &configs {
+        let same = chosen_stitch
+            .as_ref()
+            .is_some_and(|x| (&x.front, &x.end, x.i, x.j) == (&c.front, &c.end, c.i, c.j));
+        rows.push(format!(
+            "| `{}` 0..={} → `{}` {}.. (`--stitch {},{}`) | {} | {} | {} | {} |",
+            c.front,
+            c.i,
+            c.end,
+            c.j,
+            c.i,
+            c.j,
+            c.depth,
+            c.params.map_or("-".into(), |p| p.to_string()),
+            metric(c.metric),
+            if same { "this model" } else { "" }
+        ));
+    }
+    Some(rows.join("\n"))
+}
+
 /// The blueprint of the configuration `request` asks for (by `--front`, `--end`,
 /// `--stitch`, `--layers`, or `--max-params`) from a trained pool gene.
 pub fn grow(gene: &GeneView, request: &GrowRequest) -> Result<Blueprint> {
