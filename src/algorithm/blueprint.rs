@@ -74,6 +74,25 @@ pub enum LayerSource {
     },
     /// Seeded random values (norm scales 1, biases 0, weights truncated-normal 0.02).
     Random,
+    /// Seeded random values as [`LayerSource::Random`], in the shapes of a block unit (a
+    /// random-init control of a trained pool's descendant, whose widths differ by layer).
+    RandomLike {
+        /// The unit whose shapes it takes.
+        unit: String,
+    },
+}
+
+impl LayerSource {
+    /// The same layer drawn at random, keeping its own shapes.
+    pub fn randomised(&self) -> LayerSource {
+        match self {
+            LayerSource::Copy { unit } | LayerSource::RandomLike { unit } => {
+                LayerSource::RandomLike { unit: unit.clone() }
+            }
+            LayerSource::Line { base, .. } => LayerSource::RandomLike { unit: base.clone() },
+            LayerSource::Random => LayerSource::Random,
+        }
+    }
 }
 
 /// A linear stitch applied after a descendant layer.
@@ -87,6 +106,9 @@ pub struct StitchSource {
     pub weight: String,
     /// The bias tensor's name in that unit.
     pub bias: String,
+    /// Drawn at random in the unit's shapes instead (a random-init control).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub random: bool,
 }
 
 /// Where the descendant's global tensors (embeddings, final norm, head) come from.

@@ -803,7 +803,7 @@ pub const KEYS: &[Key] = &[
         Int,
         Applied,
         Lgreg,
-        "MODE: faithful, pool: steps of the pool fine-tune (each trains one configuration drawn uniformly; 0.5 CE + 0.5 KD); default: POOL.EPOCHS, else the students' budget.",
+        "MODE: faithful, pool: steps of the pool fine-tune (each trains one configuration drawn uniformly; 0.5 CE + 0.5 KD); 0 measures the stitches as they start (SN-Net's least squares alone, with `snnet`); default: POOL.EPOCHS, else the students' budget.",
     ),
     key(
         "POOL.EPOCHS",

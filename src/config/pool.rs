@@ -580,22 +580,20 @@ pub fn train_pool(
         .collect::<Result<Vec<_>>>()?;
     let state = dir.join(STATE_DIR).join("finetune");
     let ft = finetune_options(cfg, &opts, resume, &state);
-    let paths = DistillPaths {
-        data: &data,
-        state: &state,
-        metrics: &dir.join(POOL_METRICS),
-        cache_root: &dir,
+    // `POOL.STEPS: 0` measures the stitches as they start (SN-Net's least squares alone, say).
+    let report = if ft.steps == Some(0) {
+        None
+    } else {
+        let paths = DistillPaths {
+            data: &data,
+            state: &state,
+            metrics: &dir.join(POOL_METRICS),
+            cache_root: &dir,
+        };
+        let r = distill_views(&joint, &views, &teacher, &teacher_ckpt, paths, &ft, reporter)?;
+        unfinished(&r, &state, "the pool fine-tune")?;
+        Some(r)
     };
-    let report = distill_views(
-        &joint,
-        &views,
-        &teacher,
-        &teacher_ckpt,
-        paths,
-        &ft,
-        reporter,
-    )?;
-    unfinished(&report, &state, "the pool fine-tune")?;
     let metrics: Vec<f64> = held_out_metrics(&views, &teacher_ckpt, &tc, &data, &ft)?
         .iter()
         .map(|m| m.headline())
@@ -636,13 +634,16 @@ pub fn train_pool(
     diagnostics.insert("students".into(), Value::Object(reports));
     diagnostics.insert(
         "pool_finetune".into(),
-        json!({
-            "steps": report.total_steps,
-            "final_loss": report.final_loss,
-            "loss": finetune_loss(),
-            "configurations_sampled": choices.len(),
-            "data_digest": report.data_digest,
-        }),
+        match &report {
+            Some(r) => json!({
+                "steps": r.total_steps,
+                "final_loss": r.final_loss,
+                "loss": finetune_loss(),
+                "configurations_sampled": choices.len(),
+                "data_digest": r.data_digest,
+            }),
+            None => json!({ "steps": 0 }),
+        },
     );
     let gene = publish_trained(
         &run.request,
@@ -658,7 +659,7 @@ pub fn train_pool(
     Ok(Trained {
         run_dir: dir.display().to_string(),
         gene,
-        distilled: Some(report),
+        distilled: report,
         pseudo: None,
         notes: cfg.notes.clone(),
     })

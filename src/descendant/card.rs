@@ -14,6 +14,9 @@ fn layer_line(i: usize, source: &LayerSource) -> String {
             format!("| {i} | `{base}` + {t:.4} × `{slope}` |")
         }
         LayerSource::Random => format!("| {i} | random (seeded) |"),
+        LayerSource::RandomLike { unit } => {
+            format!("| {i} | random (seeded), in the shapes of gene unit `{unit}` |")
+        }
     }
 }
 

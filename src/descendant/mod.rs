@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::algorithm::builder::FILES_UNIT;
-use crate::algorithm::{Blueprint, GeneView, GrowRequest, LayerSource, find};
+use crate::algorithm::{Blueprint, GeneView, GlobalsFrom, GrowRequest, LayerSource, find};
 use crate::anatomy::with_depth;
 use crate::checkpoint::memory::MemorySource;
 use crate::checkpoint::write::{WriteOptions, plan_all, write_file_at, write_model};
@@ -165,7 +165,7 @@ pub fn spawn(
     };
     let request = &resolved;
     if let Some(baseline) = request.baseline {
-        blueprint = Blueprint::of(vec![LayerSource::Random; request.grow.layers]);
+        blueprint = baseline_of(blueprint, request.grow.layers);
         blueprint
             .notes
             .insert("baseline".into(), Value::from(baseline.meaning()));
@@ -230,6 +230,30 @@ pub fn spawn(
         smoke,
         blueprint,
     })
+}
+
+/// The random-init control of `bp`: every layer drawn at random. A descendant whose globals
+/// are its own (a trained pool's, whose widths differ by layer) keeps every shape, its
+/// `config.json` and its stitches, drawn at random too (the globals follow `--random-baseline`
+/// or `--random-layers`); any other is `layers` random layers of the gene's shape.
+fn baseline_of(bp: Blueprint, layers: usize) -> Blueprint {
+    if bp.globals == GlobalsFrom::Gene {
+        return Blueprint::of(vec![LayerSource::Random; layers]);
+    }
+    let mut stitches = bp.stitches;
+    for st in &mut stitches {
+        st.random = true;
+    }
+    // The configuration stays in the notes (and the record's name); its metric is not the
+    // control's.
+    let mut notes = bp.notes;
+    notes.remove("pool_metric");
+    Blueprint {
+        layers: bp.layers.iter().map(LayerSource::randomised).collect(),
+        stitches,
+        notes,
+        ..bp
+    }
 }
 
 fn pretty(value: &Value) -> Result<Vec<u8>> {

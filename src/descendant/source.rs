@@ -106,6 +106,7 @@ impl<'g> DescendantSource<'g> {
                 LayerSource::Copy { unit } => vec![unit],
                 LayerSource::Line { base, slope, .. } => vec![base, slope],
                 LayerSource::Random => vec![],
+                LayerSource::RandomLike { unit } => vec![unit],
             };
             for unit in units {
                 if !blocks.contains_key(unit) {
@@ -143,7 +144,9 @@ impl<'g> DescendantSource<'g> {
         for (layer, source) in bp.layers.iter().enumerate() {
             // A copied block keeps its own unit's shapes (a trained pool mixes widths).
             let own = match source {
-                LayerSource::Copy { unit } => Some(src.shapes_of(unit)?),
+                LayerSource::Copy { unit } | LayerSource::RandomLike { unit } => {
+                    Some(src.shapes_of(unit)?)
+                }
                 _ => None,
             };
             for (key, (tensor, shape)) in own.as_ref().unwrap_or(&template) {
@@ -175,15 +178,15 @@ impl<'g> DescendantSource<'g> {
                     param,
                 };
                 let name = slot_name(gene.family, &slot, gene.naming).unwrap_or_default();
-                src.add(
-                    &name,
-                    info.dtype,
-                    &info.shape,
-                    Origin::Copy {
-                        unit: st.unit.clone(),
-                        tensor: tensor.clone(),
-                    },
-                );
+                let (origin, dtype) = if st.random {
+                    let seed = tensor_seed(seed, &name);
+                    let (role, param) = (Role::Stitch, param);
+                    (Origin::Random { role, param, seed }, DType::F32)
+                } else {
+                    let (unit, tensor) = (st.unit.clone(), tensor.clone());
+                    (Origin::Copy { unit, tensor }, info.dtype)
+                };
+                src.add(&name, dtype, &info.shape, origin);
             }
         }
         src.infos.sort_by(|a, b| a.name.cmp(&b.name));
@@ -216,7 +219,7 @@ impl<'g> DescendantSource<'g> {
             .find_map(|s| match s {
                 LayerSource::Copy { unit } => Some(unit.clone()),
                 LayerSource::Line { base, .. } => Some(base.clone()),
-                LayerSource::Random => None,
+                LayerSource::Random | LayerSource::RandomLike { .. } => None,
             })
             .or_else(|| {
                 self.gene
@@ -283,7 +286,7 @@ impl<'g> DescendantSource<'g> {
                 },
                 DType::F32,
             ),
-            LayerSource::Random => (
+            LayerSource::Random | LayerSource::RandomLike { .. } => (
                 Origin::Random {
                     role: key.0,
                     param: key.1,

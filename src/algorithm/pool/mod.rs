@@ -437,6 +437,7 @@ impl Algorithm for Pool {
                     unit: c.stitch.clone(),
                     weight: names.weight,
                     bias: names.bias,
+                    random: false,
                 });
                 bp
             }

@@ -413,6 +413,7 @@ pub fn grow(gene: &GeneView, request: &GrowRequest) -> Result<Blueprint> {
                 unit: c.stitch.clone(),
                 weight: names.weight,
                 bias: names.bias,
+                random: false,
             });
             bp.globals = GlobalsFrom::Split {
                 front: globals_unit(&c.front),
