@@ -25,6 +25,8 @@ pub struct Series {
     pub label: String,
     /// `(x, y)` in drawing order; non-finite points are skipped.
     pub points: Vec<(f64, f64)>,
+    /// Draw the points alone, unjoined (a scatter, e.g. accuracy against size).
+    pub markers_only: bool,
 }
 
 /// One panel: a title, two axis names and its curves.
@@ -181,14 +183,19 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) 
     for (i, series) in panel.series.iter().enumerate() {
         let colour = Palette99::pick(i).to_rgba();
         let points = finite(&series.points);
+        let line = if series.markers_only {
+            Vec::new()
+        } else {
+            points.clone()
+        };
         chart
-            .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
+            .draw_series(LineSeries::new(line, colour.stroke_width(2)))
             .map_err(drawing)?
             .label(series.label.as_str())
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
             });
-        if points.len() <= 40 {
+        if points.len() <= 40 || series.markers_only {
             chart
                 .draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
                 .map_err(drawing)?;
@@ -413,10 +420,12 @@ mod tests {
                 Series {
                     label: "gene".into(),
                     points: vec![(1.0, 2.0), (2.0, 1.0), (3.0, f64::NAN), (4.0, 0.5)],
+                    markers_only: false,
                 },
                 Series {
                     label: "random".into(),
                     points: vec![(1.0, 2.5), (2.0, 1.8), (4.0, 1.2)],
+                    markers_only: true,
                 },
             ],
         }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use lgreg::config::auto::{draw_cka, train_auto};
 use lgreg::config::faithful::train_aux;
 use lgreg::config::plan::ancestor_run;
-use lgreg::config::pool::train_pool;
+use lgreg::config::pool::{draw_run, train_pool};
 use lgreg::config::run::{Trained, train};
 use lgreg::config::vgg::VggTrained;
 use lgreg::config::{Config, RunMode};
@@ -102,7 +102,12 @@ pub(crate) fn run(args: &Args, global: &GlobalArgs) -> anyhow::Result<Box<dyn Ou
         trained
     } else if faithful && cfg.trains_pool() {
         let trained = train_pool(&cfg, plan, ancestor, &registry, args.resume, &bars)?;
-        plot_finished_run(Path::new(&trained.run_dir), global);
+        let dir = Path::new(&trained.run_dir);
+        plot_finished_run(dir, global);
+        match draw_run(dir, font().as_deref()) {
+            Ok(w) => note(global, &format!("pool figure: {}", w.png.display())),
+            Err(e) => note(global, &format!("no pool figure: {e}")),
+        }
         trained
     } else if faithful {
         let trained = train_aux(&cfg, plan, ancestor, &registry, args.resume, &bars)?;

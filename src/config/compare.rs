@@ -219,6 +219,7 @@ fn series(label: &str, points: &[(f64, f64)]) -> Series {
     Series {
         label: label.to_string(),
         points: points.to_vec(),
+        markers_only: false,
     }
 }
 
@@ -274,6 +275,7 @@ fn criterion_panel(run: &RunCurves) -> Panel {
                     .enumerate()
                     .map(|(t, &v)| ((t + 1) as f64, v))
                     .collect(),
+                markers_only: false,
             })
             .collect(),
     }
@@ -297,7 +299,11 @@ fn data_panel(curves: &[&Curve]) -> Option<Panel> {
         .into_iter()
         .map(|(label, mut points)| {
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            Series { label, points }
+            Series {
+                label,
+                points,
+                markers_only: false,
+            }
         })
         .collect();
     Some(Panel {

@@ -21,7 +21,8 @@
 //! The run directory holds `config.yaml`, `instances/<name>/` (each distilled student, a
 //! plain model, with `metrics.jsonl`), `maps/<name>.safetensors` (its averaged map),
 //! `metrics.jsonl` (the fine-tune; the students' are `instances/<name>.metrics.jsonl`), `pool/<name>/` (the fine-tuned instances),
-//! `configurations.json` and `gene.json`; the resumable state `.pool-state/` until the gene is
+//! `configurations.json`, `pool.png` / `pool.svg` (metric against size; drawn by the CLI) and
+//! `gene.json`; the resumable state `.pool-state/` until the gene is
 //! published. `--resume` skips the instances already written and continues the one or the
 //! fine-tune in progress.
 
@@ -53,6 +54,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
 use crate::nn::init::{Rng, random_plain};
 use crate::nn::{Model, ModelConfig, WithExtras, device};
+use crate::plot::{Panel, Series, Written, write_figure};
 use crate::progress::{Event, Reporter};
 use crate::recipe::Recipe;
 use crate::registry::Registry;
@@ -590,7 +592,15 @@ pub fn train_pool(
             metrics: &dir.join(POOL_METRICS),
             cache_root: &dir,
         };
-        let r = distill_views(&joint, &views, &teacher, &teacher_ckpt, paths, &ft, reporter)?;
+        let r = distill_views(
+            &joint,
+            &views,
+            &teacher,
+            &teacher_ckpt,
+            paths,
+            &ft,
+            reporter,
+        )?;
         unfinished(&r, &state, "the pool fine-tune")?;
         Some(r)
     };
@@ -663,4 +673,67 @@ pub fn train_pool(
         pseudo: None,
         notes: cfg.notes.clone(),
     })
+}
+
+/// The figure's file stem in the run directory.
+const FIGURE: &str = "pool";
+
+/// `(parameters in millions, held-out metric)` of a finished run's configurations: the pure
+/// instances, then the stitched ones.
+pub fn run_points(dir: &Path) -> Result<[Vec<(f64, f64)>; 2]> {
+    let path = dir.join(CONFIGURATIONS);
+    let table: Value =
+        serde_json::from_slice(&fs_err::read(&path)?).map_err(|e| Error::Config {
+            path: path.clone(),
+            reason: format!("not a pool run's configurations: {e}"),
+        })?;
+    let point = |v: &Value| {
+        let params = v.get("params").and_then(Value::as_f64)?;
+        Some((params / 1e6, v.get("metric").and_then(Value::as_f64)?))
+    };
+    let instances = table
+        .get("instances")
+        .and_then(Value::as_object)
+        .map(|m| m.values().filter_map(point).collect())
+        .unwrap_or_default();
+    let stitched = table
+        .get("configurations")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(point).collect())
+        .unwrap_or_default();
+    Ok([instances, stitched])
+}
+
+/// Draw the held-out metric of every configuration against its size: `arms` are labelled
+/// point sets (a run's instances and stitches, controls), written to `<stem>.svg` / `.png`.
+pub fn draw_pool(
+    arms: &[(String, Vec<(f64, f64)>)],
+    metric: &str,
+    stem: &Path,
+    font: Option<&Path>,
+) -> Result<Written> {
+    let panel = Panel {
+        title: format!("pool configurations: {metric} against size"),
+        x_label: "parameters (millions)".into(),
+        y_label: format!("held-out {metric}"),
+        series: arms
+            .iter()
+            .map(|(label, points)| Series {
+                label: label.clone(),
+                points: points.clone(),
+                markers_only: true,
+            })
+            .collect(),
+    };
+    write_figure(&[panel], stem, font)
+}
+
+/// Draw a finished run's configurations into its directory (`pool.svg`, `pool.png`).
+pub fn draw_run(dir: &Path, font: Option<&Path>) -> Result<Written> {
+    let [instances, stitched] = run_points(dir)?;
+    let arms = [
+        ("instances alone".to_string(), instances),
+        ("stitched".to_string(), stitched),
+    ];
+    draw_pool(&arms, "metric", &dir.join(FIGURE), font)
 }

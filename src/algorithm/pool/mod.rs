@@ -10,6 +10,9 @@
 //! and `Y_{j-1}` those entering end block `j` (the embedding output when `j = 0`), tokens as rows;
 //! `W = Mᵀ` without the bias row, `b` = the bias row, averaged over the configurations that share
 //! the layer ([`lstsq`]). The instances run as engine models ([`Model::load_layers`]).
+//!
+//! The paper's pool, with distilled students of several widths and a fine-tuned pool, is
+//! [`trained`] (`lgreg train`, `MODE: faithful`); its genes grow through the same `spawn`.
 
 pub mod configs;
 pub mod lstsq;
