@@ -2,12 +2,13 @@
 # Learngene Pool on ViT (EXPERIMENTS.md, "Learngene Pool on ViT"). The teacher is the Fashion-MNIST
 # ancestor of scripts/run_tleg_vit.sh (trained here when missing). Four pools of two students
 # (widths 64 and 128, 6 blocks), each distilled on DISTILL_LIMIT Fashion-MNIST images for
-# DISTILL_EPOCHS (POOL_EPOCHS for the pool fine-tune), every configuration measured on the same
-# held-out Fashion images:
+# DISTILL_EPOCHS (POOL_EPOCHS for the pool fine-tune, at the shipped config's POOL.LR 1e-4 warmed up
+# over a tenth), every configuration measured on the same held-out Fashion images:
 #   ours        the paper: random students, stitches from the transposed learned maps, fine-tune
 #   snnet       SN-Net's least-squares stitches, then the same fine-tune
 #   snnet-only  SN-Net's least-squares stitches alone, no fine-tune
 #   select      as ours, the students started from the teacher's layers narrowed to their width
+#   ours-lr5e-4 as ours, the fine-tune at the students' rate 5e-4 (run last)
 # Controls: random-init models of three configurations' shapes (tiny alone, tiny 0..=2 → base
 # 2.., base alone) trained by `adapt` on the same images for a student's and the fine-tune's
 # steps together, measured on the same held-out images. Then those three configurations of
@@ -25,12 +26,13 @@ out="$work/pool"
 mkdir -p "$out"
 limit="${DISTILL_LIMIT:-12800}" epochs="${DISTILL_EPOCHS:-1}" pool_epochs="${POOL_EPOCHS:-1}"
 
+version=0.2.0 # 0.1.0: the first runs, whose fine-tune had no warm-up
 pool() { # ARM SETS...: a pool run into $out/ARM publishing vit-fashion-pool-ARM
   local arm="$1"; shift
-  has_gene "vit-fashion-pool-$arm:0.1.0" || "$lgreg" train --config configs/ancestor_pool_vit.yaml \
+  has_gene "vit-fashion-pool-$arm:$version" || "$lgreg" train --config configs/ancestor_pool_vit.yaml \
     --set "GENE.ANCESTOR_MODEL_PATH=$work/ancestor" "DATASET.PATH=$fashion" "DATASET.LIMIT=$limit" \
     "TRAIN.EPOCHS=$epochs" "POOL.EPOCHS=$pool_epochs" "OUTPUT_DIR=$out/$arm" \
-    "GENE.NAME=vit-fashion-pool-$arm" "$@" "${q[@]}" > "$out/train-$arm.json"
+    "GENE.NAME=vit-fashion-pool-$arm" "GENE.VERSION=$version" "$@" "${q[@]}" > "$out/train-$arm.json"
   echo "done: pool $arm" >&2
 }
 pool ours
@@ -59,7 +61,7 @@ if [ ! -f "$points" ]; then
   pairs=()
   for c in "${configs[@]}"; do
     IFS=: read -r name layers flags <<< "$c"
-    spawn vit-fashion-pool-ours:0.1.0 "$layers" "$out/random-init/$name-init" 1 $flags --random-baseline
+    spawn vit-fashion-pool-ours:$version "$layers" "$out/random-init/$name-init" 1 $flags --random-baseline
     report="$out/random-init/$name.json"
     [ -f "$report" ] || "$lgreg" adapt "$out/random-init/$name-init" --data "$fashion" --limit "$limit" \
       --steps 380 --lr 5e-4 --batch-size 64 --warmup 10 --seed 1 --val-fraction 0.05 \
@@ -71,14 +73,21 @@ if [ ! -f "$points" ]; then
   (IFS=,; echo "[${pairs[*]}]") > "$points"
 fi
 cargo build --release --locked --example pool_figure
-target/release/examples/pool_figure "$out/pool" "ours=$out/ours" "snnet=$out/snnet" \
-  "snnet-only=$out/snnet-only" "select=$out/select" "random init=$points" >/dev/null
+figure() {
+  local arms=()
+  for a in ours snnet snnet-only select ours-lr5e-4; do
+    [ -f "$out/$a/configurations.json" ] && arms+=("$a=$out/$a")
+  done
+  target/release/examples/pool_figure "$out/pool" "${arms[@]}" "random init=$points" >/dev/null
+}
+figure
 
-# The table of every configuration of every arm.
+table() { # the table of every configuration of every arm
 python3 - "$out" <<'EOF'
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
-arms = ["ours", "snnet", "snnet-only", "select"]
+arms = [a for a in ["ours", "snnet", "snnet-only", "select", "ours-lr5e-4"]
+        if (out / a / "configurations.json").is_file()]
 runs = {a: json.loads((out / a / "configurations.json").read_text()) for a in arms}
 def key(c): return (c["front"], c["i"], c["end"], c["j"])
 rows = ["| configuration | layers | parameters | " + " | ".join(arms) + " |",
@@ -98,6 +107,8 @@ for a in arms:
 (out / "table.md").write_text("\n".join(rows) + "\n")
 print("\n".join(rows))
 EOF
+}
+table
 
 # Transfer: the three configurations of `ours` against random init of the same shapes.
 for c in "${configs[@]}"; do
@@ -105,8 +116,8 @@ for c in "${configs[@]}"; do
   for seed in ${SEEDS:-0 1 2}; do
     d="$out/transfer-$name/s$seed/L$layers"
     mkdir -p "$d"
-    spawn vit-fashion-pool-ours:0.1.0 "$layers" "$d/init-pool" "$seed" $flags
-    spawn vit-fashion-pool-ours:0.1.0 "$layers" "$d/init-random" "$seed" $flags --random-baseline
+    spawn vit-fashion-pool-ours:$version "$layers" "$d/init-pool" "$seed" $flags
+    spawn vit-fashion-pool-ours:$version "$layers" "$d/init-random" "$seed" $flags --random-baseline
     for arm in random pool; do
       finetune "$d/init-$arm" "$d/$arm" "$seed"
       echo "done: transfer $name, seed $seed, $arm" >&2
@@ -114,3 +125,8 @@ for c in "${configs[@]}"; do
   done
   python3 scripts/lib/arms_table.py "$out/transfer-$name" random,pool
 done
+
+# The fine-tune's rate: the students' 5e-4 instead of 1e-4.
+pool ours-lr5e-4 POOL.LR=5e-4
+figure
+table

@@ -806,6 +806,13 @@ pub const KEYS: &[Key] = &[
         "MODE: faithful, pool: steps of the pool fine-tune (each trains one configuration drawn uniformly; 0.5 CE + 0.5 KD); 0 measures the stitches as they start (SN-Net's least squares alone, with `snnet`); default: POOL.EPOCHS, else the students' budget.",
     ),
     key(
+        "POOL.LR",
+        Float,
+        Applied,
+        Lgreg,
+        "MODE: faithful, pool: the peak learning rate of the pool fine-tune, scaled as TRAIN.LR is (default TRAIN.LR; the paper's code uses the students' rate, 1e-4 or 5e-5, with 5 warm-up epochs of 50). The stitched configurations start far from the students, so a rate that suits a student's distillation can undo it in a short fine-tune.",
+    ),
+    key(
         "POOL.EPOCHS",
         Int,
         Applied,

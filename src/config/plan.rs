@@ -166,14 +166,22 @@ fn precision(cfg: &Config) -> Result<Precision> {
 /// The peak learning rate: `TRAIN.LR`, times `BATCH_SIZE / 512` when the config says
 /// `UNSCALE_LR: false` as the toolbox's DeiT configs do.
 fn peak_lr(cfg: &Config, batch: usize) -> Result<f64> {
-    let lr = cfg.float("TRAIN.LR").unwrap_or(1e-3);
-    if lr <= 0.0 {
-        return Err(cfg.error("TRAIN.LR", format!("{lr} is not a positive learning rate")));
+    Ok(scaled_lr(cfg, "TRAIN.LR", batch)?.unwrap_or(1e-3))
+}
+
+/// The learning rate at `key`, if set, scaled as `TRAIN.LR` is (`UNSCALE_LR: false`: times
+/// `batch / 512`).
+pub(crate) fn scaled_lr(cfg: &Config, key: &str, batch: usize) -> Result<Option<f64>> {
+    let Some(lr) = cfg.float(key) else {
+        return Ok(None);
+    };
+    if lr <= 0.0 || !lr.is_finite() {
+        return Err(cfg.error(key, format!("{lr} is not a positive learning rate")));
     }
-    Ok(match cfg.bool("TRAIN.UNSCALE_LR") {
+    Ok(Some(match cfg.bool("TRAIN.UNSCALE_LR") {
         Some(false) => lr * batch as f64 / DEIT_LR_BATCH,
         _ => lr,
-    })
+    }))
 }
 
 pub(crate) fn adapt_options(cfg: &Config) -> Result<AdaptOptions> {

@@ -13,8 +13,8 @@
 //!    on the pool recipe's calibration samples).
 //! 3. **Pool fine-tune.** Instances and stitches together; each step trains one allowed
 //!    configuration drawn uniformly; the loss is 0.5·CE + 0.5·KD against the teacher
-//!    (T = 1, DeiT's reduction), no Mixup or CutMix; `POOL.STEPS` or `POOL.EPOCHS` steps
-//!    (default the instances' budget).
+//!    (T = 1, DeiT's reduction), no Mixup or CutMix, warmed up over a tenth of it, at
+//!    `POOL.LR`; `POOL.STEPS` or `POOL.EPOCHS` steps (default the instances' budget).
 //! 4. **Gene.** Every configuration's held-out metric and size go in the card; the gene holds
 //!    the instances' blocks and globals and the stitches.
 //!
@@ -36,7 +36,7 @@ use super::Config;
 use super::faithful::{
     aux_config_json, check_input_size, check_run_dir, distill_options, feature_positions, write_aux,
 };
-use super::plan::{AncestorRun, adapt_options};
+use super::plan::{AncestorRun, adapt_options, scaled_lr};
 use super::run::{Trained, write_run_config};
 use crate::algorithm::ancestor::AncestorModel;
 use crate::algorithm::builder::GeneBuilder;
@@ -363,9 +363,15 @@ fn finetune_loss() -> DistillOptions {
     }
 }
 
-/// The fine-tune's options: the instances' with `POOL.STEPS` / `POOL.EPOCHS`, no Mixup or
-/// CutMix (as the paper), the held-out check only at the end.
-fn finetune_options(cfg: &Config, opts: &AdaptOptions, resume: bool, state: &Path) -> AdaptOptions {
+/// The fine-tune's options: the instances' with `POOL.STEPS` / `POOL.EPOCHS` and `POOL.LR`,
+/// a warm-up over a tenth of it, no Mixup or CutMix (as the paper), the held-out check only at
+/// the end.
+fn finetune_options(
+    cfg: &Config,
+    opts: &AdaptOptions,
+    resume: bool,
+    state: &Path,
+) -> Result<AdaptOptions> {
     let mut ft = opts.clone();
     if let Some(steps) = cfg.int("POOL.STEPS") {
         ft.steps = Some(steps as usize);
@@ -373,12 +379,25 @@ fn finetune_options(cfg: &Config, opts: &AdaptOptions, resume: bool, state: &Pat
         ft.steps = None;
         ft.epochs = Some(epochs as usize);
     }
+    if let Some(lr) = scaled_lr(cfg, "POOL.LR", opts.batch_size)? {
+        ft.lr = lr;
+        ft.min_lr = ft.min_lr.map(|m| m.min(lr));
+    }
+    // The paper warms the fine-tune up over a tenth of it (5 of 50 epochs).
+    match (ft.steps, ft.epochs) {
+        (Some(steps), _) => {
+            ft.warmup_epochs = None;
+            ft.warmup = steps / 10;
+        }
+        (None, Some(epochs)) => ft.warmup_epochs = Some(epochs as f64 / 10.0),
+        (None, None) => {}
+    }
     ft.augment.mixup = 0.0;
     ft.augment.cutmix = 0.0;
     ft.eval_every_epoch = false;
     ft.eval_every = None;
     ft.resume = resume && crate::train::state::exists(state);
-    ft
+    Ok(ft)
 }
 
 /// The fine-tuned pool's configurations with their sizes and held-out metrics: the instances'
@@ -581,7 +600,7 @@ pub fn train_pool(
         .map(|c| net.model(c))
         .collect::<Result<Vec<_>>>()?;
     let state = dir.join(STATE_DIR).join("finetune");
-    let ft = finetune_options(cfg, &opts, resume, &state);
+    let ft = finetune_options(cfg, &opts, resume, &state)?;
     // `POOL.STEPS: 0` measures the stitches as they start (SN-Net's least squares alone, say).
     let report = if ft.steps == Some(0) {
         None
