@@ -26,7 +26,7 @@ out="$work/pool"
 mkdir -p "$out"
 limit="${DISTILL_LIMIT:-12800}" epochs="${DISTILL_EPOCHS:-1}" pool_epochs="${POOL_EPOCHS:-1}"
 
-version=0.2.0 # 0.1.0: the first runs, whose fine-tune had no warm-up
+version=0.3.0 # earlier versions: runs of lgreg builds before the fixes of 2026-12-07
 pool() { # ARM SETS...: a pool run into $out/ARM publishing vit-fashion-pool-ARM
   local arm="$1"; shift
   has_gene "vit-fashion-pool-$arm:$version" || "$lgreg" train --config configs/ancestor_pool_vit.yaml \

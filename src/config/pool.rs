@@ -234,8 +234,9 @@ impl Students<'_> {
             .with_precision(teacher.model.precision);
         teacher.features = Some(features);
         let state = self.dir.join(STATE_DIR).join(name);
+        // The run's seed, not the student's, orders the data: every student and the fine-tune
+        // hold out the same examples, so no configuration is measured on images it trained on.
         let mut opts = self.opts.clone();
-        opts.seed = seed;
         opts.resume = self.resume && crate::train::state::exists(&state);
         fs_err::create_dir_all(self.dir.join(INSTANCES_DIR))?;
         let metrics = self

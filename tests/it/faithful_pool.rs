@@ -338,3 +338,30 @@ fn a_llama_pool_spawns_a_stitched_descendant_and_a_tied_teacher_is_refused() {
     assert_eq!(refused.code, 1, "{}", refused.stderr);
     assert!(refused.stderr.contains("tied head"), "{}", refused.stderr);
 }
+
+#[test]
+fn without_a_fine_tune_each_student_measures_as_it_was_distilled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let t = teacher(&home.join("teacher"), 4);
+    let data = images(&home.join("images"), 16);
+    let args = pool_args(
+        &t,
+        &data,
+        &home.join("run"),
+        "no-ft",
+        &["POOL.STEPS=0", "POOL.STITCH_INIT=snnet"],
+    );
+    let trained = ok(home, &args);
+    let d = &trained["gene"]["diagnostics"];
+    assert_eq!(d["pool_finetune"]["steps"], 0, "{d}");
+    // The students and the pool hold out the same images: a student's own held-out accuracy is
+    // its configuration's.
+    for name in ["tiny", "base"] {
+        let own = &d["students"][name]["held_out"]["metric"]["accuracy"];
+        assert_eq!(
+            own, &d["distilled_instances"][name]["metric"],
+            "{name}: {d}"
+        );
+    }
+}
