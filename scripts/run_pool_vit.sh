@@ -110,20 +110,23 @@ EOF
 }
 table
 
-# Transfer: the three configurations of `ours` against random init of the same shapes.
+# Transfer: the three configurations of the `ours` and `snnet` pools against random init of the
+# same shapes.
 for c in "${configs[@]}"; do
   IFS=: read -r name layers flags <<< "$c"
   for seed in ${SEEDS:-0 1 2}; do
     d="$out/transfer-$name/s$seed/L$layers"
     mkdir -p "$d"
-    spawn vit-fashion-pool-ours:$version "$layers" "$d/init-pool" "$seed" $flags
     spawn vit-fashion-pool-ours:$version "$layers" "$d/init-random" "$seed" $flags --random-baseline
-    for arm in random pool; do
+    for arm in ours snnet; do
+      spawn "vit-fashion-pool-$arm:$version" "$layers" "$d/init-$arm" "$seed" $flags
+    done
+    for arm in random ours snnet; do
       finetune "$d/init-$arm" "$d/$arm" "$seed"
       echo "done: transfer $name, seed $seed, $arm" >&2
     done
   done
-  python3 scripts/lib/arms_table.py "$out/transfer-$name" random,pool
+  python3 scripts/lib/arms_table.py "$out/transfer-$name" random,ours,snnet
 done
 
 # The fine-tune's rate: the students' 5e-4 instead of 1e-4.
