@@ -328,6 +328,28 @@ fn fit_all(
     Ok(Fitted { residuals, sizes })
 }
 
+/// The layers and the stitch of the stitched configuration `c` over `d`-block instances, the
+/// stitch unit's tensors named `names`.
+pub(crate) fn stitched_blueprint(c: &StitchConfig, d: usize, names: StitchTensors) -> Blueprint {
+    let copy = |name: &str, k: usize| LayerSource::Copy {
+        unit: block_unit(name, k),
+    };
+    let mut bp = Blueprint::of(
+        (0..=c.i)
+            .map(|k| copy(&c.front, k))
+            .chain((c.j..d).map(|k| copy(&c.end, k)))
+            .collect(),
+    );
+    bp.stitches.push(StitchSource {
+        after: c.i,
+        unit: c.stitch.clone(),
+        weight: names.weight,
+        bias: names.bias,
+        random: false,
+    });
+    bp
+}
+
 impl Algorithm for Pool {
     fn name(&self) -> &'static str {
         "pool"
@@ -429,20 +451,7 @@ impl Algorithm for Pool {
                     front[..=c.i].iter().chain(&end[c.j..]).copied().collect();
                 notes.insert("ancestor_layers".into(), serde_json::to_value(ancestor)?);
                 notes.insert("pool_configuration".into(), serde_json::to_value(&c)?);
-                let mut bp = Blueprint::of(
-                    (0..=c.i)
-                        .map(|k| copy(&c.front, k))
-                        .chain((c.j..d).map(|k| copy(&c.end, k)))
-                        .collect(),
-                );
-                bp.stitches.push(StitchSource {
-                    after: c.i,
-                    unit: c.stitch.clone(),
-                    weight: names.weight,
-                    bias: names.bias,
-                    random: false,
-                });
-                bp
+                stitched_blueprint(&c, d, names)
             }
         };
         Ok(Blueprint { notes, ..bp })

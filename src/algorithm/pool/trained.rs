@@ -21,9 +21,9 @@ use serde_json::{Map, Value};
 
 use super::configs::{self, Choice, StitchConfig, block_unit, configurations_between};
 use super::lstsq::Affine;
-use super::{StitchTensors, pool_error};
+use super::{StitchTensors, pool_error, stitched_blueprint};
 use crate::algorithm::GeneView;
-use crate::algorithm::blueprint::{Blueprint, GlobalsFrom, GrowRequest, LayerSource, StitchSource};
+use crate::algorithm::blueprint::{Blueprint, GlobalsFrom, GrowRequest, LayerSource};
 use crate::error::Result;
 use crate::nn::init::{Rng, layout};
 use crate::nn::{Front, Joint, Model, ModelConfig, Parametrisation, Shared, Spliced};
@@ -401,20 +401,7 @@ pub fn grow(gene: &GeneView, request: &GrowRequest) -> Result<Blueprint> {
                 notes.insert("pool_metric".into(), m.into());
             }
             notes.insert("pool_configuration".into(), serde_json::to_value(&c)?);
-            let mut bp = Blueprint::of(
-                (0..=c.i)
-                    .map(|k| copy(&c.front, k))
-                    .chain((c.j..d).map(|k| copy(&c.end, k)))
-                    .collect(),
-            );
-            let names = StitchTensors::new();
-            bp.stitches.push(StitchSource {
-                after: c.i,
-                unit: c.stitch.clone(),
-                weight: names.weight,
-                bias: names.bias,
-                random: false,
-            });
+            let mut bp = stitched_blueprint(&c, d, StitchTensors::new());
             bp.globals = GlobalsFrom::Split {
                 front: globals_unit(&c.front),
                 end: globals_unit(&c.end),
