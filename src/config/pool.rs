@@ -297,7 +297,8 @@ fn load_map(path: &Path) -> Result<Tensor> {
 }
 
 impl Students<'_> {
-    /// The stitch layers' starting values, by unit, for the distilled `instances`.
+    /// The stitch layers' starting values, by unit, for the distilled `instances`, and every
+    /// configuration (with its least-squares residual under `snnet`).
     fn stitches(
         &self,
         cfg: &Config,
@@ -306,7 +307,7 @@ impl Students<'_> {
         instances: &[(String, Model)],
         params: &Params,
         reporter: &dyn Reporter,
-    ) -> Result<BTreeMap<String, StitchPair>> {
+    ) -> Result<(BTreeMap<String, StitchPair>, Vec<StitchConfig>)> {
         let names: Vec<String> = instances.iter().map(|(n, _)| n.clone()).collect();
         let depth = instances.first().map_or(0, |(_, m)| m.config.layers);
         let mut all = pool_configurations(&names, depth);
@@ -349,7 +350,7 @@ impl Students<'_> {
                 }
             }
         }
-        Ok(out)
+        Ok((out, all))
     }
 }
 
@@ -592,8 +593,12 @@ pub fn train_pool(
         &run.request.sets,
     )?;
     let params: Params = recipe.typed()?;
-    let stitches = students.stitches(cfg, init, &teacher.model, &instances, &params, reporter)?;
-    let net = PoolNet::new(instances, stitches)?;
+    let (stitches, fitted) =
+        students.stitches(cfg, init, &teacher.model, &instances, &params, reporter)?;
+    let mut net = PoolNet::new(instances, stitches)?;
+    for (c, f) in net.configs.iter_mut().zip(fitted) {
+        c.residual = f.residual;
+    }
     let joint = net.joint()?;
     let choices = net.choices();
     let views = choices

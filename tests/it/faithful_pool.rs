@@ -193,6 +193,14 @@ fn a_pool_fine_tune_killed_mid_way_resumes_to_the_unbroken_gene() {
     );
     assert_eq!(resumed["distilled"]["steps"], 8, "{resumed}");
     assert_eq!(resumed["gene"]["diagnostics"]["stitch_init"], "snnet");
+    // Each configuration keeps the relative residual of its least-squares stitch.
+    for c in resumed["gene"]["diagnostics"]["configurations"]
+        .as_array()
+        .unwrap()
+    {
+        let r = c["residual"].as_f64().unwrap();
+        assert!(r > 0.0 && r.is_finite(), "{c}");
+    }
     for name in ["tiny", "base"] {
         let weights =
             |d: &Path| std::fs::read(d.join(format!("pool/{name}/model.safetensors"))).unwrap();
