@@ -26,7 +26,7 @@
 //! published. `--resume` skips the instances already written and continues the one or the
 //! fine-tune in progress.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
@@ -41,6 +41,7 @@ use super::run::{Trained, write_run_config};
 use crate::algorithm::ancestor::AncestorModel;
 use crate::algorithm::builder::GeneBuilder;
 use crate::algorithm::faithful::selected_plain;
+use crate::algorithm::heur_vgg::vgg::safetensors_bytes;
 use crate::algorithm::pool::configs::{Choice, StitchConfig, block_unit};
 use crate::algorithm::pool::trained::{
     DISTILLED, InstanceCard, PoolNet, StitchPair, descendant_params, globals_unit, instance_names,
@@ -170,25 +171,19 @@ fn instance_config(teacher: &ModelConfig, width: usize, depth: usize) -> ModelCo
 }
 
 /// The `config.json` entries that carry an instance's sizes, written over the gene's.
+/// (The instance's `config.json` differs from the teacher's only where its sizes do; the depth
+/// is the descendant's own.)
 fn size_entries(teacher: &Checkpoint, instance: &ModelConfig) -> Map<String, Value> {
-    let full = aux_config_json(teacher, instance);
-    let ours = crate::nn::init::config_json(instance);
-    let mut out = Map::new();
-    if let (Value::Object(full), Value::Object(ours)) = (full, ours) {
-        for (key, value) in full {
-            let sized = ours.contains_key(&key) && ours.get(&key) == Some(&value);
+    let Value::Object(full) = aux_config_json(teacher, instance) else {
+        return Map::new();
+    };
+    let teacher_value = |key: &str| teacher.config.as_ref().and_then(|c| c.get(key));
+    full.into_iter()
+        .filter(|(key, value)| {
             let layered = key == "num_hidden_layers" || key == "depth";
-            if sized && !layered && teacher_differs(teacher, &key, &value) {
-                out.insert(key, value);
-            }
-        }
-    }
-    out
-}
-
-/// Whether the teacher's `config.json` has another value for `key`.
-fn teacher_differs(teacher: &Checkpoint, key: &str, value: &Value) -> bool {
-    teacher.config.as_ref().and_then(|c| c.get(key)) != Some(value)
+            !layered && teacher_value(key) != Some(value)
+        })
+        .collect()
 }
 
 /// Everything the instance distillations share.
@@ -274,26 +269,31 @@ fn unfinished(report: &DistillReport, state: &Path, what: &str) -> Result<()> {
     })
 }
 
+/// Write a student's averaged map to `path`, atomically.
 fn save_map(path: &Path, map: &Tensor) -> Result<()> {
     if let Some(parent) = path.parent() {
         fs_err::create_dir_all(parent)?;
     }
-    let tmp = path.with_extension("safetensors.tmp");
-    let tensors: HashMap<String, Tensor> = HashMap::from([(MEAN_MAP.to_string(), map.clone())]);
-    candle_core::safetensors::save(&tensors, &tmp)?;
-    fs_err::File::open(&tmp)?.sync_all()?;
-    fs_err::rename(&tmp, path)?;
-    Ok(())
+    let tensors = BTreeMap::from([(MEAN_MAP.to_string(), map.clone())]);
+    write_atomic(path, &safetensors_bytes(&tensors)?)
 }
 
+/// A student's averaged map saved by [`save_map`]; anything else is refused naming the file
+/// and the way to make it again.
 fn load_map(path: &Path) -> Result<Tensor> {
-    let tensors = candle_core::safetensors::load(path, &candle_core::Device::Cpu)?;
+    let bad = |reason: String| Error::Config {
+        path: path.to_path_buf(),
+        reason: format!(
+            "{reason}; it is not the averaged feature map lgreg saved: remove it and run `lgreg train --resume`, which distils that student again"
+        ),
+    };
+    let tensors = candle_core::safetensors::load(path, &candle_core::Device::Cpu)
+        .map_err(|e| bad(e.to_string()))?;
     tensors
         .get(MEAN_MAP)
+        .filter(|t| t.rank() == 2)
         .cloned()
-        .ok_or_else(|| Error::MissingTensor {
-            name: format!("{MEAN_MAP} in `{}`", path.display()),
-        })
+        .ok_or_else(|| bad(format!("it holds no 2-dimensional `{MEAN_MAP}`")))
 }
 
 impl Students<'_> {
@@ -314,6 +314,8 @@ impl Students<'_> {
         let mut out = BTreeMap::new();
         match init {
             StitchInit::Ours => {
+                // Each front student's map, read once.
+                let mut maps: BTreeMap<String, Tensor> = BTreeMap::new();
                 for c in &all {
                     if out.contains_key(&c.stitch) {
                         continue;
@@ -325,12 +327,15 @@ impl Students<'_> {
                             format!("'ours' maps into the teacher's width {}, but instance `{}` is narrower; set it to `snnet`, or make the teacher's width the widest of POOL.WIDTHS", teacher.config.hidden, c.end),
                         ));
                     }
-                    let file = self
-                        .dir
-                        .join(MAPS_DIR)
-                        .join(format!("{}.safetensors", c.front));
+                    if !maps.contains_key(&c.front) {
+                        let file = self
+                            .dir
+                            .join(MAPS_DIR)
+                            .join(format!("{}.safetensors", c.front));
+                        maps.insert(c.front.clone(), load_map(&file)?);
+                    }
                     let seed = Rng::stream_seed(self.opts.seed, &[(out.len() as u64, 0x0057_17C4)]);
-                    out.insert(c.stitch.clone(), transposed_map(&load_map(&file)?, seed)?);
+                    out.insert(c.stitch.clone(), transposed_map(&maps[&c.front], seed)?);
                 }
             }
             StitchInit::Snnet => {

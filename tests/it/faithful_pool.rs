@@ -373,3 +373,35 @@ fn without_a_fine_tune_each_student_measures_as_it_was_distilled() {
         );
     }
 }
+
+#[test]
+fn a_damaged_feature_map_is_refused_on_resume_and_a_missing_one_distilled_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path();
+    let t = teacher(&home.join("teacher"), 4);
+    let data = images(&home.join("images"), 8);
+    let run = home.join("run");
+    let args = pool_args(&t, &data, &run, "damaged", &[]);
+    // Killed in the fine-tune: both students and their maps are written.
+    crate::support::kill_once_logged(home, &args, &run.join("metrics.jsonl"), 2);
+    assert!(!run.join("pool").exists(), "finished before the kill");
+    let map = run.join("maps/tiny.safetensors");
+    let bytes = std::fs::read(&map).unwrap();
+    std::fs::write(&map, &bytes[..bytes.len() / 2]).unwrap();
+    let mut resume = args.clone();
+    resume.push("--resume".into());
+    let refs: Vec<&str> = resume.iter().map(String::as_str).collect();
+    let refused = run_str(home, &refs);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("maps/tiny.safetensors") && refused.stderr.contains("--resume"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!run.join("pool").exists(), "published from a damaged map");
+    // Removed as the message says, the student is distilled again and the run finishes.
+    std::fs::remove_file(&map).unwrap();
+    let resumed = ok(home, &resume);
+    assert_eq!(resumed["distilled"]["steps"], 8, "{resumed}");
+    assert!(map.is_file());
+}
