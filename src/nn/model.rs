@@ -153,6 +153,16 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Whether a block's residual branches run as they are: no dropout, no stochastic depth,
+    /// no attention branch to keep and products in the weights' own dtype. Only then may a
+    /// family run a whole sublayer as one fused op.
+    pub fn plain_branches(&self) -> bool {
+        self.dropout.is_none()
+            && self.drop_path.is_none()
+            && self.attention.is_none()
+            && self.compute.is_none()
+    }
+
     /// Keep a block's attention branch when the pass asked for them.
     pub fn keep_attention(&self, branch: &Tensor) {
         if let Some(kept) = &self.attention {

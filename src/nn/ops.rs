@@ -288,6 +288,62 @@ pub(crate) fn self_attention_packed(
     self_attention(&q, &k, &v, spec, mode, compute)
 }
 
+/// What mixes the projected rows of a pre-norm sublayer.
+#[derive(Clone, Copy)]
+pub(crate) enum SublayerMixer<'a> {
+    /// Attention over the packed qkv projection.
+    Attention(&'a SelfAttention<'a>),
+    /// GELU (erf).
+    Gelu,
+}
+
+/// The weights of a pre-norm sublayer, each a weight and an optional bias: the norm, the input
+/// projection (the packed qkv or the MLP's up projection) and the output projection.
+pub(crate) struct SublayerWeights<'a> {
+    pub norm: (&'a Tensor, Option<&'a Tensor>),
+    pub input: (&'a Tensor, Option<&'a Tensor>),
+    pub output: (&'a Tensor, Option<&'a Tensor>),
+}
+
+/// `h + output(mix(input(LayerNorm(h))))` as one fused op (two graph edges instead of a
+/// dozen), where the kernels can run it: every tensor f32 on the CPU and no rotary tables.
+/// `None` otherwise, for the caller's written-out form. A missing bias counts as zero.
+pub(crate) fn fused_pre_norm_sublayer(
+    h: &Tensor,
+    w: &SublayerWeights<'_>,
+    mixer: SublayerMixer<'_>,
+    eps: f64,
+) -> Result<Option<Tensor>> {
+    let parts = [w.norm, w.input, w.output];
+    let mut tensors: Vec<&Tensor> = vec![h];
+    tensors.extend(
+        parts
+            .iter()
+            .flat_map(|(w, b)| std::iter::once(*w).chain(*b)),
+    );
+    let rotary = matches!(mixer, SublayerMixer::Attention(spec) if spec.rope.is_some());
+    if rotary || !fusable(&tensors) {
+        return Ok(None);
+    }
+    let or_zeros = |(w, b): (&Tensor, Option<&Tensor>)| -> Result<Tensor> {
+        match b {
+            Some(b) => Ok(b.clone()),
+            None => Ok(Tensor::zeros(w.dim(0)?, DType::F32, w.device())?),
+        }
+    };
+    let (nb, ib, ob) = (or_zeros(w.norm)?, or_zeros(w.input)?, or_zeros(w.output)?);
+    let weights = kernels::SublayerWeights {
+        norm: (w.norm.0, &nb),
+        input: (w.input.0, &ib),
+        output: (w.output.0, &ob),
+    };
+    let mixer = match mixer {
+        SublayerMixer::Attention(spec) => kernels::Mixer::Attention(fused_spec(spec)?),
+        SublayerMixer::Gelu => kernels::Mixer::Gelu,
+    };
+    Ok(Some(kernels::pre_norm_sublayer(h, &weights, mixer, eps)?))
+}
+
 /// The fused kernel's description of `spec`, the padding mask read out as f32.
 fn fused_spec(spec: &SelfAttention<'_>) -> Result<kernels::AttentionSpec> {
     let key_mask = match spec.key_mask {

@@ -5,7 +5,9 @@ use candle_core::{D, Tensor};
 
 use super::config::{ModelConfig, Pooling};
 use super::model::Ctx;
-use super::ops::{SelfAttention, gelu, layer_norm};
+use super::ops::{
+    SelfAttention, SublayerMixer, SublayerWeights, fused_pre_norm_sublayer, gelu, layer_norm,
+};
 use crate::anatomy::{Param, Role};
 use crate::error::Result;
 
@@ -57,22 +59,8 @@ pub(crate) fn blocks(
     };
     for l in start..ctx.depth() {
         (spec.heads, spec.kv_heads) = c.heads_at(h.dim(D::Minus1)?);
-        let (wn, bn) = ctx.wb(l, Role::AttnNorm)?;
-        let x = layer_norm(&h, &wn, bn.as_ref(), c.norm_eps, ctx.mode)?;
-        let att = attend(ctx, l, &x, &spec)?;
-        let (wo, bo) = ctx.wb(l, Role::AttnO)?;
-        let site = 1 + 3 * l as u64;
-        let att = ctx.linear(&att, &wo, bo.as_ref())?;
-        ctx.keep_attention(&att);
-        let att = ctx.dropout(site, att)?;
-        h = (h + ctx.drop_branch(l, 0, att)?)?;
-        let (wn, bn) = ctx.wb(l, Role::MlpNorm)?;
-        let x = layer_norm(&h, &wn, bn.as_ref(), c.norm_eps, ctx.mode)?;
-        let (wu, bu) = ctx.wb(l, Role::MlpUp)?;
-        let (wd, bd) = ctx.wb(l, Role::MlpDown)?;
-        let inner = ctx.dropout(site + 1, gelu(&ctx.linear(&x, &wu, bu.as_ref())?)?)?;
-        let mlp = ctx.dropout(site + 2, ctx.linear(&inner, &wd, bd.as_ref())?)?;
-        h = (h + ctx.drop_branch(l, 1, mlp)?)?;
+        h = attention_half(ctx, c, l, h, &spec)?;
+        h = mlp_half(ctx, c, l, h)?;
         h = ctx.stitch(l, h)?;
         if let Some(states) = hidden.as_deref_mut() {
             states.push(h.clone());
@@ -96,6 +84,93 @@ pub(crate) fn blocks(
     }
     let (hw, hb) = ctx.global_wb(Role::Head)?;
     ctx.linear(&pooled, &hw, hb.as_ref())
+}
+
+/// `h` plus the attention branch of block `l`: one fused op where the pass allows it.
+fn attention_half(
+    ctx: &Ctx<'_>,
+    c: &ModelConfig,
+    l: usize,
+    h: Tensor,
+    spec: &SelfAttention<'_>,
+) -> Result<Tensor> {
+    let (wn, bn) = ctx.wb(l, Role::AttnNorm)?;
+    let (wo, bo) = ctx.wb(l, Role::AttnO)?;
+    let mut packed = None;
+    if ctx.plain_branches() {
+        let (wqkv, bqkv) = packed_qkv(ctx, l)?;
+        let weights = SublayerWeights {
+            norm: (&wn, bn.as_ref()),
+            input: (&wqkv, bqkv.as_ref()),
+            output: (&wo, bo.as_ref()),
+        };
+        let mixer = SublayerMixer::Attention(spec);
+        if let Some(out) = fused_pre_norm_sublayer(&h, &weights, mixer, c.norm_eps)? {
+            return Ok(out);
+        }
+        packed = Some((wqkv, bqkv));
+    }
+    let x = layer_norm(&h, &wn, bn.as_ref(), c.norm_eps, ctx.mode)?;
+    let att = match packed {
+        Some((w, b)) => ctx.attention_packed(&ctx.linear(&x, &w, b.as_ref())?, spec)?,
+        None => attend(ctx, l, &x, spec)?,
+    };
+    let att = ctx.linear(&att, &wo, bo.as_ref())?;
+    ctx.keep_attention(&att);
+    let att = ctx.dropout(1 + 3 * l as u64, att)?;
+    Ok((h + ctx.drop_branch(l, 0, att)?)?)
+}
+
+/// `h` plus the MLP branch of block `l`: one fused op where the pass allows it.
+fn mlp_half(ctx: &Ctx<'_>, c: &ModelConfig, l: usize, h: Tensor) -> Result<Tensor> {
+    let (wn, bn) = ctx.wb(l, Role::MlpNorm)?;
+    let (wu, bu) = ctx.wb(l, Role::MlpUp)?;
+    let (wd, bd) = ctx.wb(l, Role::MlpDown)?;
+    if ctx.plain_branches() {
+        let weights = SublayerWeights {
+            norm: (&wn, bn.as_ref()),
+            input: (&wu, bu.as_ref()),
+            output: (&wd, bd.as_ref()),
+        };
+        if let Some(out) = fused_pre_norm_sublayer(&h, &weights, SublayerMixer::Gelu, c.norm_eps)? {
+            return Ok(out);
+        }
+    }
+    let site = 2 + 3 * l as u64;
+    let x = layer_norm(&h, &wn, bn.as_ref(), c.norm_eps, ctx.mode)?;
+    let inner = ctx.dropout(site, gelu(&ctx.linear(&x, &wu, bu.as_ref())?)?)?;
+    let mlp = ctx.dropout(site + 1, ctx.linear(&inner, &wd, bd.as_ref())?)?;
+    Ok((h + ctx.drop_branch(l, 1, mlp)?)?)
+}
+
+/// The packed qkv projection of block `l`: its fused weight where it has one, else the query,
+/// key and value weights stacked (a missing bias as zeros, none when all three are missing).
+fn packed_qkv(ctx: &Ctx<'_>, l: usize) -> Result<(Tensor, Option<Tensor>)> {
+    if let Some(w) = ctx.get(&super::param::slot(l, Role::AttnQkv, Param::Weight))? {
+        let b = ctx.get(&super::param::slot(l, Role::AttnQkv, Param::Bias))?;
+        return Ok((w, b));
+    }
+    let mut weights = Vec::with_capacity(3);
+    let mut biases = Vec::with_capacity(3);
+    for role in [Role::AttnQ, Role::AttnK, Role::AttnV] {
+        let (w, b) = ctx.wb(l, role)?;
+        weights.push(w);
+        biases.push(b);
+    }
+    let bias = if biases.iter().all(Option::is_none) {
+        None
+    } else {
+        let filled = biases
+            .into_iter()
+            .zip(&weights)
+            .map(|(b, w)| match b {
+                Some(b) => Ok(b),
+                None => Ok(Tensor::zeros(w.dim(0)?, w.dtype(), w.device())?),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Some(Tensor::cat(&filled, 0)?)
+    };
+    Ok((Tensor::cat(&weights, 0)?, bias))
 }
 
 /// Self-attention of block `l` over `x`: one packed projection where the block has a fused

@@ -2,12 +2,12 @@
 //! parameter, finite-difference checks for each family and parametrisation, hooks.
 
 use candle_core::{DType, Device, Tensor};
-use lgreg::anatomy::{Family, Slot};
+use lgreg::anatomy::{Family, Param, Role, Slot};
 use lgreg::checkpoint::open;
 use lgreg::nn::init::{Rng, VitSpec, random_plain};
 use lgreg::nn::{
     Input, LinearExpanded, Mode, Model, ModelConfig, Parametrisation, Plain, Pooling, Precision,
-    StageShared, Stitched, reference_only,
+    StageShared, Stitched, Store, reference_only,
 };
 use lgreg::train::loss::{cross_entropy, lm_loss};
 use lgreg::train::optim::{AdamW, AdamWConfig, cosine_lr};
@@ -580,6 +580,63 @@ fn loss_curve(
             loss.to_scalar::<f32>().unwrap()
         })
         .collect()
+}
+
+/// The ViT of `c` with each block's packed qkv projection split into separate query, key and
+/// value weights (the Hugging Face layout), the same values.
+fn split_qkv(packed: &Plain) -> Plain {
+    let mut store = Store::new();
+    for (slot, name, var) in packed.store.iter() {
+        let t = var.as_tensor();
+        if slot.role != Role::AttnQkv {
+            store.insert(slot.clone(), name, t).unwrap();
+            continue;
+        }
+        let n = t.dim(0).unwrap() / 3;
+        for (i, role) in [Role::AttnQ, Role::AttnK, Role::AttnV]
+            .into_iter()
+            .enumerate()
+        {
+            let part = t.narrow(0, i * n, n).unwrap().contiguous().unwrap();
+            let slot = Slot {
+                role,
+                ..slot.clone()
+            };
+            store.insert(slot, &format!("{name}.{i}"), &part).unwrap();
+        }
+    }
+    Plain { store }
+}
+
+#[test]
+fn a_vit_with_split_qkv_weights_runs_fused_like_the_packed_one() {
+    let c = vit_config(true);
+    let packed = random_plain(&c, 6, &Device::Cpu).unwrap();
+    let split = split_qkv(&packed);
+    let q_of_layer_1 = split
+        .store
+        .iter()
+        .find(|(s, _, _)| s.role == Role::AttnQ && s.layer == Some(1) && s.param == Param::Weight)
+        .map(|(_, _, v)| v.clone())
+        .unwrap();
+    let qkv_of_layer_1 = packed
+        .store
+        .iter()
+        .find(|(s, _, _)| s.role == Role::AttnQkv && s.layer == Some(1) && s.param == Param::Weight)
+        .map(|(_, _, v)| v.clone())
+        .unwrap();
+    let a = Model::new(c.clone(), Box::new(packed), Device::Cpu);
+    let b = Model::new(c.clone(), Box::new(split), Device::Cpu);
+    let inp = input(&c);
+    let logits = |m: &Model| m.forward(&inp, Mode::Train, false).unwrap().output;
+    assert!(max_rel(&logits(&b), &logits(&a)) < 1e-6);
+    assert!(max_rel(&reference_only(|| logits(&b)), &logits(&a)) < 1e-5);
+    let ga = loss_of(&a, &inp).backward().unwrap();
+    let gb = loss_of(&b, &inp).backward().unwrap();
+    let dq = gb.get(q_of_layer_1.as_tensor()).unwrap();
+    let dqkv = ga.get(qkv_of_layer_1.as_tensor()).unwrap();
+    let rows = dq.dim(0).unwrap();
+    assert!(max_rel(dq, &dqkv.narrow(0, 0, rows).unwrap()) < 1e-5);
 }
 
 #[test]

@@ -479,7 +479,7 @@ impl CustomOp3 for Attention {
 }
 
 /// The same attention over one packed qkv tensor.
-struct PackedAttention(Attention);
+pub(super) struct PackedAttention(Attention);
 
 impl PackedAttention {
     /// The sizes of a packed `[batch, seq, (heads + 2 · kv_heads) · head_dim]` tensor.
@@ -537,6 +537,21 @@ impl CustomOp1 for PackedAttention {
         if !wants_grad(qkv) {
             return Ok(None);
         }
+        let grad = self.grads(qkv, g)?;
+        Ok(Some(tensor(grad, qkv.shape().clone())?))
+    }
+}
+
+impl PackedAttention {
+    /// A packed attention of `spec`, to run with [`Tensor::apply_op1_no_bwd`] and keep for
+    /// [`Self::grads`].
+    pub(super) fn new(spec: AttentionSpec) -> Self {
+        PackedAttention(Attention::new(spec))
+    }
+
+    /// The packed gradient of `qkv` for output gradient `g`, from the logsumexp this op saved
+    /// when it ran forward on `qkv`.
+    pub(super) fn grads(&self, qkv: &Tensor, g: &Tensor) -> candle_core::Result<Vec<f32>> {
         let (guard, l) = qkv.storage_and_layout();
         let Storage::Cpu(s) = &*guard else {
             candle_core::bail!("attention: the fused kernel runs on the CPU");
@@ -547,7 +562,7 @@ impl CustomOp1 for PackedAttention {
         let [q, k, v] = dims.packed_places(0);
         self.0
             .backward(&ops, g, dims, &mut [&mut grad], [(0, q), (0, k), (0, v)])?;
-        Ok(Some(tensor(grad, qkv.shape().clone())?))
+        Ok(grad)
     }
 }
 
@@ -567,6 +582,5 @@ pub(crate) fn attention(
 /// then keys, then values along the last dimension), f32 on the CPU; the output is
 /// `[batch, seq, heads · head_dim]`.
 pub(crate) fn attention_packed(qkv: &Tensor, spec: AttentionSpec) -> candle_core::Result<Tensor> {
-    qkv.contiguous()?
-        .apply_op1(PackedAttention(Attention::new(spec)))
+    qkv.contiguous()?.apply_op1(PackedAttention::new(spec))
 }

@@ -39,7 +39,7 @@ impl CustomOp1 for Gelu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let x = slice(s, l, "gelu")?;
-        Ok((CpuStorage::F32(map_par(x, Value)), l.shape().clone()))
+        Ok((CpuStorage::F32(gelu_values(x)), l.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, g: &Tensor) -> candle_core::Result<Option<Tensor>> {
@@ -48,9 +48,19 @@ impl CustomOp1 for Gelu {
         }
         let g = g.contiguous()?;
         let (xh, gh) = (host(x)?, host(&g)?);
-        let dx = zip_map_par(xh.as_slice()?, gh.as_slice()?, Grad);
+        let dx = gelu_grads(xh.as_slice()?, gh.as_slice()?);
         Ok(Some(tensor(dx, x.shape().clone())?))
     }
+}
+
+/// `gelu_erf` of every element of `x`, on all cores.
+pub(super) fn gelu_values(x: &[f32]) -> Vec<f32> {
+    map_par(x, Value)
+}
+
+/// The input gradient of `gelu_erf` at `x` for output gradient `g`, on all cores.
+pub(super) fn gelu_grads(x: &[f32], g: &[f32]) -> Vec<f32> {
+    zip_map_par(x, g, Grad)
 }
 
 /// `gelu_erf(x)`, f32 on the CPU.

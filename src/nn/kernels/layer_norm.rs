@@ -36,19 +36,7 @@ impl CustomOp3 for LayerNorm {
         let x = slice(xs, xl, "layer_norm")?;
         let w = slice(ws, wl, "layer_norm")?;
         let b = slice(bs, bl, "layer_norm")?;
-        let d = w.len();
-        let mut y = vec![0f32; x.len()];
-        let chunk = d * rows_per_task(x.len() / d);
-        y.par_chunks_mut(chunk)
-            .zip(x.par_chunks(chunk))
-            .for_each(|(ys, xs)| {
-                for (yr, xr) in ys.chunks_exact_mut(d).zip(xs.chunks_exact(d)) {
-                    let (mean, rstd) = moments(xr, self.eps);
-                    for i in 0..d {
-                        yr[i] = (xr[i] - mean) * rstd * w[i] + b[i];
-                    }
-                }
-            });
+        let y = layer_norm_rows(x, w, b, self.eps);
         Ok((CpuStorage::F32(y), xl.shape().clone()))
     }
 
@@ -62,65 +50,90 @@ impl CustomOp3 for LayerNorm {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = g.contiguous()?;
         let (xh, wh, gh) = (host(x)?, host(w)?, host(&g)?);
-        let (xv, wv, gv) = (xh.as_slice()?, wh.as_slice()?, gh.as_slice()?);
-        let d = wv.len();
-        let mut dx = vec![0f32; xv.len()];
-        let chunk = d * rows_per_task(xv.len() / d);
-        let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
-            .par_chunks_mut(chunk)
-            .zip(xv.par_chunks(chunk).zip(gv.par_chunks(chunk)))
-            .map(|(dxs, (xs, gs))| self.backward_rows(dxs, xs, gs, wv))
-            .collect();
-        let (dws, dbs): (Vec<_>, Vec<_>) = partials.into_iter().unzip();
+        let (dx, dw, db) =
+            layer_norm_grads(xh.as_slice()?, wh.as_slice()?, gh.as_slice()?, self.eps);
+        let d = dw.len();
         let dx = wants_grad(x)
             .then(|| tensor(dx, x.shape().clone()))
             .transpose()?;
-        let dw = wants_grad(w)
-            .then(|| tensor(sum_partials(dws, d), d))
-            .transpose()?;
-        let db = wants_grad(b)
-            .then(|| tensor(sum_partials(dbs, d), d))
-            .transpose()?;
+        let dw = wants_grad(w).then(|| tensor(dw, d)).transpose()?;
+        let db = wants_grad(b).then(|| tensor(db, d)).transpose()?;
         Ok((dx, dw, db))
     }
 }
 
-impl LayerNorm {
-    /// `dx` for a block of rows, and the block's partial `dw` and `db`.
-    fn backward_rows(
-        &self,
-        dxs: &mut [f32],
-        xs: &[f32],
-        gs: &[f32],
-        w: &[f32],
-    ) -> (Vec<f32>, Vec<f32>) {
-        let d = w.len();
-        let mut dw = vec![0f32; d];
-        let mut db = vec![0f32; d];
-        let mut xhat = vec![0f32; d];
-        for ((dxr, xr), gr) in dxs
-            .chunks_exact_mut(d)
-            .zip(xs.chunks_exact(d))
-            .zip(gs.chunks_exact(d))
-        {
-            let (mean, rstd) = moments(xr, self.eps);
-            let (mut mean_gw, mut mean_gwx) = (0f32, 0f32);
-            for i in 0..d {
-                xhat[i] = (xr[i] - mean) * rstd;
-                let gw = gr[i] * w[i];
-                mean_gw += gw;
-                mean_gwx += gw * xhat[i];
-                dw[i] += gr[i] * xhat[i];
-                db[i] += gr[i];
+/// The gradients `(dx, dw, db)` of LayerNorm over rows of `w.len()` for output gradient `g`:
+/// `dx` row by row, `dw` and `db` as parallel partial sums.
+pub(super) fn layer_norm_grads(
+    x: &[f32],
+    w: &[f32],
+    g: &[f32],
+    eps: f32,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let d = w.len();
+    let mut dx = vec![0f32; x.len()];
+    let chunk = d * rows_per_task(x.len() / d.max(1));
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = dx
+        .par_chunks_mut(chunk)
+        .zip(x.par_chunks(chunk).zip(g.par_chunks(chunk)))
+        .map(|(dxs, (xs, gs))| backward_rows(dxs, xs, gs, w, eps))
+        .collect();
+    let (dws, dbs): (Vec<_>, Vec<_>) = partials.into_iter().unzip();
+    (dx, sum_partials(dws, d), sum_partials(dbs, d))
+}
+
+/// LayerNorm of the rows of `x` (each `w.len()` long) into a new buffer.
+pub(super) fn layer_norm_rows(x: &[f32], w: &[f32], b: &[f32], eps: f32) -> Vec<f32> {
+    let d = w.len();
+    let mut y = vec![0f32; x.len()];
+    let chunk = d * rows_per_task(x.len() / d.max(1));
+    y.par_chunks_mut(chunk)
+        .zip(x.par_chunks(chunk))
+        .for_each(|(ys, xs)| {
+            for (yr, xr) in ys.chunks_exact_mut(d).zip(xs.chunks_exact(d)) {
+                let (mean, rstd) = moments(xr, eps);
+                for i in 0..d {
+                    yr[i] = (xr[i] - mean) * rstd * w[i] + b[i];
+                }
             }
-            mean_gw /= d as f32;
-            mean_gwx /= d as f32;
-            for i in 0..d {
-                dxr[i] = rstd * (gr[i] * w[i] - mean_gw - xhat[i] * mean_gwx);
-            }
+        });
+    y
+}
+
+/// `dx` for a block of rows, and the block's partial `dw` and `db`.
+fn backward_rows(
+    dxs: &mut [f32],
+    xs: &[f32],
+    gs: &[f32],
+    w: &[f32],
+    eps: f32,
+) -> (Vec<f32>, Vec<f32>) {
+    let d = w.len();
+    let mut dw = vec![0f32; d];
+    let mut db = vec![0f32; d];
+    let mut xhat = vec![0f32; d];
+    for ((dxr, xr), gr) in dxs
+        .chunks_exact_mut(d)
+        .zip(xs.chunks_exact(d))
+        .zip(gs.chunks_exact(d))
+    {
+        let (mean, rstd) = moments(xr, eps);
+        let (mut mean_gw, mut mean_gwx) = (0f32, 0f32);
+        for i in 0..d {
+            xhat[i] = (xr[i] - mean) * rstd;
+            let gw = gr[i] * w[i];
+            mean_gw += gw;
+            mean_gwx += gw * xhat[i];
+            dw[i] += gr[i] * xhat[i];
+            db[i] += gr[i];
         }
-        (dw, db)
+        mean_gw /= d as f32;
+        mean_gwx /= d as f32;
+        for i in 0..d {
+            dxr[i] = rstd * (gr[i] * w[i] - mean_gw - xhat[i] * mean_gwx);
+        }
     }
+    (dw, db)
 }
 
 /// LayerNorm of `x [.., d]` with weight and bias `[d]`, all f32 on the CPU.

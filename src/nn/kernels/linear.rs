@@ -12,39 +12,28 @@ use super::{host, rows_per_task, slice, sum_partials, tensor, wants_grad};
 struct Linear;
 
 impl Linear {
-    fn product(
-        xs: &CpuStorage,
-        xl: &Layout,
-        ws: &CpuStorage,
-        wl: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (rows, k) = xl.shape().dims2()?;
-        let (n, k2) = wl.shape().dims2()?;
-        if k != k2 {
-            candle_core::bail!("linear: input width {k}, weight width {k2}");
-        }
-        let y = xs.matmul(ws, (1, rows, n, k), xl, &wl.transpose(0, 1)?)?;
-        Ok((y, Shape::from((rows, n))))
-    }
-
     fn grads(
         x: &Tensor,
         w: &Tensor,
         g: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = g.detach().contiguous()?;
-        let dx = if wants_grad(x) {
-            Some(g.matmul(&w.detach())?)
-        } else {
-            None
-        };
-        let dw = if wants_grad(w) {
-            Some(g.t()?.matmul(&x.detach())?)
-        } else {
-            None
-        };
-        Ok((dx, dw))
+        linear_grads(x, w, g, (wants_grad(x), wants_grad(w)))
     }
+}
+
+/// The gradients `(dx, dw) = (g · w, gᵀ · x)` of `x [rows, in] · wᵀ` for output gradient
+/// `g [rows, out]`, each only where `want` asks for it; `dw` comes back contiguous in `w`'s
+/// layout.
+pub(super) fn linear_grads(
+    x: &Tensor,
+    w: &Tensor,
+    g: &Tensor,
+    want: (bool, bool),
+) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    let g = g.detach().contiguous()?;
+    let dx = want.0.then(|| g.matmul(&w.detach())).transpose()?;
+    let dw = want.1.then(|| g.t()?.matmul(&x.detach())).transpose()?;
+    Ok((dx, dw))
 }
 
 impl CustomOp2 for Linear {
@@ -59,7 +48,7 @@ impl CustomOp2 for Linear {
         ws: &CpuStorage,
         wl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        Linear::product(xs, xl, ws, wl)
+        product(xs, xl, ws, wl)
     }
 
     fn bwd(
@@ -87,7 +76,7 @@ impl CustomOp3 for Linear {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (y, shape) = Linear::product(xs, xl, ws, wl)?;
+        let (y, shape) = product(xs, xl, ws, wl)?;
         let bias = slice(bs, bl, "linear")?;
         let CpuStorage::F32(mut y) = y else {
             candle_core::bail!("linear: the product is not f32");
@@ -96,14 +85,7 @@ impl CustomOp3 for Linear {
         if shape.dims()[1] != n {
             candle_core::bail!("linear: {} outputs, bias of {n}", shape.dims()[1]);
         }
-        y.par_chunks_mut(n * rows_per_task(shape.dims()[0]))
-            .for_each(|rows| {
-                for row in rows.chunks_exact_mut(n) {
-                    for (v, b) in row.iter_mut().zip(bias) {
-                        *v += b;
-                    }
-                }
-            });
+        add_bias(&mut y, bias, None);
         Ok((CpuStorage::F32(y), shape))
     }
 
@@ -125,6 +107,49 @@ impl CustomOp3 for Linear {
             None
         };
         Ok((dx, dw, db))
+    }
+}
+
+/// `x · wᵀ` for `x [rows, k]` and `w [n, k]` given as storages and layouts (either may be a
+/// view into a larger buffer), row-major `[rows, n]`.
+pub(super) fn product(
+    xs: &CpuStorage,
+    xl: &Layout,
+    ws: &CpuStorage,
+    wl: &Layout,
+) -> candle_core::Result<(CpuStorage, Shape)> {
+    let (rows, k) = xl.shape().dims2()?;
+    let (n, k2) = wl.shape().dims2()?;
+    if k != k2 {
+        candle_core::bail!("linear: input width {k}, weight width {k2}");
+    }
+    let y = xs.matmul(ws, (1, rows, n, k), xl, &wl.transpose(0, 1)?)?;
+    Ok((y, Shape::from((rows, n))))
+}
+
+/// Add `bias` to every row of the row-major `y` (rows of `bias.len()`), and `residual`
+/// (shaped like `y`) where given, in one parallel pass.
+pub(super) fn add_bias(y: &mut [f32], bias: &[f32], residual: Option<&[f32]>) {
+    let n = bias.len().max(1);
+    let chunk = n * rows_per_task(y.len() / n);
+    let add_rows = |ys: &mut [f32], rs: Option<&[f32]>| {
+        for (i, row) in ys.chunks_exact_mut(n).enumerate() {
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v += b;
+            }
+            if let Some(rs) = rs {
+                for (v, r) in row.iter_mut().zip(&rs[i * n..(i + 1) * n]) {
+                    *v += r;
+                }
+            }
+        }
+    };
+    match residual {
+        Some(r) => y
+            .par_chunks_mut(chunk)
+            .zip(r.par_chunks(chunk))
+            .for_each(|(ys, rs)| add_rows(ys, Some(rs))),
+        None => y.par_chunks_mut(chunk).for_each(|ys| add_rows(ys, None)),
     }
 }
 

@@ -17,6 +17,7 @@
 //! | SwiGLU | `swiglu.rs` | closed form |
 //! | cross-entropy | `cross_entropy.rs` | `softmax − one-hot` from the saved logsumexp |
 //! | KL distillation | `kl_distill.rs` | `τ/N · (p_s − p_t)` from the two saved logsumexps |
+//! | pre-norm residual sublayer (ViT attention or MLP half) | `sublayer.rs` | the kernels' own gradients on the saved activations; two graph edges instead of a dozen |
 //! | AdamW | `adamw.rs` | in place, with the clipping scale folded in (no backward) |
 
 mod adamw;
@@ -30,6 +31,7 @@ mod layer_norm;
 mod linear;
 mod rms_norm;
 mod rope;
+mod sublayer;
 mod swiglu;
 
 pub(crate) use adamw::{AdamWStep, adamw_step, sum_of_squares};
@@ -41,6 +43,7 @@ pub(crate) use layer_norm::layer_norm;
 pub(crate) use linear::linear;
 pub(crate) use rms_norm::rms_norm;
 pub(crate) use rope::rope;
+pub(crate) use sublayer::{Mixer, SublayerWeights, pre_norm_sublayer};
 pub(crate) use swiglu::swiglu;
 
 use candle_core::{CpuStorage, DType, Device, Layout, Shape, Storage, StorageRef, Tensor};

@@ -373,3 +373,108 @@ fn reference_only_switches_the_kernels_off_and_back_on() {
     assert!(super::fusable(&[&x]));
     assert!(!super::fusable(&[&x.to_dtype(DType::BF16).unwrap()]));
 }
+
+/// The fused pre-norm sublayer where the kernels run, else written out in the ops it fuses.
+fn sublayer(t: &[Tensor], mixer: &ops::SublayerMixer<'_>, eps: f64) -> crate::Result<Tensor> {
+    let weights = ops::SublayerWeights {
+        norm: (&t[1], Some(&t[2])),
+        input: (&t[3], Some(&t[4])),
+        output: (&t[5], Some(&t[6])),
+    };
+    if let Some(y) = ops::fused_pre_norm_sublayer(&t[0], &weights, *mixer, eps)? {
+        return Ok(y);
+    }
+    let x = ops::layer_norm(&t[0], &t[1], Some(&t[2]), eps, Mode::Train)?;
+    let projected = ops::linear(&x, &t[3], Some(&t[4]), None)?;
+    let mixed = match mixer {
+        ops::SublayerMixer::Attention(spec) => {
+            ops::self_attention_packed(&projected, spec, Mode::Train, None)?
+        }
+        ops::SublayerMixer::Gelu => ops::gelu(&projected)?,
+    };
+    Ok((&t[0] + ops::linear(&mixed, &t[5], Some(&t[6]), None)?)?)
+}
+
+/// `[h, norm w, norm b, input w, input b, output w, output b]` for a sublayer of `width`
+/// whose input projection has `inner` rows and whose output projection reads `mixed`.
+fn sublayer_inputs(shape: (usize, usize, usize), inner: usize, mixed: usize) -> Vec<Tensor> {
+    let (b, t, width) = shape;
+    vec![
+        normal(&[b, t, width], 20).affine(2.0, 0.5).unwrap(),
+        (normal(&[width], 21) + 1.0).unwrap(),
+        normal(&[width], 22),
+        (normal(&[inner, width], 23) * 0.5).unwrap(),
+        normal(&[inner], 24),
+        (normal(&[width, mixed], 25) * 0.5).unwrap(),
+        normal(&[width], 26),
+    ]
+}
+
+#[test]
+fn fused_sublayers_match_their_written_out_form() {
+    for (b, t, width, inner) in [(2, 5, 12, 17), (1, 1, 8, 8), (3, 7, 6, 24)] {
+        let inputs = sublayer_inputs((b, t, width), inner, inner);
+        let op = |x: &[Tensor]| sublayer(x, &ops::SublayerMixer::Gelu, 1e-6);
+        check_all(&format!("mlp sublayer {b}x{t}x{width}"), &op, &inputs);
+    }
+    // Heads of 3 over the width, grouped-query heads, one position, a batch of one.
+    for (b, t, heads, kv, d) in [
+        (2, 5, 4, 4, 3),
+        (3, 7, 4, 2, 3),
+        (1, 1, 2, 1, 4),
+        (2, 9, 3, 3, 5),
+    ] {
+        let spec = SelfAttention {
+            heads,
+            kv_heads: kv,
+            causal: false,
+            key_mask: None,
+            rope: None,
+        };
+        let inputs = sublayer_inputs((b, t, heads * d), (heads + 2 * kv) * d, heads * d);
+        let mixer = ops::SublayerMixer::Attention(&spec);
+        let op = |x: &[Tensor]| sublayer(x, &mixer, 1e-6);
+        let what = format!("attention sublayer {b}x{t}, {heads} heads over {kv}");
+        check_all(&what, &op, &inputs);
+    }
+}
+
+#[test]
+fn a_fused_sublayer_refuses_weights_that_do_not_fit() {
+    let inputs = sublayer_inputs((2, 3, 8), 12, 12);
+    let mut wrong = inputs.clone();
+    wrong[5] = normal(&[8, 11], 27);
+    let weights = ops::SublayerWeights {
+        norm: (&wrong[1], Some(&wrong[2])),
+        input: (&wrong[3], Some(&wrong[4])),
+        output: (&wrong[5], Some(&wrong[6])),
+    };
+    let err = ops::fused_pre_norm_sublayer(&wrong[0], &weights, ops::SublayerMixer::Gelu, 1e-6)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("do not fit a width of 8"), "{err}");
+}
+
+#[test]
+fn a_fused_sublayer_gives_no_gradient_to_constants() {
+    let inputs = sublayer_inputs((2, 3, 8), 12, 12);
+    let w = Var::from_tensor(&inputs[3]).unwrap();
+    let weights = ops::SublayerWeights {
+        norm: (&inputs[1], Some(&inputs[2])),
+        input: (w.as_tensor(), Some(&inputs[4])),
+        output: (&inputs[5], Some(&inputs[6])),
+    };
+    let y = ops::fused_pre_norm_sublayer(&inputs[0], &weights, ops::SublayerMixer::Gelu, 1e-6)
+        .unwrap()
+        .expect("f32 on the CPU runs fused");
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    let dw = grads
+        .get(w.as_tensor())
+        .expect("the variable gets its gradient");
+    assert_eq!(dw.dims(), &[12, 8]);
+    assert!(dw.is_contiguous());
+    assert!(
+        grads.get(&inputs[0]).is_none(),
+        "a constant input gets no gradient"
+    );
+}
