@@ -20,7 +20,7 @@ use lgreg::nn::{Input, LinearExpanded, Mode, Model, reference_only};
 use lgreg::train::loss::{cross_entropy, kl_distill, lm_loss};
 use lgreg::train::optim::{AdamW, AdamWConfig};
 
-/// The allocator of the `lgreg` binary.
+/// The allocator of the `lgreg` binary, with its purge delay (`main`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -146,6 +146,7 @@ fn bench(args: &[String]) -> lgreg::Result<String> {
 }
 
 fn main() -> lgreg::Result<()> {
+    lgreg::allocator::start_with_purge_delay();
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let reference = args.first().is_some_and(|a| a == "--reference");
     if reference {

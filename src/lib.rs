@@ -32,6 +32,7 @@
 #![deny(unsafe_code)]
 
 pub mod algorithm;
+pub mod allocator;
 pub mod anatomy;
 pub mod checkpoint;
 pub mod config;

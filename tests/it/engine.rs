@@ -848,3 +848,64 @@ fn qwen2_loads_as_llama_and_uses_its_qkv_biases() {
     let yb = b.forward(&x, Mode::Infer, false).unwrap().output;
     assert!(max_rel(&ya, &yb) > 1e-3, "the biases changed nothing");
 }
+
+/// The environment and arguments of process `pid` once `ready` holds for its environment
+/// (gives up after 20 s).
+fn environment_of(pid: u32, ready: &dyn Fn(&[String]) -> bool) -> (Vec<String>, Vec<String>) {
+    let split = |bytes: Vec<u8>| -> Vec<String> {
+        bytes
+            .split(|b| *b == 0)
+            .filter(|s| !s.is_empty())
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect()
+    };
+    let began = std::time::Instant::now();
+    loop {
+        let env = split(std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default());
+        if ready(&env) {
+            let args = split(std::fs::read(format!("/proc/{pid}/cmdline")).unwrap());
+            return (env, args);
+        }
+        assert!(began.elapsed().as_secs() < 20, "process {pid}: {env:?}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn the_binary_runs_with_a_ten_second_purge_delay_unless_the_user_sets_one() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let args = ["login", "127.0.0.1:9", "-u", "someone", "--password-stdin"];
+    for preset in [None, Some("-1")] {
+        let mut cmd = crate::support::lgreg(tmp.path());
+        cmd.env_remove("MIMALLOC_PURGE_DELAY");
+        if let Some(v) = preset {
+            cmd.env("MIMALLOC_PURGE_DELAY", v);
+        }
+        // `login` waits for its password on stdin: the process (same pid) is inspected there.
+        let mut child = cmd
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let has_delay = |env: &[String]| env.iter().any(|v| v.starts_with("MIMALLOC_PURGE_DELAY="));
+        let (env, argv) = environment_of(child.id(), &has_delay);
+        let want = format!(
+            "MIMALLOC_PURGE_DELAY={}",
+            preset.unwrap_or(lgreg::allocator::PURGE_DELAY_MS)
+        );
+        assert!(env.contains(&want), "{preset:?}: {env:?}");
+        assert_eq!(
+            &argv[1..],
+            &args,
+            "the same arguments after the second start"
+        );
+        child.stdin.take().unwrap().write_all(b"\n").unwrap();
+        assert!(
+            !child.wait().unwrap().success(),
+            "an empty password is refused"
+        );
+    }
+}
