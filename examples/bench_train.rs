@@ -10,7 +10,7 @@
 //! before them). Prints one JSON line with the rate and the peak RSS.
 //! Usage: `bench_train [--reference] vit|llama|eval|distill [DIR] [BATCH] [STEPS]`.
 
-#![allow(clippy::print_stdout, clippy::unwrap_used)]
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::disallowed_methods)]
 
 use std::time::Instant;
 
@@ -146,7 +146,7 @@ fn bench(args: &[String]) -> lgreg::Result<String> {
 }
 
 fn main() -> lgreg::Result<()> {
-    lgreg::allocator::start_with_purge_delay();
+    lgreg::allocator::start_with_purge_delay(|k| std::env::var_os(k));
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let reference = args.first().is_some_and(|a| a == "--reference");
     if reference {

@@ -16,14 +16,14 @@ pub const PURGE_DELAY_MS: &str = "10000";
 const PURGE_DELAY_VAR: &str = "MIMALLOC_PURGE_DELAY";
 
 /// Execute this program again, with the same arguments and `MIMALLOC_PURGE_DELAY` set to
-/// [`PURGE_DELAY_MS`], unless the environment already sets the variable (a user's choice, or
-/// the second start). Returns only when it does not start again: the variable was set, or the
-/// executable cannot be found or run (it was replaced while running, say); the caller then
-/// goes on with mimalloc's defaults.
+/// [`PURGE_DELAY_MS`], unless the environment (read through `env`) already sets the variable:
+/// a user's choice, or the second start. Returns only when it does not start again: the
+/// variable was set, or the executable cannot be found or run (it was replaced while running,
+/// say); the caller then goes on with mimalloc's defaults.
 #[cfg(unix)]
-pub fn start_with_purge_delay() {
+pub fn start_with_purge_delay(env: impl Fn(&str) -> Option<std::ffi::OsString>) {
     use std::os::unix::process::CommandExt;
-    if std::env::var_os(PURGE_DELAY_VAR).is_some() {
+    if env(PURGE_DELAY_VAR).is_some() {
         return;
     }
     let Ok(exe) = std::env::current_exe() else {
@@ -40,4 +40,4 @@ pub fn start_with_purge_delay() {
 
 /// Elsewhere the program runs with mimalloc's defaults.
 #[cfg(not(unix))]
-pub fn start_with_purge_delay() {}
+pub fn start_with_purge_delay(_env: impl Fn(&str) -> Option<std::ffi::OsString>) {}

@@ -8,6 +8,6 @@ mod cli;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    lgreg::allocator::start_with_purge_delay();
+    cli::start_with_purge_delay();
     cli::main()
 }

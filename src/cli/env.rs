@@ -28,6 +28,12 @@ pub(crate) struct HubArgs {
     pub offline: bool,
 }
 
+/// Start the program again with the allocator's purge delay unless `MIMALLOC_PURGE_DELAY` is
+/// set (see [`lgreg::allocator`]).
+pub(crate) fn start_with_purge_delay() {
+    lgreg::allocator::start_with_purge_delay(|k| std::env::var_os(k));
+}
+
 fn var(name: &str) -> Option<OsString> {
     std::env::var_os(name).filter(|v| !v.is_empty())
 }

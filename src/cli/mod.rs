@@ -25,7 +25,7 @@ mod tag;
 mod train;
 mod verify;
 
-pub(crate) use env::registry_root;
+pub(crate) use env::{registry_root, start_with_purge_delay};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
