@@ -9,15 +9,16 @@
 //! The forward pass keeps only the output and each query's logsumexp. The backward pass, in
 //! the manner of flash attention, recomputes the probabilities from that logsumexp, one task
 //! per batch row, so that the query heads sharing a key/value head add into its gradient
-//! without contention. The per-head products run through candle's gemm on strided views; no mask
-//! tensor, no head split and no repeated key/value heads are materialised.
+//! without contention. The per-head products run through `head_product`, written for these
+//! sizes, on the activations in place (a head's keys and values are transposed once per task);
+//! no mask tensor, no head split and no repeated key/value heads are materialised.
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
+use super::head_product::{Rows, Strided, head_product, transpose};
 use super::{exp_shifted_in_place, slice, sum_lanes, tensor, wants_grad};
 
 /// What the attention computes, besides its inputs.
@@ -83,63 +84,58 @@ struct Operands<'a> {
     v: (&'a CpuStorage, Place),
 }
 
-/// A `[batch, rows, cols]` view with the given strides, at `offset`.
-fn view(shape: (usize, usize, usize), strides: [usize; 3], offset: usize) -> Layout {
-    Layout::new(Shape::from(shape), strides.to_vec(), offset)
-}
-
-/// The batched product `a · b` of views `a [n, m, k]` and `b [n, k, p]`, row-major `[n, m, p]`.
-fn product(a: (&CpuStorage, &Layout), b: (&CpuStorage, &Layout)) -> candle_core::Result<Vec<f32>> {
-    let (batch, m, k) = a.1.shape().dims3()?;
-    let p = b.1.shape().dims()[2];
-    match a.0.matmul(b.0, (batch, m, p, k), a.1, b.1)? {
-        CpuStorage::F32(v) => Ok(v),
-        _ => candle_core::bail!("attention: the product is not f32"),
-    }
-}
-
-/// The views of one (batch, repeat) slice: query head `g · rep + r` of every key/value head `g`
-/// next to that key/value head.
-struct Views {
-    /// Queries `[kv_heads, seq, head_dim]`.
-    q: Layout,
-    /// Keys `[kv_heads, seq, head_dim]`.
-    k: Layout,
-    /// Keys transposed, `[kv_heads, head_dim, seq]`.
-    kt: Layout,
-    /// Values transposed, `[kv_heads, head_dim, seq]`.
-    vt: Layout,
-    /// Values `[kv_heads, seq, head_dim]`.
-    v: Layout,
-    /// The output gradient, laid out like the queries (offset from its own start).
-    dout: Layout,
-}
-
 impl Dims {
-    fn views(&self, ops: &Operands<'_>, dout_at: usize, (b, r): (usize, usize)) -> Views {
-        let (t, d, g) = (self.seq, self.head_dim, self.kv_heads);
-        let rep = self.heads / self.kv_heads;
-        let (qp, kp, vp) = (ops.q.1, ops.k.1, ops.v.1);
-        let q_at = qp.start + self.offset(b, r, qp.stride);
-        let k_at = kp.start + self.offset(b, 0, kp.stride);
-        let v_at = vp.start + self.offset(b, 0, vp.stride);
-        let qw = self.q_width();
-        Views {
-            q: view((g, t, d), [rep * d, qp.stride, 1], q_at),
-            k: view((g, t, d), [d, kp.stride, 1], k_at),
-            kt: view((g, d, t), [d, 1, kp.stride], k_at),
-            vt: view((g, d, t), [d, 1, vp.stride], v_at),
-            v: view((g, t, d), [d, vp.stride, 1], v_at),
-            dout: view((g, t, d), [rep * d, qw, 1], dout_at + self.offset(b, r, qw)),
+    /// Head `h` of batch row `b` of the activations at `place` in `data`, read in place.
+    fn head<'a>(&self, data: &'a [f32], place: Place, b: usize, h: usize) -> Strided<'a> {
+        Strided {
+            data,
+            offset: place.start + self.offset(b, h, place.stride),
+            row: place.stride,
+            col: 1,
         }
     }
 }
 
-/// Contiguous `[n, rows, cols]` values as a storage, with its layout and its transpose.
-fn batched(values: Vec<f32>, n: usize, rows: usize, cols: usize) -> (CpuStorage, Layout, Layout) {
-    let plain = Layout::contiguous(Shape::from((n, rows, cols)));
-    let transposed = view((n, cols, rows), [rows * cols, 1, cols], 0);
-    (CpuStorage::F32(values), plain, transposed)
+impl Strided<'_> {
+    /// The same matrix as contiguous rows (its columns must be adjacent).
+    fn rows(&self) -> Rows<'_> {
+        Rows {
+            data: self.data,
+            offset: self.offset,
+            row: self.row,
+        }
+    }
+}
+
+impl Operands<'_> {
+    /// The f32 values of the storages of q, k and v.
+    fn values(&self) -> candle_core::Result<(&[f32], &[f32], &[f32])> {
+        Ok((
+            self.q.0.as_slice::<f32>()?,
+            self.k.0.as_slice::<f32>()?,
+            self.v.0.as_slice::<f32>()?,
+        ))
+    }
+}
+
+/// Square `t × t` block `i` of `values`, read in place or transposed.
+fn block(values: &[f32], i: usize, t: usize, transposed: bool) -> Strided<'_> {
+    let (row, col) = if transposed { (1, t) } else { (t, 1) };
+    Strided {
+        data: values,
+        offset: i * t * t,
+        row,
+        col,
+    }
+}
+
+/// Contiguous rows of `t` values.
+fn rows_of(values: &[f32], t: usize) -> Rows<'_> {
+    Rows {
+        data: values,
+        offset: 0,
+        row: t,
+    }
 }
 
 struct Attention {
@@ -248,14 +244,23 @@ impl Attention {
         &self,
         ops: &Operands<'_>,
         dims: Dims,
-        at: (usize, usize),
+        (b, r): (usize, usize),
     ) -> candle_core::Result<(Vec<f32>, Vec<Vec<f32>>)> {
-        let (t, g) = (dims.seq, dims.kv_heads);
-        let views = dims.views(ops, 0, at);
-        let mut scores = product((ops.q.0, &views.q), (ops.k.0, &views.kt))?;
-        let lse = self.slice_probabilities(&mut scores, dims, at, None);
-        let (p, pl, _) = batched(scores, g, t, t);
-        let out = product((&p, &pl), (ops.v.0, &views.v))?;
+        let (t, d, g) = (dims.seq, dims.head_dim, dims.kv_heads);
+        let rep = dims.heads / dims.kv_heads;
+        let (q, k, v) = ops.values()?;
+        let mut scores = vec![0f32; g * t * t];
+        for (gi, s) in scores.chunks_exact_mut(t * t).enumerate() {
+            let kt = transpose(dims.head(k, ops.k.1, b, gi), t, d);
+            let qh = dims.head(q, ops.q.1, b, gi * rep + r);
+            head_product(s, t, (qh, d), rows_of(&kt, t), false);
+        }
+        let lse = self.slice_probabilities(&mut scores, dims, (b, r), None);
+        let mut out = vec![0f32; g * t * d];
+        for (gi, o) in out.chunks_exact_mut(t * d).enumerate() {
+            let vh = dims.head(v, ops.v.1, b, gi);
+            head_product(o, d, (block(&scores, gi, t, false), t), vh.rows(), false);
+        }
         Ok((out, lse))
     }
 
@@ -271,26 +276,52 @@ impl Attention {
         let (t, d, g) = (dims.seq, dims.head_dim, dims.kv_heads);
         let rep = dims.heads / dims.kv_heads;
         let scale = 1.0 / (d as f32).sqrt();
+        let (q, k, v) = ops.values()?;
+        let dout = dout.as_slice::<f32>()?;
+        let dplace = Place {
+            start: dout_at,
+            stride: dims.q_width(),
+        };
+        let transposed = |x, place, gi| transpose(dims.head(x, place, b, gi), t, d);
+        let kts: Vec<Vec<f32>> = (0..g).map(|gi| transposed(k, ops.k.1, gi)).collect();
+        let vts: Vec<Vec<f32>> = (0..g).map(|gi| transposed(v, ops.v.1, gi)).collect();
         let mut dk = vec![0f32; g * t * d];
         let mut dv = vec![0f32; g * t * d];
         let mut dqs = Vec::with_capacity(rep);
         for r in 0..rep {
-            let views = dims.views(ops, dout_at, (b, r));
-            let mut p = product((ops.q.0, &views.q), (ops.k.0, &views.kt))?;
+            let qh = |gi: usize| dims.head(q, ops.q.1, b, gi * rep + r);
+            let mut p = vec![0f32; g * t * t];
+            for (gi, s) in p.chunks_exact_mut(t * t).enumerate() {
+                head_product(s, t, (qh(gi), d), rows_of(&kts[gi], t), false);
+            }
             self.slice_probabilities(&mut p, dims, (b, r), Some(lse));
-            let (ps, _, pt) = batched(p, g, t, t);
-            add(&mut dv, &product((&ps, &pt), (dout, &views.dout))?);
-            let mut ds = product((dout, &views.dout), (ops.v.0, &views.vt))?;
-            let probs = ps.as_slice::<f32>()?;
-            for (dsr, pr) in ds.chunks_exact_mut(t).zip(probs.chunks_exact(t)) {
+            let mut ds = vec![0f32; g * t * t];
+            for (gi, (dvh, dsh)) in dv
+                .chunks_exact_mut(t * d)
+                .zip(ds.chunks_exact_mut(t * t))
+                .enumerate()
+            {
+                let go = dims.head(dout, dplace, b, gi * rep + r);
+                head_product(dvh, d, (block(&p, gi, t, true), t), go.rows(), true);
+                head_product(dsh, t, (go, d), rows_of(&vts[gi], t), false);
+            }
+            for (dsr, pr) in ds.chunks_exact_mut(t).zip(p.chunks_exact(t)) {
                 let di: f32 = dsr.iter().zip(pr).map(|(a, b)| a * b).sum();
                 for (s, p) in dsr.iter_mut().zip(pr) {
                     *s = p * (*s - di) * scale;
                 }
             }
-            let (dss, dsl, dst) = batched(ds, g, t, t);
-            dqs.push(product((&dss, &dsl), (ops.k.0, &views.k))?);
-            add(&mut dk, &product((&dss, &dst), (ops.q.0, &views.q))?);
+            let mut dq = vec![0f32; g * t * d];
+            for (gi, (dqh, dkh)) in dq
+                .chunks_exact_mut(t * d)
+                .zip(dk.chunks_exact_mut(t * d))
+                .enumerate()
+            {
+                let kh = dims.head(k, ops.k.1, b, gi);
+                head_product(dqh, d, (block(&ds, gi, t, false), t), kh.rows(), false);
+                head_product(dkh, d, (block(&ds, gi, t, true), t), qh(gi).rows(), true);
+            }
+            dqs.push(dq);
         }
         Ok((dqs, dk, dv))
     }
@@ -298,13 +329,6 @@ impl Attention {
 
 /// The gradients of one batch element: `dq` of each repeat, `dk`, `dv`.
 type GroupGrads = (Vec<Vec<f32>>, Vec<f32>, Vec<f32>);
-
-/// `acc += x`.
-fn add(acc: &mut [f32], x: &[f32]) {
-    for (a, v) in acc.iter_mut().zip(x) {
-        *a += v;
-    }
-}
 
 /// Write `[kv_heads, seq, head_dim]` blocks into batch `b` of the heads at `place` in a
 /// buffer: block `g` to head `g · stride + r`.

@@ -26,6 +26,7 @@ mod cross_entropy;
 mod elementwise;
 mod fastmath;
 mod gelu;
+mod head_product;
 mod kl_distill;
 mod layer_norm;
 mod linear;
