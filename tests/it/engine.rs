@@ -613,18 +613,16 @@ fn a_vit_with_split_qkv_weights_runs_fused_like_the_packed_one() {
     let c = vit_config(true);
     let packed = random_plain(&c, 6, &Device::Cpu).unwrap();
     let split = split_qkv(&packed);
-    let q_of_layer_1 = split
-        .store
-        .iter()
-        .find(|(s, _, _)| s.role == Role::AttnQ && s.layer == Some(1) && s.param == Param::Weight)
-        .map(|(_, _, v)| v.clone())
-        .unwrap();
-    let qkv_of_layer_1 = packed
-        .store
-        .iter()
-        .find(|(s, _, _)| s.role == Role::AttnQkv && s.layer == Some(1) && s.param == Param::Weight)
-        .map(|(_, _, v)| v.clone())
-        .unwrap();
+    let weight_of_layer_1 = |store: &Store, role| {
+        let slot = Slot {
+            layer: Some(1),
+            role,
+            param: Param::Weight,
+        };
+        store.var(&slot).unwrap().clone()
+    };
+    let q_of_layer_1 = weight_of_layer_1(&split.store, Role::AttnQ);
+    let qkv_of_layer_1 = weight_of_layer_1(&packed.store, Role::AttnQkv);
     let a = Model::new(c.clone(), Box::new(packed), Device::Cpu);
     let b = Model::new(c.clone(), Box::new(split), Device::Cpu);
     let inp = input(&c);
