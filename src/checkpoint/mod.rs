@@ -19,6 +19,7 @@ mod open;
 
 pub use cast::{cast_bytes, f32_values, f32_view};
 pub use dtype::DType;
+pub(crate) use open::read_json_file;
 pub use open::{Checkpoint, Format, SideFile, open};
 use std::borrow::Cow;
 

@@ -711,12 +711,7 @@ const FIGURE: &str = "pool";
 /// `(parameters in millions, held-out metric)` of a finished run's configurations: the pure
 /// instances, then the stitched ones.
 pub fn run_points(dir: &Path) -> Result<[Vec<(f64, f64)>; 2]> {
-    let path = dir.join(CONFIGURATIONS);
-    let table: Value =
-        serde_json::from_slice(&fs_err::read(&path)?).map_err(|e| Error::Config {
-            path: path.clone(),
-            reason: format!("not a pool run's configurations: {e}"),
-        })?;
+    let table = crate::checkpoint::read_json_file(&dir.join(CONFIGURATIONS))?;
     let point = |v: &Value| {
         let params = v.get("params").and_then(Value::as_f64)?;
         Some((params / 1e6, v.get("metric").and_then(Value::as_f64)?))

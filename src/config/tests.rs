@@ -327,3 +327,24 @@ fn colour_jitter_applies_without_rand_augment_only_as_in_timm() {
     );
     assert!(e.contains("TRAIN.COLOR_JITTER"), "{e}");
 }
+
+#[test]
+fn a_truncated_pool_configurations_file_is_refused_naming_it() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join("configurations.json");
+    fs_err::write(&file, br#"{"instances": {"tiny": {"params": 1000, "met"#).expect("written");
+    let e = pool::run_points(dir.path())
+        .expect_err("a truncated table")
+        .to_string();
+    assert!(
+        e.contains("configurations.json") && e.contains("not valid JSON"),
+        "{e}"
+    );
+    fs_err::write(
+        &file,
+        br#"{"instances": {"tiny": {"params": 2000000, "metric": 0.5}}, "configurations": []}"#,
+    )
+    .expect("written");
+    let [instances, stitched] = pool::run_points(dir.path()).expect("a whole table");
+    assert_eq!((instances, stitched.len()), (vec![(2.0, 0.5)], 0));
+}
