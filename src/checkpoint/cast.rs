@@ -49,6 +49,15 @@ pub fn f32_view(bytes: &[u8]) -> Option<&[f32]> {
     }
 }
 
+/// f32 values encoded as little-endian bytes.
+pub fn f32_le_bytes(values: &[f32]) -> Vec<u8> {
+    if cfg!(target_endian = "little") {
+        bytemuck::cast_slice(values).to_vec()
+    } else {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+}
+
 /// Little-endian f32 bytes decoded into a new vector (a trailing partial value is dropped).
 pub fn f32_values(bytes: &[u8]) -> Vec<f32> {
     let (values, _) = bytes.as_chunks::<4>();

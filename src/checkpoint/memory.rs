@@ -52,12 +52,7 @@ impl MemorySource {
 
     /// Add an f32 tensor.
     pub fn insert_f32(&mut self, name: &str, shape: &[usize], values: &[f32]) -> Result<()> {
-        let bytes = if cfg!(target_endian = "little") {
-            bytemuck::cast_slice(values).to_vec()
-        } else {
-            values.iter().flat_map(|v| v.to_le_bytes()).collect()
-        };
-        self.insert(name, DType::F32, shape, bytes)
+        self.insert(name, DType::F32, shape, super::f32_le_bytes(values))
     }
 }
 

@@ -11,13 +11,14 @@ pub mod memory;
 pub mod mmap;
 pub mod pickle;
 pub mod safetensors;
+pub mod seeded;
 pub mod sink;
 pub mod write;
 
 mod cast;
 mod open;
 
-pub use cast::{cast_bytes, f32_values, f32_view};
+pub use cast::{cast_bytes, f32_le_bytes, f32_values, f32_view};
 pub use dtype::DType;
 pub(crate) use open::read_json_file;
 pub use open::{Checkpoint, Format, SideFile, open};

@@ -90,29 +90,51 @@ pub fn write_model(
     plan.sort_by(|a, b| a.name.cmp(&b.name));
     check_unique(&plan)?;
     let shards = split_shards(&plan, opts.shard_size);
-    let total_bytes: u64 = plan.iter().map(Planned::nbytes).sum();
+    let names = shard_names(shards.len());
+    let named = names
+        .into_iter()
+        .zip(shards)
+        .map(|(file, shard)| (file, shard.to_vec()))
+        .collect();
+    write_shards(dir, source, named, reporter)
+}
+
+/// Write each `(file name, tensors)` shard in `dir` (each sorted, fsynced and verified), and
+/// `model.safetensors.index.json` when there is more than one: the layout of a published
+/// checkpoint whose shard split is given rather than computed.
+pub fn write_shards(
+    dir: &Path,
+    source: &dyn TensorSource,
+    mut shards: Vec<(String, Vec<Planned>)>,
+    reporter: &dyn Reporter,
+) -> Result<Written> {
+    let mut all: Vec<&Planned> = shards.iter().flat_map(|(_, s)| s).collect();
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    check_unique_refs(&all)?;
+    let total_bytes: u64 = all.iter().map(|t| t.nbytes()).sum();
+    let tensors = all.len();
     reporter.report(Event::Start {
         task: "write".into(),
         total: total_bytes,
     });
-    let names = shard_names(shards.len());
     let mut weight_map = BTreeMap::new();
-    for (shard, file) in shards.iter().zip(&names) {
-        let path = dir.join(file);
+    for (file, shard) in &mut shards {
+        shard.sort_by(|a, b| a.name.cmp(&b.name));
+        let path = dir.join(&*file);
         write_file(&path, source, shard, Sync::Durable, reporter)?;
         verify_file(&path, shard)?;
-        for t in *shard {
+        for t in shard.iter() {
             weight_map.insert(t.name.clone(), file.clone());
         }
     }
-    if names.len() > 1 {
+    if shards.len() > 1 {
         write_index(dir, total_bytes, &weight_map)?;
     }
     reporter.report(Event::Finish);
     Ok(Written {
-        files: names,
+        files: shards.into_iter().map(|(file, _)| file).collect(),
         total_bytes,
-        tensors: plan.len(),
+        tensors,
     })
 }
 
@@ -160,6 +182,10 @@ fn write_verified(
 }
 
 fn check_unique(plan: &[Planned]) -> Result<()> {
+    check_unique_refs(&plan.iter().collect::<Vec<_>>())
+}
+
+fn check_unique_refs(plan: &[&Planned]) -> Result<()> {
     for pair in plan.windows(2) {
         if pair[0].name == pair[1].name {
             return Err(Error::InvalidValue {

@@ -10,7 +10,7 @@ use crate::algorithm::builder::{FILES_UNIT, GLOBALS_UNIT};
 use crate::algorithm::{Blueprint, GeneView, GlobalsFrom, LayerSource};
 use crate::anatomy::{Param, Role, Slot, slot_name};
 use crate::checkpoint::safetensors::SafetensorsFile;
-use crate::checkpoint::{DType, Stored, TensorInfo, TensorSource};
+use crate::checkpoint::{DType, Stored, TensorInfo, TensorSource, f32_le_bytes};
 use crate::error::{Error, Result};
 use crate::nn::init::{Rng, init_values};
 
@@ -83,10 +83,6 @@ fn global_tensors(gene: &GeneView, from: &GlobalsFrom) -> Result<Vec<(String, St
             Ok(out)
         }
     }
-}
-
-fn f32_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 impl<'g> DescendantSource<'g> {
@@ -313,12 +309,12 @@ impl TensorSource for DescendantSource<'_> {
                 let b = self.gene.unit(&base.0)?.read_f32(&base.1)?;
                 let a = self.gene.unit(&slope.0)?.read_f32(&slope.1)?;
                 let values: Vec<f32> = b.iter().zip(&a).map(|(b, a)| b + t * a).collect();
-                Ok(Cow::Owned(f32_bytes(&values)))
+                Ok(Cow::Owned(f32_le_bytes(&values)))
             }
             Origin::Random { role, param, seed } => {
                 let n = self.require(name)?.numel();
                 let values = init_values(*role, *param, n, &mut Rng::new(*seed));
-                Ok(Cow::Owned(f32_bytes(&values)))
+                Ok(Cow::Owned(f32_le_bytes(&values)))
             }
         }
     }
