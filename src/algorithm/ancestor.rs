@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 use crate::anatomy::{Anatomy, Family, Naming, Param, Role, Slot, analyze, slot_name};
-use crate::checkpoint::{Checkpoint, TensorInfo};
+use crate::checkpoint::{Checkpoint, DType, Format, TensorInfo};
 use crate::error::{Error, Result};
 
 /// The key of a per-layer tensor: what it does and whether it is a weight or a bias.
@@ -137,6 +137,20 @@ impl<'a> AncestorModel<'a> {
     /// (see [`crate::checkpoint::TensorSource::view_f32`]), else converted.
     pub fn view(&self, layer: usize, key: Key) -> Result<Cow<'_, [f32]>> {
         self.ckpt.source.view_f32(self.tensor(layer, key)?)
+    }
+
+    /// One layer tensor's bytes as they lie in the memory map, with their dtype; `None` when
+    /// the source has to decode or copy them (GGUF, pickles).
+    pub fn stored(&self, layer: usize, key: Key) -> Result<Option<(DType, &[u8])>> {
+        let name = self.tensor(layer, key)?;
+        let dtype = self.info(name)?.dtype;
+        if self.ckpt.format != Format::Safetensors || !dtype.is_float() {
+            return Ok(None);
+        }
+        Ok(match self.ckpt.source.read(name)? {
+            Cow::Borrowed(bytes) => Some((dtype, bytes)),
+            Cow::Owned(_) => None,
+        })
     }
 
     /// Let the pages of a layer tensor go once it has been used.

@@ -5,8 +5,10 @@
 //! the registry's blobs (temp file, fsync, hash check, rename) and the directory is deleted
 //! afterwards; a crash before that leaves the registry as it was.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use serde_json::{Map, Value};
@@ -14,7 +16,7 @@ use serde_json::{Map, Value};
 use super::ancestor::{AncestorModel, Key};
 use crate::checkpoint::memory::MemorySource;
 use crate::checkpoint::write::{Planned, WriteOptions, plan_one, write_scratch_file_at};
-use crate::checkpoint::{DType, SideFile, TensorSource};
+use crate::checkpoint::{DType, SideFile, TensorInfo, TensorSource, f32_le_bytes};
 use crate::error::{Error, Result};
 use crate::gene::{check_unit_name, gene_json_bytes};
 use crate::progress::Silent;
@@ -46,6 +48,31 @@ fn role_name(key: Key) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
+}
+
+/// Layer tensors computed when the unit writer asks for them.
+struct Computed<F> {
+    infos: Vec<TensorInfo>,
+    by_name: BTreeMap<String, Key>,
+    compute: Mutex<F>,
+}
+
+impl<F: FnMut(Key) -> Result<Vec<u8>> + Send> TensorSource for Computed<F> {
+    fn tensors(&self) -> &[TensorInfo] {
+        &self.infos
+    }
+
+    fn read(&self, name: &str) -> Result<Cow<'_, [u8]>> {
+        let key = self.by_name.get(name).ok_or_else(|| Error::MissingTensor {
+            name: name.to_string(),
+        })?;
+        let mut compute = self.compute.lock().map_err(|_| Error::InvalidValue {
+            what: "gene unit".into(),
+            value: name.to_string(),
+            reason: "an earlier tensor's computation panicked".into(),
+        })?;
+        Ok(Cow::Owned((*compute)(*key)?))
+    }
 }
 
 impl GeneBuilder {
@@ -187,14 +214,44 @@ impl GeneBuilder {
         ancestor: &AncestorModel<'_>,
         tensors: &BTreeMap<Key, Vec<f32>>,
     ) -> Result<()> {
-        let mut mem = MemorySource::new();
-        for (key, values) in tensors {
-            let name = ancestor.unit_name(*key)?;
-            mem.insert_f32(&name, &ancestor.shape(*key)?, values)?;
-            self.roles.insert(name, role_name(*key));
+        self.put_layer_computed(unit, ancestor, tensors.keys().copied().collect(), |key| {
+            let values = tensors.get(&key).ok_or_else(|| Error::MissingTensor {
+                name: format!("{:?} {:?}", key.0, key.1),
+            })?;
+            Ok(f32_le_bytes(values))
+        })
+    }
+
+    /// Write a block unit of the layer tensors `keys`, named as layer 0, each computed by
+    /// `compute` (as f32 little-endian bytes) only when the writer reaches it, so that about
+    /// one of them is in memory at a time.
+    pub fn put_layer_computed(
+        &mut self,
+        unit: &str,
+        ancestor: &AncestorModel<'_>,
+        keys: Vec<Key>,
+        compute: impl FnMut(Key) -> Result<Vec<u8>> + Send,
+    ) -> Result<()> {
+        let mut infos = Vec::with_capacity(keys.len());
+        let mut by_name = BTreeMap::new();
+        for key in keys {
+            let name = ancestor.unit_name(key)?;
+            infos.push(TensorInfo {
+                name: name.clone(),
+                dtype: DType::F32,
+                shape: ancestor.shape(key)?,
+            });
+            self.roles.insert(name.clone(), role_name(key));
+            by_name.insert(name, key);
         }
-        let plan = crate::checkpoint::write::plan_all(&mem, &WriteOptions::default());
-        self.add_unit(unit, &mem, plan)
+        infos.sort_by(|a, b| a.name.cmp(&b.name));
+        let source = Computed {
+            infos,
+            by_name,
+            compute: Mutex::new(compute),
+        };
+        let plan = crate::checkpoint::write::plan_all(&source, &WriteOptions::default());
+        self.add_unit(unit, &source, plan)
     }
 
     /// Write arbitrary named f32 tensors into a unit (e.g. stitch layers).

@@ -294,6 +294,16 @@ impl<'g> DescendantSource<'g> {
     }
 }
 
+/// `base + t·slope` as f32 little-endian bytes, written straight into the output buffer.
+fn line_bytes(base: &[f32], slope: &[f32], t: f32) -> Vec<u8> {
+    let mut out = vec![0u8; base.len().min(slope.len()) * 4];
+    let (values, _) = out.as_chunks_mut::<4>();
+    for ((v, b), a) in values.iter_mut().zip(base).zip(slope) {
+        *v = (b + t * a).to_le_bytes();
+    }
+    out
+}
+
 impl TensorSource for DescendantSource<'_> {
     fn tensors(&self) -> &[TensorInfo] {
         &self.infos
@@ -306,10 +316,12 @@ impl TensorSource for DescendantSource<'_> {
         match origin {
             Origin::Copy { unit, tensor } => self.gene.unit(unit)?.read(tensor),
             Origin::Line { base, slope, t } => {
-                let b = self.gene.unit(&base.0)?.read_f32(&base.1)?;
-                let a = self.gene.unit(&slope.0)?.read_f32(&slope.1)?;
-                let values: Vec<f32> = b.iter().zip(&a).map(|(b, a)| b + t * a).collect();
-                Ok(Cow::Owned(f32_le_bytes(&values)))
+                let b = self.gene.unit(&base.0)?.view_f32(&base.1)?;
+                let a = self.gene.unit(&slope.0)?.view_f32(&slope.1)?;
+                let bytes = line_bytes(&b, &a, *t);
+                // The inputs are spent: their pages go now, not when the writer is done.
+                self.release(name);
+                Ok(Cow::Owned(bytes))
             }
             Origin::Random { role, param, seed } => {
                 let n = self.require(name)?.numel();
@@ -322,6 +334,13 @@ impl TensorSource for DescendantSource<'_> {
     fn release(&self, name: &str) {
         if let Some((file, tensor)) = self.copied_from(name) {
             file.release(tensor);
+        }
+        if let Some(Origin::Line { base, slope, .. }) = self.origins.get(name) {
+            for (unit, tensor) in [base, slope] {
+                if let Ok(file) = self.gene.unit(unit) {
+                    file.release(tensor);
+                }
+            }
         }
     }
 

@@ -9,13 +9,16 @@
 //! SmolLM2's norm weights it is about 2e-7, as before).
 //!
 //! Two ways feed the same sums and give bit-identical results:
-//! - [`fit_tiled`], when every layer of the tensor is in memory at once (borrowed from the
-//!   memory map): tile after tile, all layers pass through the sums of a few elements held in
-//!   registers, so the data is read once and the sums are stored once per tile;
+//! - [`fit_tiled`], when a band of elements of every layer can be had at once (from the memory
+//!   map, converted band by band from f16 or bf16): tile after tile, all layers pass through
+//!   the sums of a few elements held in registers, so the data is read once and the sums are
+//!   stored once per tile;
 //! - [`LineFit`], one whole layer at a time (layers that had to be converted, and the aligned
 //!   fit, whose layers only exist one after the other).
 
 use std::ops::Range;
+
+use crate::error::Result;
 
 /// f64 lanes of the reductions over the elements.
 const LANES: usize = 4;
@@ -24,9 +27,8 @@ const GROUP: usize = 8;
 /// Elements of one tile of [`fit_tiled`] (a multiple of [`LANES`], so that the reductions of
 /// both ways add every element to the same lane in the same order): its sums take 12 KiB.
 const TILE: usize = 1024;
-/// Elements of one band of [`fit_tiled`] (a multiple of [`TILE`]): the caller brings in the
-/// pages of a band of every layer before it is read and lets them go after (256 KiB of f32 per
-/// layer).
+/// Elements of one band of [`fit_tiled`] (a multiple of [`TILE`]): the caller reads a band of
+/// every layer at once and lets its pages go after (256 KiB of f32 per layer).
 const BAND: usize = 64 * 1024;
 
 /// The grid `t_l = l / L` of `L` layers.
@@ -211,42 +213,44 @@ impl LineFit {
     }
 }
 
-/// What the caller of [`fit_tiled`] does around each range of elements.
+/// Where [`fit_tiled`] gets the values of one range of elements of every layer.
 pub(super) trait Bands {
-    /// The elements `range` of every layer are read next.
-    fn next(&mut self, range: Range<usize>);
-    /// The elements `range` of every layer have been read.
+    /// Put the values of the elements `range` of layer `l` into `layers[l]`, for every layer.
+    fn read(&mut self, range: Range<usize>, layers: &mut [Vec<f32>]) -> Result<()>;
+    /// The elements `range` of every layer have been used.
     fn done(&mut self, range: Range<usize>);
 }
 
-/// Fit one tensor whose every layer is at hand (`layers[l]` is layer `l`, all of one length),
-/// tile by tile, in element ranges of [`BAND`]: `bands.next` is called with each range before
-/// it is read and `bands.done` after, so that the caller can bring in and let go its pages.
-pub(super) fn fit_tiled(layers: &[&[f32]], bands: &mut impl Bands) -> Line {
-    let grid = Grid::new(layers.len());
-    let n = layers.iter().map(|w| w.len()).min().unwrap_or(0);
+/// Fit one tensor of `n` elements over `depth` layers band by band, in element ranges of
+/// [`BAND`] that `bands` reads (converting or borrowing them) and lets go after, and tile by
+/// tile inside a band, so that the memory is one band of every layer plus the line.
+pub(super) fn fit_tiled(n: usize, depth: usize, bands: &mut impl Bands) -> Result<Line> {
+    let grid = Grid::new(depth);
     let (mut slope, mut base) = (vec![0.0; n], vec![0.0; n]);
     let mut moments = Moments::default();
     let mut sums = [[0.0f32; TILE]; 3];
+    let mut buffers = vec![Vec::with_capacity(BAND); depth];
     for band in (0..n).step_by(BAND) {
         let band = band..(band + BAND).min(n);
-        bands.next(band.clone());
+        bands.read(band.clone(), &mut buffers)?;
+        let layers: Vec<&[f32]> = buffers.iter().map(Vec::as_slice).collect();
         for start in band.clone().step_by(TILE) {
             let tile = start..(start + TILE).min(band.end);
             let len = tile.len();
             let [s0, s1, q] = &mut sums;
             let (s0, s1, q) = (&mut s0[..len], &mut s1[..len], &mut q[..len]);
-            accumulate_layers(layers, tile.start, grid, [&mut *s0, &mut *s1, &mut *q]);
+            let sums = [&mut *s0, &mut *s1, &mut *q];
+            accumulate_layers(&layers, tile.start - band.start, grid, sums);
             let (a, b) = (&mut slope[tile.clone()], &mut base[tile]);
             solve(grid, [s0, s1, q], a, b, &mut moments);
         }
         bands.done(band);
     }
-    Line {
+    Ok(Line {
         slope,
         base,
         r2: moments.r2(grid),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -303,25 +307,35 @@ mod tests {
         fit.solve(grid)
     }
 
-    /// Records the ranges it is told about, checking that each is read once, in order.
-    #[derive(Default)]
-    struct Recorded(Vec<Range<usize>>);
+    /// Serves bands of in-memory layers and records the ranges, checking that each is read
+    /// once, in order.
+    struct Recorded<'a> {
+        layers: &'a [Vec<f32>],
+        ranges: Vec<Range<usize>>,
+    }
 
-    impl Bands for Recorded {
-        fn next(&mut self, range: Range<usize>) {
-            assert_eq!(range.start, self.0.last().map_or(0, |r| r.end));
-            self.0.push(range);
+    impl Bands for Recorded<'_> {
+        fn read(&mut self, range: Range<usize>, out: &mut [Vec<f32>]) -> Result<()> {
+            assert_eq!(range.start, self.ranges.last().map_or(0, |r| r.end));
+            for (buffer, layer) in out.iter_mut().zip(self.layers) {
+                buffer.clear();
+                buffer.extend_from_slice(&layer[range.clone()]);
+            }
+            self.ranges.push(range);
+            Ok(())
         }
         fn done(&mut self, range: Range<usize>) {
-            assert_eq!(self.0.last(), Some(&range));
+            assert_eq!(self.ranges.last(), Some(&range));
         }
     }
 
     fn tiled(layers: &[Vec<f32>]) -> (Line, Vec<Range<usize>>) {
-        let views: Vec<&[f32]> = layers.iter().map(Vec::as_slice).collect();
-        let mut bands = Recorded::default();
-        let line = fit_tiled(&views, &mut bands);
-        (line, bands.0)
+        let mut bands = Recorded {
+            layers,
+            ranges: Vec::new(),
+        };
+        let line = fit_tiled(layers[0].len(), layers.len(), &mut bands).unwrap();
+        (line, bands.ranges)
     }
 
     #[test]
