@@ -282,10 +282,10 @@ fn write_file_body(
     let mut out = BufWriter::with_capacity(8 << 20, sink);
     out.write_all(&(header.len() as u64).to_le_bytes())?;
     out.write_all(header)?;
-    // One thread reads (and dequantises or casts) the next tensor while this one writes the
-    // current one, so at most two tensors are in memory at once.
+    // One thread reads (and dequantises or computes) the next tensor while this one writes the
+    // current one; the channel has no room, so at most two tensors are in memory at once.
     std::thread::scope(|scope| -> Result<()> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Cow<'_, [u8]>>>(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Produced<'_>>>(0);
         scope.spawn(move || {
             for t in tensors {
                 let produced = produce(source, t);
@@ -296,13 +296,15 @@ fn write_file_body(
             }
         });
         for t in tensors {
-            let bytes = rx.recv().map_err(|_| Error::MissingTensor {
+            let produced = rx.recv().map_err(|_| Error::MissingTensor {
                 name: t.source_name.clone(),
             })??;
-            if !copy_stored(&mut out, source, t)? {
-                write_tensor(&mut out, source, t, &bytes)?;
+            match produced.cast_from {
+                Some(from) => write_cast(&mut out, source, t, from, &produced.bytes)?,
+                None if copy_stored(&mut out, source, t)? => {}
+                None => write_tensor(&mut out, source, t, &produced.bytes)?,
             }
-            drop(bytes);
+            drop(produced);
             source.release(&t.source_name);
             reporter.report(Event::Advance {
                 amount: t.nbytes(),
@@ -360,27 +362,68 @@ fn write_tensor(
     Ok(())
 }
 
-/// The bytes of one planned tensor in its output dtype, checked against the planned size.
-fn produce<'a>(source: &'a dyn TensorSource, t: &Planned) -> Result<Cow<'a, [u8]>> {
+/// Cast the mapped bytes of one tensor to its output dtype part by part as they are written,
+/// bringing in the source's pages before each part and letting them go after, so that a cast
+/// (f16 to f32 of an embedding) holds one part in memory, not the whole tensor.
+fn write_cast(
+    out: &mut impl Write,
+    source: &dyn TensorSource,
+    t: &Planned,
+    from: DType,
+    bytes: &[u8],
+) -> Result<()> {
+    // A multiple of every element size, so that no element straddles two parts.
+    let part_bytes = RELEASE_EVERY / 8 * 8;
+    for (i, part) in bytes.chunks(part_bytes).enumerate() {
+        let range = i * part_bytes..i * part_bytes + part.len();
+        source.prefetch_range(&t.source_name, range.clone());
+        out.write_all(&cast_bytes(&t.source_name, from, t.dtype, part)?)?;
+        source.release_range(&t.source_name, range);
+    }
+    Ok(())
+}
+
+/// The bytes of one planned tensor, and the dtype they still have to be cast from when the
+/// writer casts them part by part.
+struct Produced<'a> {
+    bytes: Cow<'a, [u8]>,
+    cast_from: Option<DType>,
+}
+
+/// The bytes of one planned tensor, checked against the planned size: in its output dtype, or
+/// still in the source's when they are borrowed from a memory map and need a cast (the writer
+/// casts those part by part).
+fn produce<'a>(source: &'a dyn TensorSource, t: &Planned) -> Result<Produced<'a>> {
     let info = source.require(&t.source_name)?;
     let raw = source.read(&t.source_name)?;
-    let bytes = if info.dtype == t.dtype {
-        raw
-    } else {
-        Cow::Owned(cast_bytes(&info.name, info.dtype, t.dtype, &raw)?.into_owned())
+    let numel = t.shape.iter().product::<usize>() as u64;
+    let produced = match raw {
+        Cow::Borrowed(_) if info.dtype != t.dtype => Produced {
+            bytes: raw,
+            cast_from: Some(info.dtype),
+        },
+        raw if info.dtype == t.dtype => Produced {
+            bytes: raw,
+            cast_from: None,
+        },
+        raw => Produced {
+            bytes: Cow::Owned(cast_bytes(&info.name, info.dtype, t.dtype, &raw)?.into_owned()),
+            cast_from: None,
+        },
     };
-    if bytes.len() as u64 != t.nbytes() {
+    let dtype = produced.cast_from.unwrap_or(t.dtype);
+    let expected = numel * dtype.size() as u64;
+    if produced.bytes.len() as u64 != expected {
         return Err(Error::InvalidValue {
             what: "tensor data".into(),
             value: t.source_name.clone(),
             reason: format!(
-                "the source gave {} bytes, expected {}",
-                bytes.len(),
-                t.nbytes()
+                "the source gave {} bytes, expected {expected}",
+                produced.bytes.len()
             ),
         });
     }
-    Ok(bytes)
+    Ok(produced)
 }
 
 /// Re-open a written file and check that its header lists exactly the planned tensors.
