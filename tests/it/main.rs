@@ -16,6 +16,7 @@ mod faithful_pool;
 mod gguf;
 mod gguf_cli;
 mod heur_vgg;
+mod llama7b;
 mod malformed;
 mod pickle;
 mod pull;

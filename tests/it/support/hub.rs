@@ -63,6 +63,9 @@ struct Repo {
     commit: String,
     refs: HashMap<String, String>,
     files: Vec<RepoFile>,
+    /// A gated repo: the tokens of the accounts that accepted its licence. Its metadata is
+    /// public, as on the Hub; its files answer 401 without a token and 403 with any other.
+    gated: Option<Vec<String>>,
 }
 
 /// Misbehaviour on demand. Keys are repo file names.
@@ -184,9 +187,18 @@ impl FakeHub {
                 commit: commit.clone(),
                 refs,
                 files,
+                gated: None,
             },
         );
         commit
+    }
+
+    /// Gate `repo`: only requests with one of `accepted` (the tokens of accounts that accepted
+    /// its licence) get its files.
+    pub fn gate(&self, repo: &str, accepted: &[&str]) {
+        let mut repos = self.state.repos.lock().unwrap();
+        let r = repos.get_mut(repo).unwrap();
+        r.gated = Some(accepted.iter().map(|t| t.to_string()).collect());
     }
 
     /// Point a branch or tag of `repo` at its commit.
@@ -483,6 +495,15 @@ fn lookup(state: &State, repo: &str, rev: &str) -> Result<(String, Vec<RepoFile>
     Ok((commit, r.files.clone()))
 }
 
+/// The API's `gated` field: `"manual"` for a gated repo, `false` otherwise.
+fn gated_field(state: &State, repo: &str) -> serde_json::Value {
+    let repos = state.repos.lock().unwrap();
+    match repos.get(repo).and_then(|r| r.gated.as_ref()) {
+        Some(_) => serde_json::Value::from("manual"),
+        None => serde_json::Value::from(false),
+    }
+}
+
 fn api(state: &State, repo: &str, rev: &str) -> Reply {
     let (commit, files) = match lookup(state, repo, rev) {
         Ok(x) => x,
@@ -509,7 +530,7 @@ fn api(state: &State, repo: &str, rev: &str) -> Reply {
         "modelId": repo,
         "sha": commit,
         "private": false,
-        "gated": false,
+        "gated": gated_field(state, repo),
         "disabled": false,
         "tags": [],
         "siblings": siblings,
@@ -558,6 +579,9 @@ fn tree(state: &State, repo: &str, rev: &str, under: &str) -> Reply {
 }
 
 fn resolve(state: &State, head: &Head, repo: &str, rev: &str, file: &str) -> Reply {
+    if let Some(refused) = gate_refusal(state, head, repo) {
+        return refused;
+    }
     let (commit, files) = match lookup(state, repo, rev) {
         Ok(x) => x,
         Err(reply) => return reply,
@@ -591,6 +615,33 @@ fn resolve(state: &State, head: &Head, repo: &str, rev: &str, file: &str) -> Rep
             start: 0,
             end,
         },
+    }
+}
+
+/// The Hub's answer to a file request of a gated repo without an accepted token (its wording).
+fn gate_refusal(state: &State, head: &Head, repo: &str) -> Option<Reply> {
+    let repos = state.repos.lock().unwrap();
+    let accepted = repos.get(repo)?.gated.as_ref()?;
+    let token = head
+        .headers
+        .get("authorization")
+        .and_then(|a| a.strip_prefix("Bearer "));
+    match token {
+        None => Some(text(
+            401,
+            Some("GatedRepo"),
+            &format!(
+                "Access to model {repo} is restricted. You must have access to it and be authenticated to access it. Please log in."
+            ),
+        )),
+        Some(t) if accepted.iter().any(|a| a == t) => None,
+        Some(_) => Some(text(
+            403,
+            Some("GatedRepo"),
+            &format!(
+                "Access to model {repo} is restricted and you are not in the authorized list. Visit https://huggingface.co/{repo} to ask for access."
+            ),
+        )),
     }
 }
 

@@ -220,3 +220,58 @@ impl Drop for Tmpfs {
         let _ = std::process::Command::new("umount").arg(&self.dir).status();
     }
 }
+
+/// The Python parent of [`run_measured`]: it waits for its one child and prints the child's
+/// `ru_maxrss` (KiB on Linux) as the last line of stderr.
+const MEASURE_CHILD: &str = "import resource, subprocess, sys
+r = subprocess.run(sys.argv[1:])
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)
+sys.exit(r.returncode)";
+
+/// Run `cmd` (program, arguments, environment and directory as set) as the only child of a
+/// Python parent, and return what it printed and its peak resident memory in bytes: the
+/// child's `ru_maxrss`, which covers its whole life (an `exec` included).
+pub fn run_measured(cmd: &std::process::Command) -> (Run, u64) {
+    let mut parent = std::process::Command::new("python3");
+    parent
+        .arg("-c")
+        .arg(MEASURE_CHILD)
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => parent.env(key, value),
+            None => parent.env_remove(key),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        parent.current_dir(dir);
+    }
+    let out = parent.output().expect("python3 runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let (child_stderr, last) = stderr
+        .trim_end()
+        .rsplit_once('\n')
+        .unwrap_or(("", stderr.trim_end()));
+    let kib: u64 = last.trim().parse().expect("the parent printed ru_maxrss");
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: child_stderr.to_string(),
+    };
+    (run, kib * 1024)
+}
+
+/// Bytes free on the file system that holds `dir`.
+pub fn free_bytes(dir: &std::path::Path) -> u64 {
+    let out = std::process::Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(dir)
+        .output()
+        .expect("df runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0)
+}
