@@ -107,7 +107,11 @@ impl GeneBuilder {
 
     /// Record the wall time of one build step, from `started` until now.
     pub fn record_step(&mut self, step: &str, started: Instant) {
-        let seconds = started.elapsed().as_secs_f64();
+        self.record_seconds(step, started.elapsed().as_secs_f64());
+    }
+
+    /// Record the wall time of one build step that was measured in pieces.
+    pub fn record_seconds(&mut self, step: &str, seconds: f64) {
         self.steps.insert(step.to_string(), Value::from(seconds));
     }
 

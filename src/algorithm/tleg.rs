@@ -64,12 +64,15 @@ type Lines = BTreeMap<Key, Line>;
 /// Fit every layer tensor of the ancestor as it is and write the base and slope units, one
 /// tensor at a time: each line is fitted when the base unit's writer reaches its tensor, and its
 /// slope waits in a scratch file until the slope unit is written, so that memory holds about
-/// one line. Returns the R² of every tensor, by its name in the gene.
+/// one line. Returns the R² of every tensor, by its name in the gene; records the time of the
+/// fits (`fit`) and of the rest (`units`) as build steps.
 fn fit_plain_into(
     out: &mut GeneBuilder,
     ancestor: &AncestorModel<'_>,
     reporter: &dyn Reporter,
 ) -> Result<BTreeMap<String, f64>> {
+    let started = Instant::now();
+    let mut fitting = std::time::Duration::ZERO;
     let keys = ancestor.keys();
     let spill = tempfile::Builder::new()
         .prefix("lgreg-tleg-slopes-")
@@ -83,7 +86,9 @@ fn fit_plain_into(
         total: keys.len() as u64,
     });
     out.put_layer_computed(BASE_UNIT, ancestor, keys.clone(), |key| {
+        let fit_started = Instant::now();
         let line = fit_tensor(ancestor, key)?;
+        fitting += fit_started.elapsed();
         r2.insert(ancestor.unit_name(key)?, line.r2);
         fs_err::write(spilled(key)?, f32_le_bytes(&line.slope))?;
         reporter.report(Event::Advance {
@@ -99,6 +104,9 @@ fn fit_plain_into(
         fs_err::remove_file(&path)?;
         Ok(bytes)
     })?;
+    let fit_seconds = fitting.as_secs_f64();
+    out.record_seconds("fit", fit_seconds);
+    out.record_seconds("units", started.elapsed().as_secs_f64() - fit_seconds);
     Ok(r2)
 }
 
@@ -332,7 +340,6 @@ impl Algorithm for Tleg {
             let r2 = fit_plain_into(out, ancestor, job.reporter)?;
             out.diagnostic("r2_mean", mean(&r2))?;
             out.diagnostic("r2", &r2)?;
-            out.record_step("fit and units", started);
         }
         out.diagnostic("aligned", params.align)?;
         out.diagnostic("aux_depth", ancestor.depth())?;
