@@ -205,6 +205,20 @@ impl<'a> AncestorModel<'a> {
             .sum()
     }
 
+    /// Bytes of every weight in f32: what loading the whole model takes.
+    pub fn f32_bytes(&self) -> Result<u64> {
+        Ok(4 * (self.layer_elements()? * self.depth() as u64 + self.global_elements()?))
+    }
+
+    /// Whether the data-driven algorithms run this ancestor one block at a time: as `forced`
+    /// says, else when its f32 weights exceed [`crate::nn::layerwise::LAYERWISE_ABOVE`].
+    pub fn run_layerwise(&self, forced: Option<bool>) -> Result<bool> {
+        match forced {
+            Some(choice) => Ok(choice),
+            None => Ok(self.f32_bytes()? > crate::nn::layerwise::LAYERWISE_ABOVE),
+        }
+    }
+
     /// Elements of the global tensors.
     pub fn global_elements(&self) -> Result<u64> {
         self.globals()

@@ -13,15 +13,18 @@
 //! `layers` are taken anyway and the card says so. The losses are those of
 //! [`super::probe::ProbeBatch::loss`].
 
-use candle_core::{DType, Device};
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::blueprint::{Blueprint, GrowRequest};
 use super::builder::GeneBuilder;
-use super::probe::Probe;
+use super::probe::{Probe, ProbeBatch};
 use super::{Algorithm, ExtractJob, GeneView, subset};
-use crate::anatomy::Param;
+use crate::anatomy::{Param, Slot};
 use crate::error::{Error, Result};
+use crate::nn::layerwise::Layerwise;
 use crate::nn::{Hooks, Mode, Model};
 use crate::progress::Event;
 
@@ -54,6 +57,11 @@ struct Params {
     seq_len: usize,
     /// Largest coefficient of variation of a stable layer.
     max_cv: f64,
+    /// Run the ancestor one block at a time ([`crate::nn::layerwise`]): `true`, `false`, or
+    /// unset to do so when it is large
+    /// ([`super::ancestor::AncestorModel::run_layerwise`]).
+    #[serde(default)]
+    layerwise: Option<bool>,
 }
 
 /// The gradient activity of one layer across the probe batches.
@@ -106,46 +114,25 @@ pub fn stable_suffix(stats: &[Activity], k: usize, max_cv: f64) -> (Vec<usize>, 
 fn gradient_activity(job: &ExtractJob<'_>, params: &Params) -> Result<(Vec<Vec<f64>>, Vec<f64>)> {
     let data = job.require_data("heur")?;
     let ancestor = job.ancestor;
-    let model = Model::load(ancestor.ckpt, &Device::Cpu)?;
+    let runner = if ancestor.run_layerwise(params.layerwise)? {
+        Runner::Blocks(Layerwise::new(ancestor.ckpt, &Device::Cpu)?)
+    } else {
+        Runner::Whole(Model::load(ancestor.ckpt, &Device::Cpu)?)
+    };
     let probe = Probe::load(ancestor, data, params.seq_len)?;
-    probe.check(&model.config, true)?;
+    probe.check(&runner.config(), true)?;
     let batches = probe.batches(params.batches, params.batch_size, job.seed, &Device::Cpu)?;
     job.reporter.report(Event::Start {
         task: "gradient criterion".into(),
         total: batches.len() as u64,
     });
-    let hooks = Hooks {
-        hidden: false,
-        weight_grads: true,
-        ..Default::default()
-    };
     let mut per_batch = Vec::with_capacity(batches.len());
     let mut losses = Vec::with_capacity(batches.len());
     for batch in &batches {
-        let forward = model.forward_with(&batch.input, Mode::Train, hooks)?;
-        let loss = batch.loss(&model, &forward)?;
+        let mut activity = Activity::counter(ancestor.depth(), params.threshold);
+        let loss = runner.loss_counting(batch, &mut activity)?;
         losses.push(f64::from(loss.to_scalar::<f32>()?));
-        let grads = forward.layer_grads(&loss.backward()?);
-        let mut above = vec![0u64; ancestor.depth()];
-        let mut total = vec![0u64; ancestor.depth()];
-        for (slot, grad) in &grads {
-            let Some(layer) = slot.layer.filter(|&l| l < above.len()) else {
-                continue;
-            };
-            if slot.param != Param::Weight || grad.rank() < 2 {
-                continue;
-            }
-            let count = grad.gt(params.threshold)?.to_dtype(DType::U32)?.sum_all()?;
-            above[layer] += u64::from(count.to_scalar::<u32>()?);
-            total[layer] += grad.elem_count() as u64;
-        }
-        per_batch.push(
-            above
-                .iter()
-                .zip(&total)
-                .map(|(&a, &t)| a as f64 / t.max(1) as f64)
-                .collect(),
-        );
+        per_batch.push(activity.rates());
         job.reporter.report(Event::Advance {
             amount: 1,
             item: None,
@@ -153,6 +140,86 @@ fn gradient_activity(job: &ExtractJob<'_>, params: &Params) -> Result<(Vec<Vec<f
     }
     job.reporter.report(Event::Finish);
     Ok((per_batch, losses))
+}
+
+/// How the ancestor runs: loaded whole, or one block at a time.
+enum Runner<'c> {
+    Whole(Model),
+    Blocks(Layerwise<'c>),
+}
+
+impl Runner<'_> {
+    fn config(&self) -> crate::nn::ModelConfig {
+        match self {
+            Runner::Whole(model) => model.config.clone(),
+            Runner::Blocks(blocks) => blocks.config(),
+        }
+    }
+
+    /// The loss of `batch`, its weight gradients counted into `activity`.
+    fn loss_counting(&self, batch: &ProbeBatch, activity: &mut ActivityCounter) -> Result<Tensor> {
+        match self {
+            Runner::Whole(model) => {
+                let hooks = Hooks {
+                    weight_grads: true,
+                    ..Default::default()
+                };
+                let forward = model.forward_with(&batch.input, Mode::Train, hooks)?;
+                let loss = batch.loss(model, &forward)?;
+                activity.add(&forward.layer_grads(&loss.backward()?))?;
+                Ok(loss)
+            }
+            Runner::Blocks(blocks) => blocks.weight_grads(
+                &batch.input,
+                |globals, forward| batch.loss(globals, forward),
+                |_, grads| activity.add(&grads),
+            ),
+        }
+    }
+}
+
+/// Counts, per layer, of weight-gradient entries above the threshold.
+struct ActivityCounter {
+    threshold: f64,
+    above: Vec<u64>,
+    total: Vec<u64>,
+}
+
+impl Activity {
+    fn counter(depth: usize, threshold: f64) -> ActivityCounter {
+        ActivityCounter {
+            threshold,
+            above: vec![0; depth],
+            total: vec![0; depth],
+        }
+    }
+}
+
+impl ActivityCounter {
+    /// Count the weight matrices among `grads` (norm scales and biases are left out).
+    fn add(&mut self, grads: &BTreeMap<Slot, Tensor>) -> Result<()> {
+        for (slot, grad) in grads {
+            let Some(layer) = slot.layer.filter(|&l| l < self.above.len()) else {
+                continue;
+            };
+            if slot.param != Param::Weight || grad.rank() < 2 {
+                continue;
+            }
+            let count = grad.gt(self.threshold)?.to_dtype(DType::U32)?.sum_all()?;
+            self.above[layer] += u64::from(count.to_scalar::<u32>()?);
+            self.total[layer] += grad.elem_count() as u64;
+        }
+        Ok(())
+    }
+
+    /// `r_l` of every layer.
+    fn rates(&self) -> Vec<f64> {
+        self.above
+            .iter()
+            .zip(&self.total)
+            .map(|(&a, &t)| a as f64 / t.max(1) as f64)
+            .collect()
+    }
 }
 
 /// `x` to 6 significant digits, so the card stays readable.

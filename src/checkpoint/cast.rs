@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 
 use half::{bf16, f16};
+use rayon::prelude::*;
 
 use super::DType;
 use crate::error::{Error, Result};
@@ -30,12 +31,78 @@ pub fn cast_bytes<'a>(
         });
     }
     let n = bytes.len() / from.size();
-    let mut out = Vec::with_capacity(n * to.size());
-    for chunk in bytes.chunks_exact(from.size()) {
-        let value = decode(from, chunk);
-        encode(to, value, &mut out);
-    }
+    let mut out = vec![0u8; n * to.size()];
+    let input = bytes[..n * from.size()].par_chunks(CAST_BLOCK * from.size());
+    out.par_chunks_mut(CAST_BLOCK * to.size())
+        .zip(input)
+        .for_each(|(out, input)| {
+            let mut values = [0f32; CAST_BLOCK];
+            let values = &mut values[..input.len() / from.size()];
+            decode_f32(from, input, values);
+            encode_f32(to, values, out);
+        });
     Ok(Cow::Owned(out))
+}
+
+/// Elements cast per block: each block goes through an f32 buffer on the stack, and blocks
+/// run in parallel.
+const CAST_BLOCK: usize = 4096;
+
+/// Decode little-endian float bytes of `dtype` into `values` (as many as it holds). Every
+/// f16, bf16 and f32 value is exact in f32; an f64 rounds to the nearest f32, as it always
+/// did on its way to a narrower dtype.
+fn decode_f32(dtype: DType, bytes: &[u8], values: &mut [f32]) {
+    match dtype {
+        DType::F32 => {
+            for (v, b) in values.iter_mut().zip(bytes.as_chunks::<4>().0) {
+                *v = f32::from_le_bytes(*b);
+            }
+        }
+        DType::F16 => {
+            for (v, b) in values.iter_mut().zip(bytes.as_chunks::<2>().0) {
+                *v = f16::from_le_bytes(*b).to_f32();
+            }
+        }
+        DType::BF16 => {
+            for (v, b) in values.iter_mut().zip(bytes.as_chunks::<2>().0) {
+                *v = f32::from_bits(u32::from(u16::from_le_bytes(*b)) << 16);
+            }
+        }
+        DType::F64 => {
+            for (v, b) in values.iter_mut().zip(bytes.as_chunks::<8>().0) {
+                *v = f64::from_le_bytes(*b) as f32;
+            }
+        }
+        _ => unreachable!("decode_f32 is only called for float dtypes"),
+    }
+}
+
+/// Encode `values` as little-endian bytes of `dtype` into `out`, rounding to nearest-even as
+/// torch does when it casts an f32 tensor.
+fn encode_f32(dtype: DType, values: &[f32], out: &mut [u8]) {
+    match dtype {
+        DType::F32 => {
+            for (b, v) in out.as_chunks_mut::<4>().0.iter_mut().zip(values) {
+                *b = v.to_le_bytes();
+            }
+        }
+        DType::F16 => {
+            for (b, v) in out.as_chunks_mut::<2>().0.iter_mut().zip(values) {
+                *b = f16::from_f32(*v).to_le_bytes();
+            }
+        }
+        DType::BF16 => {
+            for (b, v) in out.as_chunks_mut::<2>().0.iter_mut().zip(values) {
+                *b = bf16::from_f32(*v).to_le_bytes();
+            }
+        }
+        DType::F64 => {
+            for (b, v) in out.as_chunks_mut::<8>().0.iter_mut().zip(values) {
+                *b = f64::from(*v).to_le_bytes();
+            }
+        }
+        _ => unreachable!("encode_f32 is only called for float dtypes"),
+    }
 }
 
 /// Little-endian f32 bytes seen as f32 values without a copy, when they start at an f32
@@ -62,27 +129,6 @@ pub fn f32_le_bytes(values: &[f32]) -> Vec<u8> {
 pub fn f32_values(bytes: &[u8]) -> Vec<f32> {
     let (values, _) = bytes.as_chunks::<4>();
     values.iter().map(|b| f32::from_le_bytes(*b)).collect()
-}
-
-fn decode(dtype: DType, c: &[u8]) -> f64 {
-    match dtype {
-        DType::F64 => f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
-        DType::F32 => f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64,
-        DType::F16 => f16::from_le_bytes([c[0], c[1]]).to_f64(),
-        DType::BF16 => bf16::from_le_bytes([c[0], c[1]]).to_f64(),
-        _ => unreachable!("decode is only called for float dtypes"),
-    }
-}
-
-fn encode(dtype: DType, value: f64, out: &mut Vec<u8>) {
-    match dtype {
-        DType::F64 => out.extend_from_slice(&value.to_le_bytes()),
-        DType::F32 => out.extend_from_slice(&(value as f32).to_le_bytes()),
-        // Round from f32, as torch does when casting an f32 tensor.
-        DType::F16 => out.extend_from_slice(&f16::from_f32(value as f32).to_le_bytes()),
-        DType::BF16 => out.extend_from_slice(&bf16::from_f32(value as f32).to_le_bytes()),
-        _ => unreachable!("encode is only called for float dtypes"),
-    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ mod bert;
 mod config;
 pub mod init;
 pub(crate) mod kernels;
+pub mod layerwise;
 mod llama;
 mod model;
 mod ops;

@@ -374,6 +374,22 @@ impl Model {
         layers: Option<&[usize]>,
         device: &Device,
     ) -> Result<Model> {
+        Model::load_selected(ckpt, layers, true, device)
+    }
+
+    /// The checkpoint's blocks `layers` alone, renumbered `0..layers.len()`, without the
+    /// embeddings, final norm and head: a model to run with [`Hooks::blocks_only`] through
+    /// [`Model::forward_from`] (see [`super::layerwise`]).
+    pub fn load_blocks(ckpt: &Checkpoint, layers: &[usize], device: &Device) -> Result<Model> {
+        Model::load_selected(ckpt, Some(layers), false, device)
+    }
+
+    fn load_selected(
+        ckpt: &Checkpoint,
+        layers: Option<&[usize]>,
+        globals: bool,
+        device: &Device,
+    ) -> Result<Model> {
         let anatomy = analyze(ckpt.config.as_ref(), ckpt.source.tensors())?;
         let mut config = config_of(ckpt, &anatomy)?;
         if let Some(keep) = layers {
@@ -381,7 +397,7 @@ impl Model {
         }
         let mut store = Store::new();
         for (name, slot) in &anatomy.slots {
-            if skip(anatomy.family, name, slot) {
+            if skip(anatomy.family, name, slot) || (!globals && slot.layer.is_none()) {
                 continue;
             }
             let slot = match (layers, slot.layer) {
@@ -458,13 +474,29 @@ impl Model {
     /// Run a forward pass with the given hooks.
     pub fn forward_with(&self, input: &Input, mode: Mode, hooks: Hooks) -> Result<Forward> {
         let ctx = Ctx::new(self, mode, hooks);
+        let (h, mask) = self.embed_in(&ctx, input)?;
+        self.run(ctx, h, 0, mask, hooks)
+    }
+
+    /// The hidden states `[batch, seq, hidden]` that enter the first block, and bert's padding
+    /// mask: the embeddings of `input`.
+    pub fn embed<'i>(&self, input: &'i Input, mode: Mode) -> Result<(Tensor, Option<&'i Tensor>)> {
+        let ctx = Ctx::new(self, mode, Hooks::default());
+        self.embed_in(&ctx, input)
+    }
+
+    fn embed_in<'i>(
+        &self,
+        ctx: &Ctx<'_>,
+        input: &'i Input,
+    ) -> Result<(Tensor, Option<&'i Tensor>)> {
         let c = &self.config;
-        let (h, mask) = match (c.family, input) {
-            (Family::Llama, Input::Tokens { ids, .. }) => (llama::embed(&ctx, c, ids)?, None),
+        Ok(match (c.family, input) {
+            (Family::Llama, Input::Tokens { ids, .. }) => (llama::embed(ctx, c, ids)?, None),
             (Family::Bert, Input::Tokens { ids, mask }) => {
-                (bert::embed(&ctx, c, ids)?, mask.as_ref())
+                (bert::embed(ctx, c, ids)?, mask.as_ref())
             }
-            (Family::Vit, Input::Images(x)) => (vit::embed(&ctx, c, x)?, None),
+            (Family::Vit, Input::Images(x)) => (vit::embed(ctx, c, x)?, None),
             (family, _) => {
                 return Err(Error::InvalidValue {
                     what: "model input".into(),
@@ -472,8 +504,7 @@ impl Model {
                     reason: "llama and bert read token ids, vit reads images".into(),
                 });
             }
-        };
-        self.run(ctx, h, 0, mask, hooks)
+        })
     }
 
     /// Run blocks `start..` (then the final norm and head) on hidden states

@@ -139,6 +139,43 @@ fn positions(spawned: &Value) -> Vec<usize> {
     serde_json::from_value(spawned["blueprint"]["notes"]["gene_positions"].clone()).unwrap()
 }
 
+/// heur run one block at a time (`layerwise=true`, as a 7B ancestor runs) selects the same
+/// layers as `gene`, with the same probe losses and gradient activity up to f32 rounding.
+fn same_activity_block_by_block(home: &Path, model: &Path, sets: &[&str], gene: &Value) {
+    let mut sets = sets.to_vec();
+    sets.extend(["--set", "layerwise=true"]);
+    let blocks = extract(home, "heur", model, "heur-by-block", &sets);
+    let (d, b) = (&gene["diagnostics"], &blocks["diagnostics"]);
+    assert_eq!(b["selected_layers"], d["selected_layers"]);
+    let close = |x: &Value, y: &Value| {
+        let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+        (x - y).abs() <= 1e-4 * x.abs().max(y.abs()) + 1e-9
+    };
+    let pairs = |v: &Value, key: &str| -> Vec<Value> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                if key.is_empty() {
+                    a.clone()
+                } else {
+                    a[key].clone()
+                }
+            })
+            .collect()
+    };
+    for (x, y) in pairs(&d["probe_loss"], "")
+        .iter()
+        .zip(pairs(&b["probe_loss"], ""))
+    {
+        assert!(close(x, &y), "probe loss {x} vs {y}");
+    }
+    let (whole, by_block) = (&d["gradient_activity"], &b["gradient_activity"]);
+    for (x, y) in pairs(whole, "mean").iter().zip(pairs(by_block, "mean")) {
+        assert!(close(x, &y), "activity {whole} vs {by_block}");
+    }
+}
+
 #[test]
 fn heur_on_smollm2_keeps_a_stable_suffix_reproducibly() {
     let tmp = tempfile::tempdir().unwrap();
@@ -171,6 +208,7 @@ fn heur_on_smollm2_keeps_a_stable_suffix_reproducibly() {
     }
     let again = extract(home, "heur", &model, "smol-heur-again", &sets);
     assert_eq!(again["digest"], gene["digest"]);
+    same_activity_block_by_block(home, &model, &sets, &gene);
 
     let reference = gene["reference"].as_str().unwrap();
     let shown = json_result(&run_str(home, &["show", "--json", reference]));
@@ -214,6 +252,7 @@ fn heur_on_minilm_uses_the_token_proxy_loss() {
     assert_eq!(d["gradient_activity"].as_array().unwrap().len(), 6);
     let again = extract(home, "heur", &model, "mini-heur-again", &sets);
     assert_eq!(again["digest"], gene["digest"]);
+    same_activity_block_by_block(home, &model, &sets, &gene);
     let reference = gene["reference"].as_str().unwrap();
     let k = layers.len();
     for n in [k, k + 4] {

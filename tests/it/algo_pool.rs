@@ -18,24 +18,28 @@ fn hamlet() -> PathBuf {
 
 /// Extract a small-calibration pool gene; its reference and card diagnostics.
 fn extract(home: &Path, ancestor: &Path) -> (String, serde_json::Value) {
+    extract_with(home, ancestor, &[])
+}
+
+/// [`extract`] with more arguments.
+fn extract_with(home: &Path, ancestor: &Path, extra: &[&str]) -> (String, serde_json::Value) {
     let ancestor = ancestor.to_str().unwrap();
     let data = hamlet();
-    let run = run_str(
-        home,
-        &[
-            "extract",
-            "--algo",
-            "pool",
-            ancestor,
-            "--data",
-            data.to_str().unwrap(),
-            "--set",
-            "samples=8",
-            "--set",
-            "seq_len=16",
-            "--json",
-        ],
-    );
+    let mut args = vec![
+        "extract",
+        "--algo",
+        "pool",
+        ancestor,
+        "--data",
+        data.to_str().unwrap(),
+        "--set",
+        "samples=8",
+        "--set",
+        "seq_len=16",
+        "--json",
+    ];
+    args.extend(extra);
+    let run = run_str(home, &args);
     assert_eq!(run.code, 0, "{run:?}");
     let result = json_result(&run);
     (
@@ -214,6 +218,20 @@ fn pool_minilm_spawns_two_depths_and_a_padded_batch_matches_its_parts() {
     let home = tmp.path();
     let (gene, diag) = extract(home, &ancestor);
     check_card(&diag, 3);
+    // Each instance run one block at a time (as a 7B ancestor's are) fits the same stitches.
+    let by_block = ["--name", "pool-by-block", "--set", "layerwise=true"];
+    let (_, blocks) = extract_with(home, &ancestor, &by_block);
+    let residuals = diag["stitch_residual"].as_object().unwrap();
+    for (unit, r) in residuals {
+        let (a, b) = (
+            r.as_f64().unwrap(),
+            blocks["stitch_residual"][unit].as_f64().unwrap(),
+        );
+        assert!(
+            (a - b).abs() <= 1e-3 * a.max(b) + 1e-7,
+            "{unit}: {a} vs {b}"
+        );
+    }
     let tok = lgreg::train::text::Tokenizer::load(&ancestor).unwrap();
     let (ids, mask) = tok
         .encode_batch(

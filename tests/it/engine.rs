@@ -6,8 +6,8 @@ use lgreg::anatomy::{Family, Param, Role, Slot};
 use lgreg::checkpoint::open;
 use lgreg::nn::init::{Rng, VitSpec, random_plain};
 use lgreg::nn::{
-    Input, LinearExpanded, Mode, Model, ModelConfig, Parametrisation, Plain, Pooling, Precision,
-    StageShared, Stitched, Store, reference_only,
+    Hooks, Input, LinearExpanded, Mode, Model, ModelConfig, Parametrisation, Plain, Pooling,
+    Precision, StageShared, Stitched, Store, reference_only,
 };
 use lgreg::train::loss::{cross_entropy, lm_loss};
 use lgreg::train::optim::{AdamW, AdamWConfig, cosine_lr};
@@ -905,5 +905,68 @@ fn the_binary_runs_with_a_ten_second_purge_delay_unless_the_user_sets_one() {
             !child.wait().unwrap().success(),
             "an empty password is refused"
         );
+    }
+}
+
+#[test]
+fn a_model_run_block_by_block_matches_it_run_whole() {
+    use crate::support::synth::{hashed, tiny_llama, write_model_dir};
+    use lgreg::nn::layerwise::Layerwise;
+    let dir = tempfile::tempdir().unwrap();
+    let c = tiny_llama(3);
+    write_model_dir(dir.path(), &c, |name, layer, i| {
+        let base = if name.contains("norm") { 1.0 } else { 0.0 };
+        base + 0.3 * hashed(name, layer, i)
+    });
+    let ckpt = open(dir.path()).unwrap();
+    let dev = Device::Cpu;
+    let whole = Model::load(&ckpt, &dev).unwrap();
+    let blocks = Layerwise::new(&ckpt, &dev).unwrap();
+    assert_eq!(blocks.depth(), 3);
+    let ids = Tensor::new(&[[1u32, 5, 9, 2, 7, 30], [3, 3, 40, 0, 11, 49]], &dev).unwrap();
+    let targets = Tensor::new(&[[5u32, 9, 2, 7, 30, 1], [3, 40, 0, 11, 49, 2]], &dev).unwrap();
+    let input = Input::Tokens { ids, mask: None };
+
+    let hidden = whole
+        .forward_with(&input, Mode::Infer, Hooks::HIDDEN_STATES)
+        .unwrap()
+        .hidden;
+    let by_block = blocks.hidden_states(&input).unwrap();
+    assert_eq!(hidden.len(), by_block.len());
+    for (l, (want, got)) in hidden.iter().zip(&by_block).enumerate() {
+        assert!(max_rel(got, want) < 1e-5, "hidden state {l}");
+    }
+
+    let hooks = Hooks {
+        weight_grads: true,
+        ..Hooks::default()
+    };
+    let forward = whole.forward_with(&input, Mode::Train, hooks).unwrap();
+    let loss = lm_loss(&forward.output, &targets).unwrap();
+    let want = forward.layer_grads(&loss.backward().unwrap());
+    let mut got = std::collections::BTreeMap::new();
+    let mut order = Vec::new();
+    let block_loss = blocks
+        .weight_grads(
+            &input,
+            |_, f| lm_loss(&f.output, &targets),
+            |layer, grads| {
+                order.push(layer);
+                got.extend(grads);
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert_eq!(order, vec![2, 1, 0], "blocks are visited from the top down");
+    let (a, b) = (
+        loss.to_scalar::<f32>().unwrap(),
+        block_loss.to_scalar::<f32>().unwrap(),
+    );
+    assert!((a - b).abs() <= 1e-6 * a.abs(), "{a} vs {b}");
+    assert_eq!(got.len(), want.len());
+    assert_eq!(got.len(), 3 * 9, "every weight of every block");
+    for (slot, g) in &want {
+        let gap = max_rel(&got[slot], g);
+        assert!(gap < 1e-4, "{slot:?}: relative gap {gap}");
     }
 }

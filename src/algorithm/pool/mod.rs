@@ -9,7 +9,9 @@
 //! least squares `[X_i, 1]·M ≈ Y_{j-1}` where `X_i` is the hidden states after front block `i`
 //! and `Y_{j-1}` those entering end block `j` (the embedding output when `j = 0`), tokens as rows;
 //! `W = Mᵀ` without the bias row, `b` = the bias row, averaged over the configurations that share
-//! the layer ([`lstsq`]). The instances run as engine models ([`Model::load_layers`]).
+//! the layer ([`lstsq`]). The instances run as engine models ([`Model::load_layers`]), or one
+//! block at a time from the mapped checkpoint when the ancestor is large
+//! ([`crate::nn::layerwise`]; recipe parameter `layerwise`).
 //!
 //! The paper's pool, with distilled students of several widths and a fine-tuned pool, is
 //! [`trained`] (`lgreg train`, `MODE: faithful`); its genes grow through the same `spawn`.
@@ -31,6 +33,7 @@ use super::probe::{Probe, ProbeBatch, token_rows};
 use super::{Algorithm, ExtractJob, GeneView};
 use crate::anatomy::{Role, STITCH_PREFIX};
 use crate::error::{Error, Result};
+use crate::nn::layerwise::Layerwise;
 use crate::nn::{Hooks, Input, Mode, Model};
 use crate::progress::{Event, Reporter};
 use configs::{Choice, StitchConfig, block_unit, configurations, instance_layers, pair_names};
@@ -51,6 +54,10 @@ pub(crate) struct Params {
     pub seq_len: usize,
     /// Relative ridge of the least-squares fits.
     pub ridge: f64,
+    /// Run each instance one block at a time ([`crate::nn::layerwise`]): `true`, `false`, or
+    /// unset to do so when the ancestor is large ([`AncestorModel::run_layerwise`]).
+    #[serde(default)]
+    pub layerwise: Option<bool>,
 }
 
 fn default_seq_len() -> usize {
@@ -110,15 +117,30 @@ pub(crate) fn hidden_rows(
     batches: &[ProbeBatch],
     reporter: &dyn Reporter,
 ) -> Result<Vec<Tensor>> {
+    let states = |input: &Input| {
+        Ok(model
+            .forward_with(input, Mode::Infer, Hooks::HIDDEN_STATES)?
+            .hidden)
+    };
+    hidden_rows_of(states, batches, reporter)
+}
+
+/// [`hidden_rows`] of a model whose hidden states (after the embeddings and every block)
+/// `states` gives.
+fn hidden_rows_of(
+    states: impl Fn(&Input) -> Result<Vec<Tensor>>,
+    batches: &[ProbeBatch],
+    reporter: &dyn Reporter,
+) -> Result<Vec<Tensor>> {
     let mut parts: Vec<Vec<Tensor>> = Vec::new();
     for batch in batches {
-        let fwd = model.forward_with(&batch.input, Mode::Infer, Hooks::HIDDEN_STATES)?;
-        parts.resize_with(fwd.hidden.len(), Vec::new);
+        let hidden = states(&batch.input)?;
+        parts.resize_with(hidden.len(), Vec::new);
         let mask = match &batch.input {
             Input::Tokens { mask, .. } => mask.as_ref(),
             Input::Images(_) => None,
         };
-        for (k, h) in fwd.hidden.iter().enumerate() {
+        for (k, h) in hidden.iter().enumerate() {
             parts[k].push(token_rows(h, mask)?);
         }
         reporter.report(Event::Advance {
@@ -219,10 +241,18 @@ fn calibrate(
         task: "calibrate pool instances".into(),
         total: (batches.len() * instances.len()) as u64,
     });
+    let layerwise = job.ancestor.run_layerwise(params.layerwise)?;
     let mut states = BTreeMap::new();
     for (name, layers) in instances {
-        let model = Model::load_layers(job.ancestor.ckpt, Some(layers), &Device::Cpu)?;
-        states.insert(name.clone(), hidden_rows(&model, &batches, job.reporter)?);
+        let ckpt = job.ancestor.ckpt;
+        let rows = if layerwise {
+            let blocks = Layerwise::of_layers(ckpt, layers.clone(), &Device::Cpu)?;
+            hidden_rows_of(|input| blocks.hidden_states(input), &batches, job.reporter)?
+        } else {
+            let model = Model::load_layers(ckpt, Some(layers), &Device::Cpu)?;
+            hidden_rows(&model, &batches, job.reporter)?
+        };
+        states.insert(name.clone(), rows);
     }
     job.reporter.report(Event::Finish);
     let rows = rows_of(&states)?;
