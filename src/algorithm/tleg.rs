@@ -34,7 +34,7 @@ use super::builder::GeneBuilder;
 use super::faithful::{AuxNet, AuxRequest};
 use super::{Algorithm, ExtractJob, GeneView, Imported, align};
 use crate::anatomy::Family;
-use crate::checkpoint::{Checkpoint, DType, cast_bytes, f32_le_bytes, f32_values, f32_view};
+use crate::checkpoint::{Checkpoint, DType, decode_into_f32, f32_le_bytes};
 use crate::error::{Error, Result};
 use crate::progress::{Event, Reporter};
 use crate::recipe::Recipe;
@@ -207,12 +207,7 @@ impl fit::Bands for Mapped<'_, '_> {
             let size = dtype.size();
             let part = &bytes[range.start * size..range.end * size];
             let name = self.ancestor.tensor(l, self.key)?;
-            let values = cast_bytes(name, *dtype, DType::F32, part)?;
-            out.clear();
-            match f32_view(&values) {
-                Some(view) => out.extend_from_slice(view),
-                None => out.extend(f32_values(&values)),
-            }
+            decode_into_f32(name, *dtype, part, out)?;
         }
         Ok(())
     }

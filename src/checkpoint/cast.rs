@@ -44,6 +44,24 @@ pub fn cast_bytes<'a>(
     Ok(Cow::Owned(out))
 }
 
+/// Decode the little-endian float bytes of tensor `name` (of `dtype`) into `out` as f32,
+/// replacing its contents, block by block on every core.
+pub fn decode_into_f32(name: &str, dtype: DType, bytes: &[u8], out: &mut Vec<f32>) -> Result<()> {
+    if !dtype.is_float() {
+        return Err(Error::UnsupportedCast {
+            name: name.to_string(),
+            dtype: dtype.to_string(),
+            target: DType::F32.to_string(),
+        });
+    }
+    out.clear();
+    out.resize(bytes.len() / dtype.size(), 0.0);
+    out.par_chunks_mut(CAST_BLOCK)
+        .zip(bytes.par_chunks(CAST_BLOCK * dtype.size()))
+        .for_each(|(values, input)| decode_f32(dtype, input, values));
+    Ok(())
+}
+
 /// Elements cast per block: each block goes through an f32 buffer on the stack, and blocks
 /// run in parallel.
 const CAST_BLOCK: usize = 4096;

@@ -18,7 +18,7 @@ pub mod write;
 mod cast;
 mod open;
 
-pub use cast::{cast_bytes, f32_le_bytes, f32_values, f32_view};
+pub use cast::{cast_bytes, decode_into_f32, f32_le_bytes, f32_values, f32_view};
 pub use dtype::DType;
 pub(crate) use open::read_json_file;
 pub use open::{Checkpoint, Format, SideFile, open};

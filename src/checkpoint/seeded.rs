@@ -203,8 +203,42 @@ impl PublishedLayout {
         let mut bytes = serde_json::to_vec_pretty(&self.config)?;
         bytes.push(b'\n');
         crate::fsutil::write_atomic(&dir.join("config.json"), &bytes)?;
+        let tokenizer = serde_json::to_vec(&stand_in_tokenizer())?;
+        crate::fsutil::write_atomic(&dir.join("tokenizer.json"), &tokenizer)?;
         Ok(written)
     }
+}
+
+/// A character-level `tokenizer.json` for a stand-in, so that the verbs that read text
+/// (heur, pool, auto, eval) can run on it: every printable ASCII character is one token after
+/// `<unk>`, `<s>` and `</s>`, everything else is `<unk>`. It is not the published tokenizer
+/// (a 32,000-piece SentencePiece BPE), whose vocabulary is not part of the test data; its ids
+/// all lie below any llama vocabulary size.
+pub fn stand_in_tokenizer() -> Value {
+    let mut vocab = serde_json::Map::new();
+    for (id, special) in ["<unk>", "<s>", "</s>"].into_iter().enumerate() {
+        vocab.insert(special.into(), Value::from(id));
+    }
+    for c in (0x20u8..0x7f).map(char::from) {
+        let id = vocab.len();
+        vocab.insert(c.to_string(), Value::from(id));
+    }
+    serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": [],
+        "normalizer": null,
+        "pre_tokenizer": {
+            "type": "Split",
+            "pattern": { "Regex": "." },
+            "behavior": "Isolated",
+            "invert": false
+        },
+        "post_processor": null,
+        "decoder": null,
+        "model": { "type": "WordLevel", "vocab": vocab, "unk_token": "<unk>" }
+    })
 }
 
 fn index_error(reason: &str) -> Error {
@@ -364,6 +398,16 @@ mod tests {
         index["weight_map"]["model.mystery.weight"] = Value::from("x.safetensors");
         let err = PublishedLayout::llama(&config, &index, None, DType::F16).unwrap_err();
         assert!(err.to_string().contains("model.mystery.weight"), "{err}");
+    }
+
+    #[test]
+    fn the_stand_in_tokenizer_reads_text_one_character_a_token() {
+        let bytes = serde_json::to_vec(&stand_in_tokenizer()).unwrap();
+        let tok = crate::train::text::Tokenizer::from_bytes(&bytes, Path::new("t")).unwrap();
+        let ids = tok.encode("To be, or", false).unwrap();
+        assert_eq!(ids.len(), 9);
+        assert_eq!(ids[0], 3 + u32::from(b'T' - 0x20));
+        assert!(ids.iter().all(|&id| id < 3 + 95));
     }
 
     #[test]

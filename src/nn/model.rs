@@ -412,6 +412,8 @@ impl Model {
             };
             let info = ckpt.source.require(name)?;
             let values = ckpt.source.read_f32(name)?;
+            // The f32 copy is made: the mapped pages behind it can go.
+            ckpt.source.release(name);
             let t = Tensor::from_vec(values, info.shape.clone(), device)?;
             if store.var(&slot).is_some() {
                 return Err(Error::ModelMismatch {
