@@ -18,6 +18,8 @@ align=1
 [ "${1:-}" = "--no-align" ] && align=0
 
 work="$PWD/target/bench-7b"
+# What an earlier run left (its cache, genes and outputs) goes first.
+rm -rf "$work/home" "$work/hf-home" "$work/out" "$work/oci"
 mkdir -p "$work"
 free=$(df --output=avail -B1 "$work" | tail -1)
 if [ "$free" -lt $((45 << 30)) ]; then
