@@ -9,7 +9,7 @@ mod card;
 mod smoke;
 mod source;
 
-pub use smoke::{SAMPLE_PAIRS, SAMPLE_TEXT, smoke_metric};
+pub use smoke::{SAMPLE_PAIRS, SAMPLE_TEXT, llama_by_blocks, smoke_metric};
 pub use source::DescendantSource;
 
 use std::path::PathBuf;

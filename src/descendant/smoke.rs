@@ -5,11 +5,12 @@
 use std::path::Path;
 
 use crate::anatomy::Family;
-use crate::checkpoint::open;
+use crate::checkpoint::{Checkpoint, open};
 use crate::error::Result;
-use crate::nn::{Model, device};
+use crate::nn::layerwise::{LAYERWISE_ABOVE, Layerwise};
+use crate::nn::{Input, Model, ModelConfig, device};
 use crate::progress::Silent;
-use crate::train::eval::{Metrics, perplexity, similarities};
+use crate::train::eval::{Metrics, perplexity, perplexity_of, similarities};
 use crate::train::text::TextBlocks;
 use crate::train::{EvalOptions, checkpoint_tokenizer, evaluate_model};
 
@@ -44,20 +45,48 @@ pub const SAMPLE_PAIRS: &[(&str, &str)] = &[
 /// Tokens per block of the llama sample.
 const SAMPLE_BLOCK: usize = 64;
 
-fn has_tokenizer(ckpt: &crate::checkpoint::Checkpoint) -> bool {
+fn has_tokenizer(ckpt: &Checkpoint) -> bool {
     ckpt.side_files.iter().any(|f| f.name() == "tokenizer.json")
 }
 
-/// Measure the model in `dir`; `images` gives vit data. `None` when nothing applies.
+/// The built-in sample in blocks of the checkpoint's tokens.
+fn sample_blocks(ckpt: &Checkpoint) -> Result<TextBlocks> {
+    let tokens = checkpoint_tokenizer(ckpt)?.encode(SAMPLE_TEXT, false)?;
+    Ok(TextBlocks::from_tokens(tokens, SAMPLE_BLOCK))
+}
+
+/// The perplexity of a large llama checkpoint on the sample, run one block at a time.
+pub fn llama_by_blocks(ckpt: &Checkpoint) -> Result<Option<Metrics>> {
+    if !has_tokenizer(ckpt) {
+        return Ok(None);
+    }
+    let cpu = device(false)?;
+    let model = Layerwise::new(ckpt, &cpu)?;
+    let blocks = sample_blocks(ckpt)?;
+    let idx: Vec<usize> = (0..blocks.len()).collect();
+    let logits = |input: &Input| model.output(input);
+    let metric = perplexity_of(logits, &cpu, &blocks, &idx, idx.len().max(1), &Silent)?;
+    Ok(Some(metric))
+}
+
+/// Measure the model in `dir`; `images` gives vit data. `None` when nothing applies. A llama
+/// descendant whose f32 weights exceed [`LAYERWISE_ABOVE`] runs one block at a time.
 pub fn smoke_metric(dir: &Path, images: Option<&Path>) -> Result<Option<Metrics>> {
     let ckpt = open(dir)?;
+    let f32_bytes: u64 = ckpt
+        .source
+        .tensors()
+        .iter()
+        .map(|t| 4 * t.numel() as u64)
+        .sum();
+    if f32_bytes > LAYERWISE_ABOVE && ModelConfig::of(&ckpt)?.family == Family::Llama {
+        return llama_by_blocks(&ckpt);
+    }
     let model = Model::load(&ckpt, &device(false)?)?;
     Ok(match model.config.family {
         Family::Llama | Family::Bert if !has_tokenizer(&ckpt) => None,
         Family::Llama => {
-            let tok = checkpoint_tokenizer(&ckpt)?;
-            let tokens = tok.encode(SAMPLE_TEXT, false)?;
-            let blocks = TextBlocks::from_tokens(tokens, SAMPLE_BLOCK);
+            let blocks = sample_blocks(&ckpt)?;
             let idx: Vec<usize> = (0..blocks.len()).collect();
             Some(perplexity(
                 &model,

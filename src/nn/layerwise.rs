@@ -3,7 +3,8 @@
 //! block is read from the memory-mapped checkpoint when the pass reaches it and dropped after.
 //!
 //! - [`Layerwise::hidden_states`]: the hidden states after the embeddings and after every
-//!   block, without gradients (CKA, stitch least squares).
+//!   block, without gradients (CKA, stitch least squares), and [`Layerwise::output`]: the
+//!   model's output (a large descendant's smoke perplexity).
 //! - [`Layerwise::weight_grads`]: every block's weight gradients of a loss on the output.
 //!   The forward pass keeps only each block's input; the backward pass then goes from the top
 //!   block down, loading each block again, recomputing its forward pass from its kept input and
@@ -119,14 +120,36 @@ impl<'c> Layerwise<'c> {
     /// The hidden states after the embeddings and after each block (`depth + 1` of them),
     /// without gradients.
     pub fn hidden_states(&self, input: &Input) -> Result<Vec<Tensor>> {
+        let mut states = Vec::with_capacity(self.depth() + 1);
+        self.each_state(input, |h| states.push(h.clone()))?;
+        Ok(states)
+    }
+
+    /// The model's output (logits, or the head's output) on `input`, without gradients.
+    pub fn output(&self, input: &Input) -> Result<Tensor> {
+        let top = self.each_state(input, |_| {})?;
+        let mask = match input {
+            Input::Tokens { mask, .. } => mask.as_ref(),
+            Input::Images(_) => None,
+        };
+        let hooks = Hooks::default();
+        Ok(self
+            .globals
+            .forward_from(&top, 0, mask, Mode::Infer, hooks)?
+            .output)
+    }
+
+    /// Run the embeddings and every block without gradients, showing `seen` each hidden state
+    /// as it is made; returns the last.
+    fn each_state(&self, input: &Input, mut seen: impl FnMut(&Tensor)) -> Result<Tensor> {
         let (mut h, mask) = self.globals.embed(input, Mode::Infer)?;
-        let mut states = vec![h.clone()];
+        seen(&h);
         for layer in 0..self.depth() {
             let block = self.block(layer)?;
             h = self.run_block(&block, &h, mask, Mode::Infer, false)?.output;
-            states.push(h.clone());
+            seen(&h);
         }
-        Ok(states)
+        Ok(h)
     }
 
     /// The loss `loss_of(globals, output)` of `input` and the gradient of every block weight

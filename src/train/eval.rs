@@ -198,10 +198,24 @@ pub fn perplexity(
     batch: usize,
     reporter: &dyn Reporter,
 ) -> Result<Metrics> {
+    let logits = |input: &Input| Ok(model.forward(input, Mode::Infer, false)?.output);
+    perplexity_of(logits, &model.device, blocks, idx, batch, reporter)
+}
+
+/// [`perplexity`] of a model whose logits `logits` computes (a model run one block at a time,
+/// [`crate::nn::layerwise::Layerwise::output`]), its inputs made on `device`.
+pub fn perplexity_of(
+    logits: impl Fn(&Input) -> Result<Tensor>,
+    device: &candle_core::Device,
+    blocks: &TextBlocks,
+    idx: &[usize],
+    batch: usize,
+    reporter: &dyn Reporter,
+) -> Result<Metrics> {
     let total = sum_over_chunks(idx, batch, reporter, |chunk| {
-        let (x, y) = blocks.batch(chunk, &model.device)?;
-        let out = model.forward(&Input::Tokens { ids: x, mask: None }, Mode::Infer, false)?;
-        let loss = lm_loss(&out.output, &y)?.to_scalar::<f32>()?;
+        let (x, y) = blocks.batch(chunk, device)?;
+        let out = logits(&Input::Tokens { ids: x, mask: None })?;
+        let loss = lm_loss(&out, &y)?.to_scalar::<f32>()?;
         Ok(f64::from(loss) * chunk.len() as f64)
     })?;
     let loss = total / idx.len().max(1) as f64;

@@ -970,3 +970,16 @@ fn a_model_run_block_by_block_matches_it_run_whole() {
         assert!(gap < 1e-4, "{slot:?}: relative gap {gap}");
     }
 }
+
+#[test]
+fn the_smoke_perplexity_run_block_by_block_is_the_whole_models() {
+    let dir = smollm2_f32();
+    let whole = lgreg::descendant::smoke_metric(&dir, None)
+        .unwrap()
+        .unwrap();
+    let by_blocks = lgreg::descendant::llama_by_blocks(&open(&dir).unwrap())
+        .unwrap()
+        .unwrap();
+    let (a, b) = (whole.headline(), by_blocks.headline());
+    assert!((a - b).abs() <= 1e-4 * a, "whole {a} vs block by block {b}");
+}
