@@ -16,10 +16,10 @@ use std::path::Path;
 use rayon::prelude::*;
 use serde_json::Value;
 
-use super::write::{Planned, Written, plan_all, write_shards};
+use super::write::{Planned, Written, plan_one, write_shards};
 use super::{DType, TensorInfo, TensorSource, cast_bytes, f32_le_bytes, sort_infos};
 use crate::error::{Error, Result};
-use crate::nn::init::Rng;
+use crate::nn::init::{Rng, name_hash};
 use crate::progress::Reporter;
 
 /// Values drawn per parallel chunk (each chunk has its own stream).
@@ -91,13 +91,6 @@ impl SeededSource {
         )?;
         Ok(out)
     }
-}
-
-/// FNV-1a of a tensor name: the key of its random stream.
-fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xCBF2_9CE4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3)
-    })
 }
 
 impl TensorSource for SeededSource {
@@ -185,18 +178,13 @@ impl PublishedLayout {
             .and_then(Value::as_f64)
             .unwrap_or(10_000.0);
         let source = SeededSource::new(self.tensors(), seed, theta);
-        let plan: Vec<Planned> = plan_all(&source, &Default::default());
+        let opts = Default::default();
         let shards: Vec<(String, Vec<Planned>)> = self
             .shards
             .iter()
             .map(|(file, infos)| {
-                let names: Vec<&str> = infos.iter().map(|t| t.name.as_str()).collect();
-                let part = plan
-                    .iter()
-                    .filter(|p| names.contains(&p.name.as_str()))
-                    .cloned()
-                    .collect();
-                (file.clone(), part)
+                let plan = infos.iter().map(|t| plan_one(t, &t.name, &opts)).collect();
+                (file.clone(), plan)
             })
             .collect();
         let written = write_shards(dir, &source, shards, reporter)?;

@@ -12,7 +12,7 @@ use crate::anatomy::{Param, Role, Slot, slot_name};
 use crate::checkpoint::safetensors::SafetensorsFile;
 use crate::checkpoint::{DType, Stored, TensorInfo, TensorSource, f32_le_bytes};
 use crate::error::{Error, Result};
-use crate::nn::init::{Rng, init_values};
+use crate::nn::init::{Rng, init_values, name_hash};
 
 /// Where one output tensor comes from.
 #[derive(Debug, Clone)]
@@ -45,12 +45,7 @@ pub struct DescendantSource<'g> {
 /// A seed for one tensor, from the spawn seed and the tensor's name (FNV-1a, then mixed), so
 /// each random tensor is the same whatever else the descendant holds.
 fn tensor_seed(seed: u64, name: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    name_hash(name) ^ seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 /// The global tensors of a descendant as `(unit, tensor name)`: the gene's globals unit, one

@@ -77,6 +77,14 @@ impl Rng {
     }
 }
 
+/// FNV-1a of a tensor name: the key of the random stream a tensor is drawn from, so that each
+/// tensor's values depend on its name and not on what else a model holds.
+pub fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// Maximum positions of a random bert.
 const BERT_POSITIONS: usize = 64;
 

@@ -923,6 +923,8 @@ fn a_model_run_block_by_block_matches_it_run_whole() {
     let whole = Model::load(&ckpt, &dev).unwrap();
     let blocks = Layerwise::new(&ckpt, &dev).unwrap();
     assert_eq!(blocks.depth(), 3);
+    let beyond = Layerwise::of_layers(&ckpt, vec![0, 3], &dev).unwrap_err();
+    assert!(beyond.to_string().contains("3 blocks"), "{beyond}");
     let ids = Tensor::new(&[[1u32, 5, 9, 2, 7, 30], [3, 3, 40, 0, 11, 49]], &dev).unwrap();
     let targets = Tensor::new(&[[5u32, 9, 2, 7, 30, 1], [3, 40, 0, 11, 49, 2]], &dev).unwrap();
     let input = Input::Tokens { ids, mask: None };
